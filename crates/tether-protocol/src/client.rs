@@ -1,0 +1,400 @@
+//! The client end of a session, sans I/O.
+//!
+//! [`ClientSession`] outlives connections. The shell calls [`ClientSession::connected`] when an
+//! upgrade succeeds, feeds every binary message to [`ClientSession::handle_frame`], calls
+//! [`ClientSession::handle_timeout`] at [`ClientSession::poll_timeout`], writes what
+//! [`ClientSession::poll_transmit`] returns, and reads [`ClientSession::poll_event`]. When the
+//! connection ends it calls [`ClientSession::disconnected`]; commands (publish, subscribe) keep
+//! working meanwhile and are replayed on the next connection.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::frame::{self, ClientFrame, GapReport, RequestError, ServerFrame, Update};
+use crate::handshake::SessionAccepted;
+use crate::reliable::{BufferLimits, RecoveryBuffer, RewindError};
+use crate::timing::{AckSchedule, Liveness, earliest};
+use crate::{CloseReason, Position};
+
+/// Client-side session settings.
+#[derive(Debug, Clone)]
+pub struct ClientSessionConfig {
+    /// Bounds of the client's recovery buffer: unacknowledged requests, including those made
+    /// while disconnected. A request past the limit fails with [`QueueFull`].
+    pub buffer: BufferLimits,
+    /// Close the session (reason lost messages) instead of accepting a gap report.
+    pub strict: bool,
+}
+
+impl Default for ClientSessionConfig {
+    fn default() -> Self {
+        ClientSessionConfig {
+            buffer: BufferLimits {
+                max_frames: 10_000,
+                max_bytes: 8 << 20,
+            },
+            strict: false,
+        }
+    }
+}
+
+/// A request could not be queued: the recovery buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the send queue is full ({frames} requests, {bytes} bytes unacknowledged)")]
+pub struct QueueFull {
+    /// Unacknowledged requests held.
+    pub frames: usize,
+    /// Their size in bytes.
+    pub bytes: usize,
+}
+
+/// What the session reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A topic update for a subscription.
+    Update(Update),
+    /// The request with this sequence number was processed (`Ok`) or refused.
+    Completed {
+        /// The request's sequence number, as returned when it was queued.
+        request: u64,
+        /// The outcome.
+        result: Result<(), RequestError>,
+    },
+    /// Messages were lost; snapshots of the current values follow.
+    Gap(GapReport),
+    /// The server closed the session.
+    ServerClosed {
+        /// Why.
+        reason: CloseReason,
+        /// Details.
+        message: String,
+    },
+}
+
+/// The connection must end; [`ConnectionFault::reason`] says whether the session may resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionFault {
+    /// Nothing was received for two ping periods.
+    Idle,
+    /// The server broke the protocol (undecodable frame, impossible ack).
+    Protocol(String),
+    /// A gap was reported and the session is strict.
+    LostMessages(GapReport),
+    /// The server's resume answer does not match what the client holds.
+    ResumeMismatch(String),
+}
+
+impl ConnectionFault {
+    /// The close reason: idle connections may resume, the rest close the session.
+    pub fn reason(&self) -> CloseReason {
+        match self {
+            ConnectionFault::Idle => CloseReason::IdleConnection,
+            ConnectionFault::Protocol(_) => CloseReason::TransportError,
+            ConnectionFault::LostMessages(_) | ConnectionFault::ResumeMismatch(_) => {
+                CloseReason::LostMessages
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ConnectionFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionFault::Idle => f.write_str("nothing received for two ping periods"),
+            ConnectionFault::Protocol(m) => write!(f, "protocol violation: {m}"),
+            ConnectionFault::LostMessages(g) => write!(
+                f,
+                "{} messages lost ({}..={}) and the session is strict",
+                g.lost_count(),
+                g.lost_from,
+                g.lost_to
+            ),
+            ConnectionFault::ResumeMismatch(m) => write!(f, "resume mismatch: {m}"),
+        }
+    }
+}
+
+struct Connection {
+    liveness: Liveness,
+    acks: AckSchedule,
+}
+
+/// The client end of a session, independent of any connection.
+pub struct ClientSession {
+    config: ClientSessionConfig,
+    out: RecoveryBuffer<Bytes>,
+    /// Requests confirmed by an in-band server ack (or rejected) up to here.
+    confirmed: u64,
+    rejected: BTreeSet<u64>,
+    /// Last server sequence number received in order.
+    received: u64,
+    positions: BTreeMap<u32, u64>,
+    control: VecDeque<Bytes>,
+    events: VecDeque<ClientEvent>,
+    conn: Option<Connection>,
+}
+
+impl ClientSession {
+    /// A session that has not connected yet.
+    pub fn new(config: ClientSessionConfig) -> Self {
+        ClientSession {
+            out: RecoveryBuffer::new(config.buffer),
+            config,
+            confirmed: 0,
+            rejected: BTreeSet::new(),
+            received: 0,
+            positions: BTreeMap::new(),
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            conn: None,
+        }
+    }
+
+    /// Last server sequence number received in order (for the resume request).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Last position seen per partition (for the resume request).
+    pub fn positions(&self) -> Vec<Position> {
+        self.positions
+            .iter()
+            .map(|(&partition, &offset)| Position { partition, offset })
+            .collect()
+    }
+
+    /// Whether a connection is current.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Requests not yet acknowledged by the server.
+    pub fn unacknowledged(&self) -> usize {
+        self.out.len()
+    }
+
+    /// An upgrade succeeded: replay what the server lacks and start the liveness clock.
+    pub fn connected(
+        &mut self,
+        now: Instant,
+        accepted: &SessionAccepted,
+    ) -> Result<(), ConnectionFault> {
+        match self.out.rewind(accepted.received) {
+            Ok(()) => {}
+            Err(RewindError::Ahead) => {
+                return Err(ConnectionFault::ResumeMismatch(format!(
+                    "server claims request {} but only {} were sent",
+                    accepted.received,
+                    self.out.next_seq() - 1
+                )));
+            }
+            Err(RewindError::Gap { from, to }) => {
+                return Err(ConnectionFault::ResumeMismatch(format!(
+                    "server lost client requests {from}..={to}"
+                )));
+            }
+        }
+        self.control.clear();
+        self.conn = Some(Connection {
+            liveness: Liveness::new(accepted.ping_period, now),
+            acks: AckSchedule::default(),
+        });
+        Ok(())
+    }
+
+    /// The connection ended; the session waits for the next one.
+    pub fn disconnected(&mut self) {
+        self.conn = None;
+        self.control.clear();
+    }
+
+    fn push_request(&mut self, frame: &ClientFrame) -> Result<u64, QueueFull> {
+        let bytes = Bytes::from(frame::encode_to_vec(frame));
+        if !self.out.has_room_for(bytes.len()) {
+            return Err(QueueFull {
+                frames: self.out.len(),
+                bytes: self.out.bytes(),
+            });
+        }
+        let size = bytes.len();
+        Ok(self.out.push(bytes, size))
+    }
+
+    /// Queues a subscription; returns its request sequence number.
+    pub fn subscribe(&mut self, selector: &str) -> Result<u64, QueueFull> {
+        self.push_request(&ClientFrame::Subscribe {
+            selector: selector.to_owned(),
+        })
+    }
+
+    /// Queues an unsubscription.
+    pub fn unsubscribe(&mut self, selector: &str) -> Result<u64, QueueFull> {
+        self.push_request(&ClientFrame::Unsubscribe {
+            selector: selector.to_owned(),
+        })
+    }
+
+    /// Queues a publish.
+    pub fn publish(&mut self, topic: &str, value: Bytes) -> Result<u64, QueueFull> {
+        self.push_request(&ClientFrame::Publish {
+            topic: topic.to_owned(),
+            value,
+        })
+    }
+
+    /// The application closes the session: a close frame goes out first.
+    pub fn close(&mut self) {
+        self.control
+            .push_back(Bytes::from(frame::encode_to_vec(&ClientFrame::Close)));
+    }
+
+    /// Feeds one binary message from the server.
+    pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ConnectionFault> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        conn.liveness.received(now);
+        let frame =
+            frame::decode_server(bytes).map_err(|e| ConnectionFault::Protocol(e.to_string()))?;
+        if frame.is_sequenced() {
+            self.received += 1;
+            if conn.acks.on_received(now) {
+                self.queue_ack();
+            }
+        }
+        match frame {
+            ServerFrame::Update(update) => {
+                let entry = self.positions.entry(update.position.partition).or_default();
+                *entry = (*entry).max(update.position.offset);
+                self.events.push_back(ClientEvent::Update(update));
+            }
+            ServerFrame::Rejected { request, error } => {
+                if request <= self.confirmed
+                    || request >= self.out.next_seq()
+                    || !self.rejected.insert(request)
+                {
+                    return Err(ConnectionFault::Protocol(format!(
+                        "rejection of request {request}, which is not pending"
+                    )));
+                }
+                self.events.push_back(ClientEvent::Completed {
+                    request,
+                    result: Err(error),
+                });
+            }
+            ServerFrame::Ack { received } | ServerFrame::Ping { received } => {
+                self.handle_ack(received)?;
+            }
+            ServerFrame::Gap(report) => {
+                if report.lost_from != self.received + 1 || report.next <= report.lost_to {
+                    return Err(ConnectionFault::Protocol(format!(
+                        "gap report {}..={} does not follow {}",
+                        report.lost_from, report.lost_to, self.received
+                    )));
+                }
+                if self.config.strict {
+                    return Err(ConnectionFault::LostMessages(report));
+                }
+                self.received = report.next - 1;
+                self.events.push_back(ClientEvent::Gap(report));
+            }
+            ServerFrame::Close { reason, message } => {
+                self.events
+                    .push_back(ClientEvent::ServerClosed { reason, message });
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_ack(&mut self, received: u64) -> Result<(), ConnectionFault> {
+        if received < self.confirmed {
+            return Err(ConnectionFault::Protocol(format!(
+                "ack {received} goes back before {}",
+                self.confirmed
+            )));
+        }
+        if received >= self.out.first_seq() && !self.out.ack(received) {
+            return Err(ConnectionFault::Protocol(format!(
+                "ack {received} covers requests never sent"
+            )));
+        }
+        for request in self.confirmed + 1..=received {
+            if !self.rejected.remove(&request) {
+                self.events.push_back(ClientEvent::Completed {
+                    request,
+                    result: Ok(()),
+                });
+            }
+        }
+        self.confirmed = received;
+        Ok(())
+    }
+
+    fn queue_ack(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.acks.sent();
+        }
+        self.control
+            .push_back(Bytes::from(frame::encode_to_vec(&ClientFrame::Ack {
+                received: self.received,
+            })));
+    }
+
+    /// Time passed: sends due acks and pings; reports a dead connection.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnectionFault> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if conn.liveness.is_dead(now) {
+            return Err(ConnectionFault::Idle);
+        }
+        if conn.acks.is_due(now) {
+            self.queue_ack();
+        } else if conn.liveness.ping_due(now) {
+            conn.acks.sent();
+            conn.liveness.sent(now);
+            self.control
+                .push_back(Bytes::from(frame::encode_to_vec(&ClientFrame::Ping {
+                    received: self.received,
+                })));
+        }
+        Ok(())
+    }
+
+    /// When [`ClientSession::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = self.conn.as_ref()?;
+        earliest(
+            conn.acks.deadline(),
+            Some(
+                conn.liveness
+                    .idle_deadline()
+                    .min(conn.liveness.ping_deadline()),
+            ),
+        )
+    }
+
+    /// The next message to write on the current connection: control frames first, then
+    /// requests (new or replayed) in sequence order.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        let conn = self.conn.as_mut()?;
+        let bytes = match self.control.pop_front() {
+            Some(b) => b,
+            None => self.out.next_unsent().map(|(_, b)| b.clone())?,
+        };
+        conn.liveness.sent(now);
+        Some(bytes)
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// How long the ping period of the current connection is.
+    pub fn ping_period(&self) -> Option<Duration> {
+        self.conn.as_ref().map(|c| c.liveness.period())
+    }
+}

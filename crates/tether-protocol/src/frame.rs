@@ -1,0 +1,278 @@
+//! Frames: the binary WebSocket messages exchanged once a session is connected.
+//!
+//! Frames come in two kinds. **Sequenced** frames (subscribe, unsubscribe and publish from the
+//! client; updates and rejections from the server) carry the application's data and have an
+//! *implicit* sequence number: the first sequenced frame on a connection is number
+//! `peer_received + 1`, where `peer_received` was exchanged in the upgrade, and each one after it
+//! is the next number. Sequence numbers therefore cost no bytes, and a replay after a resume is
+//! just "send the buffered frames again, in order". **Control** frames (acks, pings, gap reports,
+//! close) are not counted.
+//!
+//! Frames are encoded with [postcard](https://docs.rs/postcard), a compact, stable, `serde`-based
+//! format; decoding never panics and reports a [`DecodeError`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::CloseReason;
+
+/// Where an update sits in its topic's log: enough for any node of a cluster to rebuild a
+/// replay from shared logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Position {
+    /// The topic log's partition.
+    pub partition: u32,
+    /// The update's offset in that partition (1 for the first update).
+    pub offset: u64,
+}
+
+/// A frame sent by the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// Sequenced: subscribe to every topic the selector matches, now and later.
+    Subscribe {
+        /// A selector as accepted by [`crate::Selector::parse`].
+        selector: String,
+    },
+    /// Sequenced: remove a subscription made with the same selector text.
+    Unsubscribe {
+        /// The selector text given to `Subscribe`.
+        selector: String,
+    },
+    /// Sequenced: set a topic's value and deliver it to its subscribers.
+    Publish {
+        /// A topic path.
+        topic: String,
+        /// The new value.
+        value: Bytes,
+    },
+    /// Control: every server frame up to and including `received` has been processed.
+    Ack {
+        /// The last sequence number received, in order.
+        received: u64,
+    },
+    /// Control: keepalive, sent when nothing else was sent for a ping period. Carries an ack.
+    Ping {
+        /// As in [`ClientFrame::Ack`].
+        received: u64,
+    },
+    /// Control: the application closes the session; the server frees it at once.
+    Close,
+}
+
+impl ClientFrame {
+    /// Whether the frame takes a sequence number.
+    pub fn is_sequenced(&self) -> bool {
+        matches!(
+            self,
+            ClientFrame::Subscribe { .. }
+                | ClientFrame::Unsubscribe { .. }
+                | ClientFrame::Publish { .. }
+        )
+    }
+}
+
+/// One topic update delivered to a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    /// The topic path.
+    pub topic: String,
+    /// The value.
+    pub value: Bytes,
+    /// The update's position in the topic's log.
+    pub position: Position,
+    /// `true` when this is the topic's current value sent as a snapshot (a new subscription's
+    /// first value, or the state after a gap), not a live update.
+    pub snapshot: bool,
+}
+
+/// Why the server refused one client request; the session stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RequestErrorKind {
+    /// The principal lacks the permission for this topic or selector.
+    AccessDenied,
+    /// The selector could not be parsed.
+    InvalidSelector,
+    /// The topic path is not valid.
+    InvalidTopic,
+    /// `Unsubscribe` named a selector that is not subscribed.
+    NotSubscribed,
+    /// The value is larger than the server accepts.
+    TooLarge,
+}
+
+/// A refused request: what went wrong, in words for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct RequestError {
+    /// The typed cause.
+    pub kind: RequestErrorKind,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// Messages the server could not replay after a resume (its recovery buffer had overflowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapReport {
+    /// First lost server sequence number.
+    pub lost_from: u64,
+    /// Last lost server sequence number (inclusive).
+    pub lost_to: u64,
+    /// The sequence number of the next sequenced frame after this report.
+    pub next: u64,
+    /// The topics whose updates were lost, with how many were lost per topic.
+    pub topics: Vec<(String, u64)>,
+}
+
+impl GapReport {
+    /// How many sequenced frames were lost.
+    pub fn lost_count(&self) -> u64 {
+        self.lost_to + 1 - self.lost_from
+    }
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// Sequenced: a topic update for one of the session's subscriptions.
+    Update(Update),
+    /// Sequenced: the client request with sequence number `request` was refused.
+    Rejected {
+        /// The client sequence number of the refused request.
+        request: u64,
+        /// Why.
+        error: RequestError,
+    },
+    /// Control: client frames up to `received` are processed. Requests covered by an ack that
+    /// were not rejected before it succeeded.
+    Ack {
+        /// The last client sequence number processed.
+        received: u64,
+    },
+    /// Control: keepalive carrying an ack.
+    Ping {
+        /// As in [`ServerFrame::Ack`].
+        received: u64,
+    },
+    /// Control, first frame after a resume that could not be fully replayed.
+    Gap(GapReport),
+    /// Control: the server closes the session (the connection ends after this frame).
+    Close {
+        /// Why.
+        reason: CloseReason,
+        /// Details for people.
+        message: String,
+    },
+}
+
+impl ServerFrame {
+    /// Whether the frame takes a sequence number.
+    pub fn is_sequenced(&self) -> bool {
+        matches!(self, ServerFrame::Update(_) | ServerFrame::Rejected { .. })
+    }
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed frame: {0}")]
+pub struct DecodeError(String);
+
+/// Appends the encoding of `frame` to `out`.
+pub fn encode<T: Serialize>(frame: &T, out: &mut Vec<u8>) {
+    // Serializing these types into a Vec cannot fail: every field is supported by postcard and
+    // the output grows as needed.
+    if let Ok(bytes) = postcard::to_extend(frame, std::mem::take(out)) {
+        *out = bytes;
+    }
+}
+
+/// Encodes `frame` into a new buffer.
+pub fn encode_to_vec<T: Serialize>(frame: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(frame, &mut out);
+    out
+}
+
+/// Decodes one client frame; trailing bytes are an error.
+pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
+    decode(bytes)
+}
+
+/// Decodes one server frame; trailing bytes are an error.
+pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
+    decode(bytes)
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    let (frame, rest) = postcard::take_from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = vec![
+            ClientFrame::Subscribe {
+                selector: "a/**".into(),
+            },
+            ClientFrame::Publish {
+                topic: "a/b".into(),
+                value: Bytes::from_static(b"hello"),
+            },
+            ClientFrame::Ack { received: u64::MAX },
+            ClientFrame::Close,
+        ];
+        for f in frames {
+            assert_eq!(decode_client(&encode_to_vec(&f)), Ok(f));
+        }
+        let update = ServerFrame::Update(Update {
+            topic: "a/b".into(),
+            value: Bytes::from_static(&[0, 1, 2]),
+            position: Position {
+                partition: 3,
+                offset: 9,
+            },
+            snapshot: true,
+        });
+        assert_eq!(decode_server(&encode_to_vec(&update)), Ok(update));
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let bytes = encode_to_vec(&ClientFrame::Publish {
+            topic: "a/b".into(),
+            value: Bytes::from(vec![7u8; 100]),
+        });
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_client(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_client(&longer).is_err());
+        assert!(decode_server(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_100_byte_update_costs_little_overhead() {
+        let f = ServerFrame::Update(Update {
+            topic: "bench/t".into(),
+            value: Bytes::from(vec![0u8; 100]),
+            position: Position {
+                partition: 1,
+                offset: 1_000_000,
+            },
+            snapshot: false,
+        });
+        assert!(encode_to_vec(&f).len() < 100 + 20);
+    }
+}

@@ -1,0 +1,441 @@
+//! Session open and resume, carried inside the WebSocket upgrade.
+//!
+//! Opening or resuming a session costs no round trip beyond TCP and the upgrade: the request
+//! fields ride in the upgrade request's headers and the answer in the `101 Switching Protocols`
+//! response's headers. A refusal is an ordinary HTTP error response whose
+//! [`HEADER_REASON`] names the [`CloseReason`].
+//!
+//! This module only maps fields to and from header name/value pairs; it does no I/O.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{CloseReason, Position};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Request and response: protocol version.
+pub const HEADER_VERSION: &str = "x-tether-version";
+/// Request: principal name (absent for anonymous).
+pub const HEADER_PRINCIPAL: &str = "x-tether-principal";
+/// Request: credentials (a password).
+pub const HEADER_CREDENTIALS: &str = "x-tether-credentials";
+/// Request: requested reconnection timeout in ms (0 disables); response: granted timeout.
+pub const HEADER_RECONNECT_TIMEOUT: &str = "x-tether-reconnect-timeout-ms";
+/// Request (resume) and response: session id.
+pub const HEADER_SESSION: &str = "x-tether-session";
+/// Request (resume): current resume token; response: the new token.
+pub const HEADER_TOKEN: &str = "x-tether-token";
+/// Request (resume) and response: last sequence number received in order from the peer.
+pub const HEADER_RECEIVED: &str = "x-tether-received";
+/// Request (resume): last position seen per partition, `partition:offset,…`.
+pub const HEADER_POSITIONS: &str = "x-tether-positions";
+/// Response: ping period in ms.
+pub const HEADER_PING: &str = "x-tether-ping-ms";
+/// Response: largest frame the server accepts, in bytes.
+pub const HEADER_MAX_FRAME: &str = "x-tether-max-frame";
+/// Refusal response: the close reason's name.
+pub const HEADER_REASON: &str = "x-tether-reason";
+
+/// Most partitions listed in a resume request; more are left out (a single server does not
+/// need them, a cluster falls back to the session sequence).
+pub const MAX_RESUME_POSITIONS: usize = 64;
+
+/// A 128-bit session identifier, shown as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; 16]);
+
+impl SessionId {
+    /// From 16 bytes (the server draws them from a CSPRNG).
+    pub fn from_bytes(bytes: [u8; 16]) -> SessionId {
+        SessionId(bytes)
+    }
+    /// Parses 32 hex digits.
+    pub fn parse(text: &str) -> Option<SessionId> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(SessionId(bytes))
+    }
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+/// A secret that proves the right to resume a session. Rotated on every resume. Its `Debug`
+/// output is redacted so that it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResumeToken([u8; 16]);
+
+impl ResumeToken {
+    /// From 16 bytes drawn from a CSPRNG.
+    pub fn from_bytes(bytes: [u8; 16]) -> ResumeToken {
+        ResumeToken(bytes)
+    }
+    /// Parses 32 hex digits.
+    pub fn parse(text: &str) -> Option<ResumeToken> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(ResumeToken(bytes))
+    }
+    /// The raw bytes (compare them in constant time).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+    /// The hex form sent in the header.
+    pub fn to_header_value(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResumeToken(<redacted>)")
+    }
+}
+
+/// Why an upgrade request or response could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// A header the handshake needs is missing.
+    #[error("missing header {0}")]
+    Missing(&'static str),
+    /// A header's value could not be parsed.
+    #[error("invalid value for header {0}")]
+    Invalid(&'static str),
+    /// The peer speaks another protocol version.
+    #[error("protocol version {0} is not supported (this side speaks {PROTOCOL_VERSION})")]
+    Version(String),
+}
+
+impl HandshakeError {
+    /// The close reason to report for this error.
+    pub fn reason(&self) -> CloseReason {
+        match self {
+            HandshakeError::Version(_) => CloseReason::ProtocolVersionMismatch,
+            _ => CloseReason::HandshakeError,
+        }
+    }
+}
+
+/// What a client asks for in the upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionRequest {
+    /// Open a new session.
+    Open {
+        /// Principal, or `None` for anonymous.
+        principal: Option<String>,
+        /// Password.
+        credentials: Option<String>,
+        /// Requested reconnection timeout; zero disables reconnection.
+        reconnect_timeout: Duration,
+    },
+    /// Resume an existing session.
+    Resume {
+        /// The session to resume.
+        session: SessionId,
+        /// Its current resume token.
+        token: ResumeToken,
+        /// Last server sequence number received in order.
+        received: u64,
+        /// Last position seen per partition.
+        positions: Vec<Position>,
+    },
+}
+
+fn ms(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+fn parse_u64(value: Option<&str>, name: &'static str) -> Result<u64, HandshakeError> {
+    value
+        .ok_or(HandshakeError::Missing(name))?
+        .trim()
+        .parse()
+        .map_err(|_| HandshakeError::Invalid(name))
+}
+
+fn check_version(value: Option<&str>) -> Result<(), HandshakeError> {
+    let v = value.ok_or(HandshakeError::Missing(HEADER_VERSION))?;
+    if v.trim() == PROTOCOL_VERSION.to_string() {
+        Ok(())
+    } else {
+        Err(HandshakeError::Version(v.chars().take(16).collect()))
+    }
+}
+
+impl SessionRequest {
+    /// The request headers (name, value).
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![(HEADER_VERSION, PROTOCOL_VERSION.to_string())];
+        match self {
+            SessionRequest::Open {
+                principal,
+                credentials,
+                reconnect_timeout,
+            } => {
+                if let Some(p) = principal {
+                    h.push((HEADER_PRINCIPAL, p.clone()));
+                }
+                if let Some(c) = credentials {
+                    h.push((HEADER_CREDENTIALS, c.clone()));
+                }
+                h.push((HEADER_RECONNECT_TIMEOUT, ms(*reconnect_timeout)));
+            }
+            SessionRequest::Resume {
+                session,
+                token,
+                received,
+                positions,
+            } => {
+                h.push((HEADER_SESSION, session.to_string()));
+                h.push((HEADER_TOKEN, token.to_header_value()));
+                h.push((HEADER_RECEIVED, received.to_string()));
+                if !positions.is_empty() {
+                    let list: Vec<String> = positions
+                        .iter()
+                        .take(MAX_RESUME_POSITIONS)
+                        .map(|p| format!("{}:{}", p.partition, p.offset))
+                        .collect();
+                    h.push((HEADER_POSITIONS, list.join(",")));
+                }
+            }
+        }
+        h
+    }
+
+    /// Reads a request from its headers; `get` looks a header up by lower-case name.
+    pub fn from_headers<'a>(
+        get: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<SessionRequest, HandshakeError> {
+        check_version(get(HEADER_VERSION))?;
+        if let Some(session) = get(HEADER_SESSION) {
+            let session =
+                SessionId::parse(session.trim()).ok_or(HandshakeError::Invalid(HEADER_SESSION))?;
+            let token = get(HEADER_TOKEN).ok_or(HandshakeError::Missing(HEADER_TOKEN))?;
+            let token =
+                ResumeToken::parse(token.trim()).ok_or(HandshakeError::Invalid(HEADER_TOKEN))?;
+            let received = parse_u64(get(HEADER_RECEIVED), HEADER_RECEIVED)?;
+            let mut positions = Vec::new();
+            if let Some(list) = get(HEADER_POSITIONS) {
+                for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+                    let (p, o) = item
+                        .trim()
+                        .split_once(':')
+                        .ok_or(HandshakeError::Invalid(HEADER_POSITIONS))?;
+                    let partition = p
+                        .parse()
+                        .map_err(|_| HandshakeError::Invalid(HEADER_POSITIONS))?;
+                    let offset = o
+                        .parse()
+                        .map_err(|_| HandshakeError::Invalid(HEADER_POSITIONS))?;
+                    if positions.len() == MAX_RESUME_POSITIONS {
+                        return Err(HandshakeError::Invalid(HEADER_POSITIONS));
+                    }
+                    positions.push(Position { partition, offset });
+                }
+            }
+            return Ok(SessionRequest::Resume {
+                session,
+                token,
+                received,
+                positions,
+            });
+        }
+        let reconnect_timeout = match get(HEADER_RECONNECT_TIMEOUT) {
+            Some(v) => Duration::from_millis(
+                v.trim()
+                    .parse()
+                    .map_err(|_| HandshakeError::Invalid(HEADER_RECONNECT_TIMEOUT))?,
+            ),
+            None => Duration::from_secs(60),
+        };
+        Ok(SessionRequest::Open {
+            principal: get(HEADER_PRINCIPAL).map(str::to_owned),
+            credentials: get(HEADER_CREDENTIALS).map(str::to_owned),
+            reconnect_timeout,
+        })
+    }
+}
+
+/// The server's answer in a `101` upgrade response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAccepted {
+    /// The session id (unchanged by a resume).
+    pub session: SessionId,
+    /// The token for the next resume.
+    pub token: ResumeToken,
+    /// The reconnection timeout the server grants (min of request and server maximum).
+    pub reconnect_timeout: Duration,
+    /// The ping period; two periods of silence mean a dead connection.
+    pub ping_period: Duration,
+    /// Last client sequence number the server received in order.
+    pub received: u64,
+    /// Largest frame the server accepts.
+    pub max_frame: usize,
+}
+
+impl SessionAccepted {
+    /// The response headers.
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (HEADER_VERSION, PROTOCOL_VERSION.to_string()),
+            (HEADER_SESSION, self.session.to_string()),
+            (HEADER_TOKEN, self.token.to_header_value()),
+            (HEADER_RECONNECT_TIMEOUT, ms(self.reconnect_timeout)),
+            (HEADER_PING, ms(self.ping_period)),
+            (HEADER_RECEIVED, self.received.to_string()),
+            (HEADER_MAX_FRAME, self.max_frame.to_string()),
+        ]
+    }
+
+    /// Reads the response headers.
+    pub fn from_headers<'a>(
+        get: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<SessionAccepted, HandshakeError> {
+        check_version(get(HEADER_VERSION))?;
+        let session = get(HEADER_SESSION).ok_or(HandshakeError::Missing(HEADER_SESSION))?;
+        let token = get(HEADER_TOKEN).ok_or(HandshakeError::Missing(HEADER_TOKEN))?;
+        let ping = parse_u64(get(HEADER_PING), HEADER_PING)?;
+        if ping == 0 {
+            return Err(HandshakeError::Invalid(HEADER_PING));
+        }
+        Ok(SessionAccepted {
+            session: SessionId::parse(session.trim())
+                .ok_or(HandshakeError::Invalid(HEADER_SESSION))?,
+            token: ResumeToken::parse(token.trim()).ok_or(HandshakeError::Invalid(HEADER_TOKEN))?,
+            reconnect_timeout: Duration::from_millis(parse_u64(
+                get(HEADER_RECONNECT_TIMEOUT),
+                HEADER_RECONNECT_TIMEOUT,
+            )?),
+            ping_period: Duration::from_millis(ping),
+            received: parse_u64(get(HEADER_RECEIVED), HEADER_RECEIVED)?,
+            max_frame: usize::try_from(parse_u64(get(HEADER_MAX_FRAME), HEADER_MAX_FRAME)?)
+                .map_err(|_| HandshakeError::Invalid(HEADER_MAX_FRAME))?,
+        })
+    }
+}
+
+/// The HTTP status a refusal is sent with.
+pub fn refusal_status(reason: CloseReason) -> u16 {
+    match reason {
+        CloseReason::AuthenticationFailed => 401,
+        CloseReason::AccessDenied => 403,
+        CloseReason::UnknownSession => 404,
+        CloseReason::ProtocolVersionMismatch => 426,
+        CloseReason::LimitExceeded => 429,
+        CloseReason::ClosedByServer => 503,
+        _ => 400,
+    }
+}
+
+/// Reads a refusal: the reason header if present and known, else a guess from the status.
+pub fn refusal_reason(status: u16, reason_header: Option<&str>) -> CloseReason {
+    if let Some(r) = reason_header.and_then(|h| CloseReason::from_name(h.trim())) {
+        return r;
+    }
+    match status {
+        401 => CloseReason::AuthenticationFailed,
+        403 => CloseReason::AccessDenied,
+        404 => CloseReason::UnknownSession,
+        426 => CloseReason::ProtocolVersionMismatch,
+        429 => CloseReason::LimitExceeded,
+        500..=599 => CloseReason::ConnectionError,
+        _ => CloseReason::HandshakeError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn round_trip_request(req: &SessionRequest) -> Result<SessionRequest, HandshakeError> {
+        let map: HashMap<&str, String> = req.to_headers().into_iter().collect();
+        SessionRequest::from_headers(|k| map.get(k).map(String::as_str))
+    }
+
+    #[test]
+    fn open_and_resume_requests_round_trip() {
+        let open = SessionRequest::Open {
+            principal: Some("control".into()),
+            credentials: Some("password".into()),
+            reconnect_timeout: Duration::from_millis(2500),
+        };
+        assert_eq!(round_trip_request(&open), Ok(open));
+        let resume = SessionRequest::Resume {
+            session: SessionId::from_bytes([7; 16]),
+            token: ResumeToken::from_bytes([9; 16]),
+            received: 42,
+            positions: vec![Position {
+                partition: 1,
+                offset: 5,
+            }],
+        };
+        assert_eq!(round_trip_request(&resume), Ok(resume));
+    }
+
+    #[test]
+    fn accepted_round_trips_and_version_is_checked() {
+        let acc = SessionAccepted {
+            session: SessionId::from_bytes([1; 16]),
+            token: ResumeToken::from_bytes([2; 16]),
+            reconnect_timeout: Duration::from_secs(2),
+            ping_period: Duration::from_secs(10),
+            received: 3,
+            max_frame: 1 << 20,
+        };
+        let mut map: HashMap<&str, String> = acc.to_headers().into_iter().collect();
+        assert_eq!(
+            SessionAccepted::from_headers(|k| map.get(k).map(String::as_str)),
+            Ok(acc)
+        );
+        map.insert(HEADER_VERSION, "2".into());
+        let err = SessionAccepted::from_headers(|k| map.get(k).map(String::as_str)).unwrap_err();
+        assert_eq!(err.reason(), CloseReason::ProtocolVersionMismatch);
+    }
+
+    #[test]
+    fn bad_headers_are_typed_errors() {
+        let get = |k: &str| match k {
+            HEADER_VERSION => Some("1"),
+            HEADER_SESSION => Some("not-hex"),
+            _ => None,
+        };
+        assert_eq!(
+            SessionRequest::from_headers(get),
+            Err(HandshakeError::Invalid(HEADER_SESSION))
+        );
+        assert_eq!(
+            SessionRequest::from_headers(|_| None),
+            Err(HandshakeError::Missing(HEADER_VERSION))
+        );
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let t = ResumeToken::from_bytes([0xab; 16]);
+        assert!(!format!("{t:?}").contains("ab"));
+    }
+
+    #[test]
+    fn refusals_map_both_ways() {
+        for r in CloseReason::ALL {
+            assert_eq!(refusal_reason(refusal_status(r), Some(r.as_str())), r);
+        }
+        assert_eq!(refusal_reason(401, None), CloseReason::AuthenticationFailed);
+    }
+}

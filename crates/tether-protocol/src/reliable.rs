@@ -1,0 +1,260 @@
+//! The recovery buffer: sequenced frames kept until the peer acknowledges them, and replayed
+//! from the peer's position after a resume.
+
+use std::collections::VecDeque;
+
+/// Bounds of a recovery buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLimits {
+    /// Most unacknowledged frames kept.
+    pub max_frames: usize,
+    /// Most unacknowledged bytes kept (sum of encoded frame sizes).
+    pub max_bytes: usize,
+}
+
+impl Default for BufferLimits {
+    /// 10,000 frames or 8 MiB, whichever is reached first.
+    fn default() -> Self {
+        BufferLimits {
+            max_frames: 10_000,
+            max_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Sequenced frames from the first unacknowledged one on, with a cursor for what has been
+/// written to the current connection.
+#[derive(Debug)]
+pub struct RecoveryBuffer<F> {
+    /// Sequence number of `frames[0]` (or of the next frame pushed, when empty).
+    first: u64,
+    frames: VecDeque<(F, usize)>,
+    bytes: usize,
+    /// Next sequence number to write on the current connection.
+    next_unsent: u64,
+    limits: BufferLimits,
+}
+
+/// The peer claims a position the buffer cannot serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindError {
+    /// The peer is behind what the buffer still holds: frames `from..=to` are gone.
+    Gap {
+        /// First missing sequence number.
+        from: u64,
+        /// Last missing sequence number.
+        to: u64,
+    },
+    /// The peer claims frames that were never sent.
+    Ahead,
+}
+
+impl<F> RecoveryBuffer<F> {
+    /// An empty buffer whose first frame will be sequence number 1.
+    pub fn new(limits: BufferLimits) -> Self {
+        RecoveryBuffer {
+            first: 1,
+            frames: VecDeque::new(),
+            bytes: 0,
+            next_unsent: 1,
+            limits,
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> BufferLimits {
+        self.limits
+    }
+
+    /// Sequence number the next pushed frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.first + self.frames.len() as u64
+    }
+
+    /// Sequence number of the oldest frame held (equals `next_seq` when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.first
+    }
+
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether one more frame of `size` bytes fits within the limits. An empty buffer always
+    /// takes one frame, so that a frame larger than the byte limit is not stuck forever.
+    pub fn has_room_for(&self, size: usize) -> bool {
+        self.frames.is_empty()
+            || (self.frames.len() < self.limits.max_frames
+                && self.bytes + size <= self.limits.max_bytes)
+    }
+
+    /// Appends a frame and returns its sequence number. Limits are the caller's business
+    /// (see [`RecoveryBuffer::has_room_for`] and [`RecoveryBuffer::pop_oldest`]).
+    pub fn push(&mut self, frame: F, size: usize) -> u64 {
+        let seq = self.next_seq();
+        self.frames.push_back((frame, size));
+        self.bytes += size;
+        seq
+    }
+
+    /// Drops the oldest frame (making room at the cost of a possible gap) and returns it with
+    /// its sequence number.
+    pub fn pop_oldest(&mut self) -> Option<(u64, F)> {
+        let (frame, size) = self.frames.pop_front()?;
+        let seq = self.first;
+        self.first += 1;
+        self.bytes -= size;
+        if self.next_unsent < self.first {
+            self.next_unsent = self.first;
+        }
+        Some((seq, frame))
+    }
+
+    /// The peer has everything up to `received`: forget those frames. Returns `false` if the
+    /// peer acknowledges frames that were never sent (a protocol violation).
+    pub fn ack(&mut self, received: u64) -> bool {
+        if received >= self.next_unsent {
+            return false;
+        }
+        while self.first <= received {
+            if self.pop_oldest().is_none() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// A new connection begins and the peer has everything up to `received`: forget those
+    /// frames and write everything after them again.
+    pub fn rewind(&mut self, received: u64) -> Result<(), RewindError> {
+        if received >= self.next_seq() {
+            return Err(RewindError::Ahead);
+        }
+        if received + 1 < self.first {
+            return Err(RewindError::Gap {
+                from: received + 1,
+                to: self.first - 1,
+            });
+        }
+        while self.first <= received {
+            self.pop_oldest();
+        }
+        self.next_unsent = self.first;
+        Ok(())
+    }
+
+    /// Forgets every frame and starts numbering again at `next` (after a gap was reported).
+    pub fn reset_to(&mut self, next: u64) -> Vec<F> {
+        let frames = self.frames.drain(..).map(|(f, _)| f).collect();
+        self.bytes = 0;
+        self.first = next;
+        self.next_unsent = next;
+        frames
+    }
+
+    /// The next frame to write on the current connection, advancing the cursor.
+    pub fn next_unsent(&mut self) -> Option<(u64, &F)> {
+        let index = usize::try_from(self.next_unsent - self.first).ok()?;
+        let (frame, _) = self.frames.get(index)?;
+        let seq = self.next_unsent;
+        self.next_unsent += 1;
+        Some((seq, frame))
+    }
+
+    /// Whether frames wait to be written.
+    pub fn has_unsent(&self) -> bool {
+        self.next_unsent < self.next_seq()
+    }
+
+    /// Sequence number of the next frame to be written.
+    pub fn unsent_seq(&self) -> u64 {
+        self.next_unsent
+    }
+
+    /// Iterates the held frames with their sequence numbers.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &F)> {
+        self.frames
+            .iter()
+            .enumerate()
+            .map(|(i, (f, _))| (self.first + i as u64, f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(max_frames: usize) -> RecoveryBuffer<&'static str> {
+        RecoveryBuffer::new(BufferLimits {
+            max_frames,
+            max_bytes: 1000,
+        })
+    }
+
+    #[test]
+    fn ack_trims_only_what_was_sent() {
+        let mut b = buffer(10);
+        for f in ["a", "b", "c"] {
+            b.push(f, 10);
+        }
+        assert!(!b.ack(1), "nothing sent yet");
+        assert_eq!(b.next_unsent(), Some((1, &"a")));
+        assert_eq!(b.next_unsent(), Some((2, &"b")));
+        assert!(b.ack(2));
+        assert_eq!(b.first_seq(), 3);
+        assert_eq!(b.bytes(), 10);
+        assert!(!b.ack(3), "3 not sent");
+        assert_eq!(b.next_unsent(), Some((3, &"c")));
+        assert_eq!(b.next_unsent(), None);
+    }
+
+    #[test]
+    fn rewind_replays_what_the_peer_lacks() {
+        let mut b = buffer(10);
+        for f in ["a", "b", "c", "d"] {
+            b.push(f, 1);
+        }
+        while b.next_unsent().is_some() {}
+        b.rewind(2).expect("covered");
+        let replay: Vec<_> = std::iter::from_fn(|| b.next_unsent().map(|(s, f)| (s, *f))).collect();
+        assert_eq!(replay, vec![(3, "c"), (4, "d")]);
+        assert_eq!(b.rewind(9), Err(RewindError::Ahead));
+    }
+
+    #[test]
+    fn overflow_then_rewind_reports_the_gap() {
+        let mut b = buffer(2);
+        for f in ["a", "b", "c", "d"] {
+            if !b.has_room_for(1) {
+                b.pop_oldest();
+            }
+            b.push(f, 1);
+        }
+        assert_eq!(b.first_seq(), 3);
+        assert_eq!(b.rewind(0), Err(RewindError::Gap { from: 1, to: 2 }));
+        assert!(b.rewind(2).is_ok());
+        assert_eq!(b.reset_to(10), vec!["c", "d"]);
+        assert_eq!(b.next_seq(), 10);
+    }
+
+    #[test]
+    fn byte_limit_applies_but_an_empty_buffer_takes_one_frame() {
+        let b = buffer(10);
+        assert!(b.has_room_for(5000));
+        let mut b = buffer(10);
+        b.push("x", 900);
+        assert!(!b.has_room_for(200));
+        assert!(b.has_room_for(100));
+    }
+}

@@ -1,0 +1,432 @@
+//! The server end of a session, sans I/O.
+//!
+//! [`ServerSession`] holds what a server keeps for one session across connections: the
+//! recovery buffer of sequenced frames for the client, the client's position, and the ack and
+//! liveness bookkeeping of the current connection. Subscriptions, permissions and topics belong
+//! to the server shell, which turns each [`ServerRequest`] into pushed updates or a rejection.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::CloseReason;
+use crate::frame::{self, ClientFrame, GapReport, RequestError, ServerFrame, Update};
+use crate::reliable::{BufferLimits, RecoveryBuffer, RewindError};
+use crate::timing::{AckSchedule, Liveness, earliest};
+
+/// A sequenced request from the client, to be carried out by the server shell in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerRequest {
+    /// Subscribe to a selector.
+    Subscribe {
+        /// The request's sequence number.
+        seq: u64,
+        /// The selector text (not yet validated).
+        selector: String,
+    },
+    /// Remove a subscription.
+    Unsubscribe {
+        /// The request's sequence number.
+        seq: u64,
+        /// The selector text.
+        selector: String,
+    },
+    /// Publish a value.
+    Publish {
+        /// The request's sequence number.
+        seq: u64,
+        /// The topic path (not yet validated).
+        topic: String,
+        /// The value.
+        value: Bytes,
+    },
+    /// The client closes the session.
+    Close,
+}
+
+/// The connection must end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerFault {
+    /// Nothing received for two ping periods.
+    Idle,
+    /// The client broke the protocol.
+    Protocol(String),
+    /// Unsent frames would have to be dropped: the client reads too slowly. The session stays
+    /// resumable; a resume reports the gap.
+    SlowConsumer,
+}
+
+impl ServerFault {
+    /// The close reason.
+    pub fn reason(&self) -> CloseReason {
+        match self {
+            ServerFault::Idle => CloseReason::IdleConnection,
+            ServerFault::Protocol(_) => CloseReason::TransportError,
+            ServerFault::SlowConsumer => CloseReason::LimitExceeded,
+        }
+    }
+}
+
+/// The outcome of a resume request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// Everything the client lacks will be replayed.
+    Replay,
+    /// Some frames are gone: the report is sent first; the shell should now push snapshots of
+    /// the session's subscribed topics.
+    Gap(GapReport),
+}
+
+#[derive(Debug)]
+enum Kind {
+    Update(Arc<str>),
+    Rejected,
+}
+
+#[derive(Debug)]
+struct Buffered {
+    bytes: Bytes,
+    kind: Kind,
+}
+
+struct Connection {
+    liveness: Liveness,
+    acks: AckSchedule,
+}
+
+/// A control frame that may only go out once every sequenced frame before `after` was written
+/// (an ack must not overtake the rejection it completes).
+struct Control {
+    bytes: Bytes,
+    after: u64,
+    is_ack: bool,
+}
+
+/// The server end of one session.
+pub struct ServerSession {
+    out: RecoveryBuffer<Buffered>,
+    ping_period: Duration,
+    /// Updates dropped from the buffer since the client last caught up, per topic.
+    evicted: BTreeMap<Arc<str>, u64>,
+    /// Rejections dropped from the buffer; they are sent again after a gap report.
+    evicted_rejections: Vec<Bytes>,
+    /// Last client sequence number received in order.
+    received: u64,
+    control: VecDeque<Control>,
+    conn: Option<Connection>,
+}
+
+impl ServerSession {
+    /// A new session.
+    pub fn new(buffer: BufferLimits, ping_period: Duration) -> Self {
+        ServerSession {
+            out: RecoveryBuffer::new(buffer),
+            ping_period,
+            evicted: BTreeMap::new(),
+            evicted_rejections: Vec::new(),
+            received: 0,
+            control: VecDeque::new(),
+            conn: None,
+        }
+    }
+
+    /// Last client sequence number received in order (for the resume answer).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Frames and bytes held for the client.
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.out.len(), self.out.bytes())
+    }
+
+    /// Whether a connection is current.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// A new session's first connection.
+    pub fn opened(&mut self, now: Instant) {
+        self.start_connection(now);
+    }
+
+    fn start_connection(&mut self, now: Instant) {
+        self.control.clear();
+        self.conn = Some(Connection {
+            liveness: Liveness::new(self.ping_period, now),
+            acks: AckSchedule::default(),
+        });
+    }
+
+    /// A resume presents the client's last received sequence number. `Err` means the client
+    /// claims frames that were never sent: refuse the resume and keep the session as it is.
+    pub fn resume(&mut self, now: Instant, client_received: u64) -> Result<ResumeOutcome, String> {
+        let outcome = match self.out.rewind(client_received) {
+            Ok(()) => {
+                if self.evicted.is_empty() && self.evicted_rejections.is_empty() {
+                    ResumeOutcome::Replay
+                } else {
+                    // The client caught up past everything that was dropped.
+                    self.evicted.clear();
+                    self.evicted_rejections.clear();
+                    ResumeOutcome::Replay
+                }
+            }
+            Err(RewindError::Ahead) => {
+                return Err(format!(
+                    "client claims server frame {client_received}, only {} were sent",
+                    self.out.next_seq() - 1
+                ));
+            }
+            Err(RewindError::Gap { from, .. }) => {
+                let lost_to = self.out.next_seq() - 1;
+                let next = self.out.next_seq();
+                let mut topics = std::mem::take(&mut self.evicted);
+                let mut rejections = std::mem::take(&mut self.evicted_rejections);
+                for held in self.out.reset_to(next) {
+                    match held.kind {
+                        Kind::Update(topic) => *topics.entry(topic).or_default() += 1,
+                        Kind::Rejected => rejections.push(held.bytes),
+                    }
+                }
+                let report = GapReport {
+                    lost_from: from,
+                    lost_to,
+                    next,
+                    topics: topics
+                        .into_iter()
+                        .map(|(t, n)| (t.to_string(), n))
+                        .collect(),
+                };
+                self.start_connection(now);
+                self.control.push_back(Control {
+                    bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::Gap(report.clone()))),
+                    after: next,
+                    is_ack: false,
+                });
+                // Rejections are answers to requests: they survive a gap.
+                for bytes in rejections {
+                    let size = bytes.len();
+                    self.out.push(
+                        Buffered {
+                            bytes,
+                            kind: Kind::Rejected,
+                        },
+                        size,
+                    );
+                }
+                self.queue_ack();
+                return Ok(ResumeOutcome::Gap(report));
+            }
+        };
+        self.start_connection(now);
+        // Completes the client's requests that the upgrade's `received` covered, after the
+        // replayed rejections.
+        self.queue_ack();
+        Ok(outcome)
+    }
+
+    /// The connection ended; the session is kept for the reconnection timeout.
+    pub fn disconnected(&mut self) {
+        self.conn = None;
+        self.control.clear();
+    }
+
+    fn push(&mut self, buffered: Buffered) -> Result<(), ServerFault> {
+        let size = buffered.bytes.len();
+        while !self.out.has_room_for(size) {
+            let connected = self.conn.is_some();
+            // On a live connection only frames already written may go: the client probably
+            // has them, and if the connection fails the resume reports the gap.
+            if connected && self.out.first_seq() >= self.out.unsent_seq() {
+                return Err(ServerFault::SlowConsumer);
+            }
+            match self.out.pop_oldest() {
+                Some((
+                    _,
+                    Buffered {
+                        kind: Kind::Update(topic),
+                        ..
+                    },
+                )) => {
+                    *self.evicted.entry(topic).or_default() += 1;
+                }
+                Some((
+                    _,
+                    Buffered {
+                        bytes,
+                        kind: Kind::Rejected,
+                    },
+                )) => {
+                    self.evicted_rejections.push(bytes);
+                }
+                None => break,
+            }
+        }
+        self.out.push(buffered, size);
+        Ok(())
+    }
+
+    /// Queues an update for the client. On a live connection whose client reads too slowly
+    /// this fails with [`ServerFault::SlowConsumer`]: end the connection, then push again.
+    pub fn push_update(&mut self, topic: Arc<str>, update: &Update) -> Result<(), ServerFault> {
+        let bytes = Bytes::from(frame::encode_to_vec(&ServerFrame::Update(update.clone())));
+        self.push_encoded_update(topic, bytes)
+    }
+
+    /// As [`ServerSession::push_update`], with the frame already encoded (fan-out encodes once
+    /// for every subscriber).
+    pub fn push_encoded_update(
+        &mut self,
+        topic: Arc<str>,
+        bytes: Bytes,
+    ) -> Result<(), ServerFault> {
+        self.push(Buffered {
+            bytes,
+            kind: Kind::Update(topic),
+        })
+    }
+
+    /// Refuses the request `request`.
+    pub fn reject(&mut self, request: u64, error: RequestError) -> Result<(), ServerFault> {
+        let bytes = Bytes::from(frame::encode_to_vec(&ServerFrame::Rejected {
+            request,
+            error,
+        }));
+        self.push(Buffered {
+            bytes,
+            kind: Kind::Rejected,
+        })
+    }
+
+    /// Closes the session: a close frame after everything queued.
+    pub fn close(&mut self, reason: CloseReason, message: &str) {
+        self.control.push_back(Control {
+            bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::Close {
+                reason,
+                message: message.to_owned(),
+            })),
+            after: self.out.next_seq(),
+            is_ack: false,
+        });
+    }
+
+    fn queue_ack(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.acks.sent();
+        }
+        let after = self.out.next_seq();
+        let bytes = Bytes::from(frame::encode_to_vec(&ServerFrame::Ack {
+            received: self.received,
+        }));
+        // An ack waiting behind the same frames can simply be replaced by the newer one.
+        if let Some(last) = self.control.back_mut() {
+            if last.is_ack && last.after == after {
+                last.bytes = bytes;
+                return;
+            }
+        }
+        self.control.push_back(Control {
+            bytes,
+            after,
+            is_ack: true,
+        });
+    }
+
+    /// Feeds one binary message from the client. A sequenced request comes back for the shell
+    /// to carry out before the next message is fed.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<Option<ServerRequest>, ServerFault> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        conn.liveness.received(now);
+        let frame =
+            frame::decode_client(bytes).map_err(|e| ServerFault::Protocol(e.to_string()))?;
+        if frame.is_sequenced() {
+            self.received += 1;
+            if conn.acks.on_received(now) {
+                // Due now, but sent after this request's answer is queued: see poll_transmit.
+                conn.acks.force(now);
+            }
+        }
+        let seq = self.received;
+        Ok(match frame {
+            ClientFrame::Subscribe { selector } => Some(ServerRequest::Subscribe { seq, selector }),
+            ClientFrame::Unsubscribe { selector } => {
+                Some(ServerRequest::Unsubscribe { seq, selector })
+            }
+            ClientFrame::Publish { topic, value } => {
+                Some(ServerRequest::Publish { seq, topic, value })
+            }
+            ClientFrame::Ack { received } | ClientFrame::Ping { received } => {
+                if received >= self.out.first_seq() && !self.out.ack(received) {
+                    return Err(ServerFault::Protocol(format!(
+                        "ack {received} covers frames never sent"
+                    )));
+                }
+                None
+            }
+            ClientFrame::Close => Some(ServerRequest::Close),
+        })
+    }
+
+    /// Time passed: sends due acks and pings; reports a dead connection.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ServerFault> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if conn.liveness.is_dead(now) {
+            return Err(ServerFault::Idle);
+        }
+        if conn.acks.is_due(now) {
+            self.queue_ack();
+        } else if conn.liveness.ping_due(now) {
+            conn.liveness.sent(now);
+            conn.acks.sent();
+            self.control.push_back(Control {
+                bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::Ping {
+                    received: self.received,
+                })),
+                after: 0,
+                is_ack: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// When [`ServerSession::handle_timeout`] wants to be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conn = self.conn.as_ref()?;
+        earliest(
+            conn.acks.deadline(),
+            Some(
+                conn.liveness
+                    .idle_deadline()
+                    .min(conn.liveness.ping_deadline()),
+            ),
+        )
+    }
+
+    /// The next message to write: a control frame once the frames it must follow are written,
+    /// otherwise the next sequenced frame.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        let conn = self.conn.as_mut()?;
+        let ready = self
+            .control
+            .front()
+            .is_some_and(|c| c.after <= self.out.unsent_seq());
+        let bytes = if ready {
+            self.control.pop_front().map(|c| c.bytes)
+        } else {
+            self.out.next_unsent().map(|(_, b)| b.bytes.clone())
+        }?;
+        conn.liveness.sent(now);
+        Some(bytes)
+    }
+}

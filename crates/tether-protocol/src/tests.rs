@@ -1,0 +1,498 @@
+//! Deterministic client/server pair tests on a virtual clock: replay, ack trimming, overflow
+//! and liveness, with no sockets and no sleeps.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::client::{ClientEvent, ClientSession, ClientSessionConfig, ConnectionFault};
+use crate::handshake::{ResumeToken, SessionAccepted, SessionId};
+use crate::server::{ResumeOutcome, ServerFault, ServerRequest, ServerSession};
+use crate::{BufferLimits, Position, RequestError, RequestErrorKind, Update};
+
+const PING: Duration = Duration::from_secs(1);
+
+/// A tiny xorshift so that "random" cuts are reproducible.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+struct Pair {
+    now: Instant,
+    client: ClientSession,
+    server: ServerSession,
+    c2s: VecDeque<Bytes>,
+    s2c: VecDeque<Bytes>,
+    /// Publishes as the server applied them.
+    applied: Vec<Bytes>,
+    /// Client-side events.
+    updates: Vec<Update>,
+    completed: Vec<(u64, Result<(), RequestError>)>,
+    gaps: Vec<crate::GapReport>,
+    offset: u64,
+    /// Server shell: echo every publish back as an update (so data flows both ways).
+    echo: bool,
+    /// Server shell: reject publishes to this topic.
+    forbidden: &'static str,
+    connected: bool,
+}
+
+impl Pair {
+    fn new(server_buffer: BufferLimits, client: ClientSessionConfig) -> Pair {
+        let now = Instant::now();
+        let mut pair = Pair {
+            now,
+            client: ClientSession::new(client),
+            server: ServerSession::new(server_buffer, PING),
+            c2s: VecDeque::new(),
+            s2c: VecDeque::new(),
+            applied: Vec::new(),
+            updates: Vec::new(),
+            completed: Vec::new(),
+            gaps: Vec::new(),
+            offset: 0,
+            echo: true,
+            forbidden: "forbidden",
+            connected: false,
+        };
+        pair.server.opened(now);
+        let accepted = pair.accepted();
+        pair.client
+            .connected(now, &accepted)
+            .expect("fresh session");
+        pair.connected = true;
+        pair
+    }
+
+    fn accepted(&self) -> SessionAccepted {
+        SessionAccepted {
+            session: SessionId::from_bytes([1; 16]),
+            token: ResumeToken::from_bytes([2; 16]),
+            reconnect_timeout: Duration::from_secs(60),
+            ping_period: PING,
+            received: self.server.received(),
+            max_frame: 1 << 20,
+        }
+    }
+
+    fn publish_update(&mut self, topic: &str, value: Bytes) {
+        self.offset += 1;
+        let update = Update {
+            topic: topic.into(),
+            value,
+            position: Position {
+                partition: 0,
+                offset: self.offset,
+            },
+            snapshot: false,
+        };
+        match self.server.push_update(Arc::from(topic), &update) {
+            Ok(()) => {}
+            Err(ServerFault::SlowConsumer) => {
+                self.cut(0);
+                self.server
+                    .push_update(Arc::from(topic), &update)
+                    .expect("disconnected push always fits");
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// Moves frames both ways and runs both shells until nothing is left to do.
+    fn drive(&mut self) {
+        if !self.connected {
+            return;
+        }
+        for _ in 0..1_000_000 {
+            let mut progress = false;
+            while let Some(b) = self.client.poll_transmit(self.now) {
+                self.c2s.push_back(b);
+            }
+            while let Some(b) = self.server.poll_transmit(self.now) {
+                self.s2c.push_back(b);
+            }
+            while let Some(b) = self.c2s.pop_front() {
+                progress = true;
+                self.server_process(&b);
+                if !self.connected {
+                    return;
+                }
+            }
+            while let Some(b) = self.s2c.pop_front() {
+                progress = true;
+                self.client_process(&b);
+            }
+            // Let due acks go out (the ack delay is short; advancing to it is "idle time").
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            if !progress {
+                match next {
+                    Some(t) if t <= self.now + crate::ACK_DELAY => {
+                        self.now = self.now.max(t);
+                        self.client.handle_timeout(self.now).expect("alive");
+                        self.server.handle_timeout(self.now).expect("alive");
+                        if self.client.poll_timeout() == next && self.server.poll_timeout() == next
+                        {
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }
+        panic!("drive did not settle");
+    }
+
+    /// The server shell: carries out one client frame.
+    fn server_process(&mut self, bytes: &[u8]) {
+        match self
+            .server
+            .handle_frame(self.now, bytes)
+            .expect("valid client frame")
+        {
+            Some(ServerRequest::Publish { seq, topic, value }) => {
+                if topic == self.forbidden {
+                    let error = RequestError {
+                        kind: RequestErrorKind::AccessDenied,
+                        message: "no".into(),
+                    };
+                    self.server.reject(seq, error).expect("room");
+                } else {
+                    self.applied.push(value.clone());
+                    if self.echo {
+                        self.publish_update(&topic, value);
+                    }
+                }
+            }
+            Some(_) | None => {}
+        }
+    }
+
+    fn client_process(&mut self, bytes: &[u8]) {
+        self.client
+            .handle_frame(self.now, bytes)
+            .expect("valid server frame");
+        while let Some(e) = self.client.poll_event() {
+            match e {
+                ClientEvent::Update(u) => self.updates.push(u),
+                ClientEvent::Completed { request, result } => {
+                    self.completed.push((request, result))
+                }
+                ClientEvent::Gap(g) => self.gaps.push(g),
+                ClientEvent::ServerClosed { .. } => panic!("unexpected close"),
+            }
+        }
+    }
+
+    /// Cuts the connection after delivering `deliver` of the frames in flight each way.
+    fn cut(&mut self, deliver: usize) {
+        for _ in 0..deliver {
+            if !self.connected {
+                break;
+            }
+            if let Some(b) = self.c2s.pop_front() {
+                self.server_process(&b);
+            }
+            if let Some(b) = self.s2c.pop_front() {
+                self.client_process(&b);
+            }
+        }
+        if !self.connected {
+            return;
+        }
+        self.c2s.clear();
+        self.s2c.clear();
+        self.client.disconnected();
+        self.server.disconnected();
+        self.connected = false;
+    }
+
+    fn resume(&mut self) -> ResumeOutcome {
+        let outcome = self
+            .server
+            .resume(self.now, self.client.received())
+            .expect("resumable");
+        let accepted = self.accepted();
+        self.client
+            .connected(self.now, &accepted)
+            .expect("consistent");
+        self.connected = true;
+        outcome
+    }
+}
+
+/// Compares long sequences, reporting the first difference instead of both sequences.
+fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
+        panic!(
+            "{what}: first difference at index {i}: got {:?}, want {:?}",
+            got[i], want[i]
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+}
+
+fn value(i: u64) -> Bytes {
+    Bytes::from(i.to_be_bytes().to_vec())
+}
+
+#[test]
+fn random_cuts_lose_and_duplicate_nothing_in_either_direction() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    let total = 5_000u64;
+    let mut sent = 0u64;
+    let mut requests = Vec::new();
+    while sent < total {
+        let burst = 1 + rng.below(50);
+        for _ in 0..burst.min(total - sent) {
+            sent += 1;
+            requests.push(pair.client.publish("t", value(sent)).expect("room"));
+        }
+        // Half of the time, some frames move before the cut.
+        if rng.below(2) == 0 {
+            while let Some(b) = pair.client.poll_transmit(pair.now) {
+                pair.c2s.push_back(b);
+            }
+        }
+        let deliver = rng.below(40) as usize;
+        pair.cut(deliver);
+        pair.resume();
+        if rng.below(3) == 0 {
+            pair.drive();
+        }
+    }
+    pair.drive();
+    let expected: Vec<Bytes> = (1..=total).map(value).collect();
+    assert_same(
+        &pair.applied,
+        &expected,
+        "server applied each publish once, in order",
+    );
+    let echoed: Vec<Bytes> = pair.updates.iter().map(|u| u.value.clone()).collect();
+    assert_same(
+        &echoed,
+        &expected,
+        "client received each update once, in order",
+    );
+    let completed: Vec<u64> = pair.completed.iter().map(|(r, _)| *r).collect();
+    assert_same(
+        &completed,
+        &requests,
+        "each request completed once, in order",
+    );
+    assert!(pair.completed.iter().all(|(_, r)| r.is_ok()));
+    assert!(pair.gaps.is_empty());
+    assert_eq!(
+        pair.client.unacknowledged(),
+        0,
+        "acks trimmed the client buffer"
+    );
+    assert_eq!(
+        pair.server.buffered().0,
+        0,
+        "acks trimmed the server buffer"
+    );
+}
+
+#[test]
+fn a_session_that_received_nothing_recovers() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.echo = false;
+    pair.cut(0);
+    pair.publish_update("t", value(1));
+    pair.publish_update("t", value(2));
+    assert_eq!(pair.resume(), ResumeOutcome::Replay);
+    pair.drive();
+    let got: Vec<Bytes> = pair.updates.iter().map(|u| u.value.clone()).collect();
+    assert_eq!(got, vec![value(1), value(2)]);
+}
+
+#[test]
+fn rejection_replayed_after_a_cut_is_not_reported_as_success() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    let ok = pair.client.publish("t", value(1)).expect("room");
+    let denied = pair.client.publish("forbidden", value(2)).expect("room");
+    while let Some(b) = pair.client.poll_transmit(pair.now) {
+        pair.c2s.push_back(b);
+    }
+    // The server processes both requests, but its answers are lost with the connection.
+    pair.cut(2);
+    assert_eq!(pair.server.received(), 2);
+    pair.resume();
+    pair.drive();
+    assert_eq!(pair.completed.len(), 2);
+    assert!(pair.completed.contains(&(ok, Ok(()))));
+    assert!(pair.completed.iter().any(|(r, res)| *r == denied
+        && matches!(res, Err(e) if e.kind == RequestErrorKind::AccessDenied)));
+}
+
+#[test]
+fn overflow_during_an_outage_gives_a_gap_report() {
+    let limits = BufferLimits {
+        max_frames: 4,
+        max_bytes: 1 << 20,
+    };
+    let mut pair = Pair::new(limits, ClientSessionConfig::default());
+    pair.echo = false;
+    pair.publish_update("a", value(1));
+    pair.drive();
+    pair.cut(0);
+    for i in 2..=11 {
+        pair.publish_update(if i % 2 == 0 { "a" } else { "b" }, value(i));
+    }
+    match pair.resume() {
+        ResumeOutcome::Gap(report) => {
+            assert_eq!((report.lost_from, report.lost_to), (2, 11));
+            assert_eq!(
+                report.topics,
+                vec![("a".to_string(), 5), ("b".to_string(), 5)]
+            );
+        }
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    // The shell sends snapshots after the report.
+    pair.publish_update("a", value(100));
+    pair.drive();
+    assert_eq!(pair.gaps.len(), 1);
+    assert_eq!(pair.gaps[0].lost_count(), 10);
+    assert_eq!(
+        pair.updates.last().map(|u| u.value.clone()),
+        Some(value(100))
+    );
+    // Later cuts replay normally again.
+    pair.cut(0);
+    pair.publish_update("a", value(101));
+    assert_eq!(pair.resume(), ResumeOutcome::Replay);
+    pair.drive();
+    assert_eq!(
+        pair.updates.last().map(|u| u.value.clone()),
+        Some(value(101))
+    );
+}
+
+#[test]
+fn strict_client_refuses_a_gap() {
+    let limits = BufferLimits {
+        max_frames: 2,
+        max_bytes: 1 << 20,
+    };
+    let config = ClientSessionConfig {
+        strict: true,
+        ..ClientSessionConfig::default()
+    };
+    let mut pair = Pair::new(limits, config);
+    pair.cut(0);
+    for i in 1..=5 {
+        pair.publish_update("a", value(i));
+    }
+    assert!(matches!(pair.resume(), ResumeOutcome::Gap(_)));
+    let frame = pair
+        .server
+        .poll_transmit(pair.now)
+        .expect("gap report first");
+    let err = pair
+        .client
+        .handle_frame(pair.now, &frame)
+        .expect_err("strict");
+    assert!(matches!(err, ConnectionFault::LostMessages(_)));
+    assert_eq!(err.reason(), crate::CloseReason::LostMessages);
+}
+
+#[test]
+fn silence_is_detected_after_two_ping_periods_and_pings_keep_a_quiet_link_alive() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    // A quiet but healthy link: pings flow both ways every period.
+    for _ in 0..10 {
+        pair.now += PING;
+        pair.client.handle_timeout(pair.now).expect("alive");
+        pair.server.handle_timeout(pair.now).expect("alive");
+        pair.drive();
+    }
+    // A stalled link: nothing moves any more.
+    let stalled_at = pair.now;
+    let mut t;
+    let detected = loop {
+        t = pair
+            .client
+            .poll_timeout()
+            .expect("connected has a deadline");
+        if let Err(fault) = pair.client.handle_timeout(t) {
+            break fault;
+        }
+        while pair.client.poll_transmit(t).is_some() {}
+        assert!(t <= stalled_at + PING * 3, "not detected in time");
+    };
+    assert_eq!(detected, ConnectionFault::Idle);
+    assert!(t - stalled_at <= PING * 2);
+    assert!(pair.server.handle_timeout(stalled_at + PING * 2).is_err());
+}
+
+#[test]
+fn a_slow_consumer_on_a_live_connection_is_reported_not_dropped_silently() {
+    let limits = BufferLimits {
+        max_frames: 3,
+        max_bytes: 1 << 20,
+    };
+    let mut server = ServerSession::new(limits, PING);
+    let now = Instant::now();
+    server.opened(now);
+    let update = |i| Update {
+        topic: "a".into(),
+        value: value(i),
+        position: Position::default(),
+        snapshot: false,
+    };
+    for i in 0..3 {
+        server
+            .push_update(Arc::from("a"), &update(i))
+            .expect("room");
+    }
+    assert_eq!(
+        server.push_update(Arc::from("a"), &update(3)),
+        Err(ServerFault::SlowConsumer)
+    );
+    // Once written (though unacked), the oldest may make room: the connection may still deliver it.
+    assert!(server.poll_transmit(now).is_some());
+    assert!(server.push_update(Arc::from("a"), &update(3)).is_ok());
+}
+
+#[test]
+fn client_queue_is_bounded() {
+    let config = ClientSessionConfig {
+        buffer: BufferLimits {
+            max_frames: 3,
+            max_bytes: 1 << 20,
+        },
+        strict: false,
+    };
+    let mut client = ClientSession::new(config);
+    for i in 0..3 {
+        client.publish("t", value(i)).expect("room");
+    }
+    let err = client.publish("t", value(9)).expect_err("full");
+    assert_eq!(err.frames, 3);
+}
+
+#[test]
+fn resume_claiming_unsent_frames_is_refused_and_harmless() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.publish_update("a", value(1));
+    pair.drive();
+    pair.cut(0);
+    assert!(pair.server.resume(pair.now, 99).is_err());
+    pair.resume();
+    pair.publish_update("a", value(2));
+    pair.drive();
+    assert_eq!(pair.updates.len(), 2);
+}

@@ -1,0 +1,99 @@
+//! Ack scheduling and liveness deadlines shared by both ends.
+
+use std::time::{Duration, Instant};
+
+/// Send an ack after this many unacknowledged sequenced frames…
+pub const ACK_EVERY: u32 = 64;
+/// …or this long after the first unacknowledged one, whichever comes first.
+pub const ACK_DELAY: Duration = Duration::from_millis(20);
+
+/// When the receiving side owes the peer an ack.
+#[derive(Debug, Default)]
+pub(crate) struct AckSchedule {
+    unacked: u32,
+    deadline: Option<Instant>,
+}
+
+impl AckSchedule {
+    /// A sequenced frame arrived; returns `true` when an ack is due at once.
+    pub(crate) fn on_received(&mut self, now: Instant) -> bool {
+        self.unacked += 1;
+        if self.deadline.is_none() {
+            self.deadline = Some(now + ACK_DELAY);
+        }
+        self.unacked >= ACK_EVERY
+    }
+
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// An ack (or a ping carrying one) is being sent.
+    pub(crate) fn sent(&mut self) {
+        self.unacked = 0;
+        self.deadline = None;
+    }
+}
+
+/// Keepalive and dead-connection detection: a ping after one period without sending, and a
+/// dead connection after two periods without receiving.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    period: Duration,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+impl Liveness {
+    pub(crate) fn new(period: Duration, now: Instant) -> Self {
+        Liveness {
+            period,
+            last_rx: now,
+            last_tx: now,
+        }
+    }
+    pub(crate) fn received(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+    pub(crate) fn sent(&mut self, now: Instant) {
+        self.last_tx = now;
+    }
+    pub(crate) fn idle_deadline(&self) -> Instant {
+        self.last_rx + self.period * 2
+    }
+    pub(crate) fn ping_deadline(&self) -> Instant {
+        self.last_tx + self.period
+    }
+    pub(crate) fn is_dead(&self, now: Instant) -> bool {
+        now >= self.idle_deadline()
+    }
+    pub(crate) fn ping_due(&self, now: Instant) -> bool {
+        now >= self.ping_deadline()
+    }
+}
+
+/// The earlier of two optional instants.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+impl Liveness {
+    pub(crate) fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+impl AckSchedule {
+    /// Makes the ack due at once (the next timeout check sends it).
+    pub(crate) fn force(&mut self, now: Instant) {
+        self.deadline = Some(now);
+    }
+}

@@ -1,0 +1,192 @@
+//! Topic paths (`a/b/c`) and selectors (`a/b/c`, `a/*/c`, `a/b/**`).
+
+use std::fmt;
+
+/// Longest topic path or selector accepted, in bytes.
+pub const MAX_TOPIC_LEN: usize = 1024;
+
+/// Why a topic path or selector was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The string was empty.
+    #[error("topic is empty")]
+    Empty,
+    /// The string was longer than [`MAX_TOPIC_LEN`].
+    #[error("topic is longer than {MAX_TOPIC_LEN} bytes")]
+    TooLong,
+    /// A segment between two slashes (or at either end) was empty.
+    #[error("topic {0:?} has an empty segment")]
+    EmptySegment(String),
+    /// A control character or a wildcard where none is allowed.
+    #[error("topic {0:?} contains an invalid character or a misplaced wildcard")]
+    InvalidSegment(String),
+}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    if s.chars().any(char::is_control) {
+        return Err(TopicError::InvalidSegment(s.to_owned()));
+    }
+    if s.split('/').any(str::is_empty) {
+        return Err(TopicError::EmptySegment(s.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a concrete topic path: non-empty segments separated by `/`, no wildcards.
+pub fn validate_topic(path: &str) -> Result<(), TopicError> {
+    check_common(path)?;
+    if path.split('/').any(|seg| seg.contains('*')) {
+        return Err(TopicError::InvalidSegment(path.to_owned()));
+    }
+    Ok(())
+}
+
+/// A parsed topic selector.
+///
+/// - an exact path `a/b/c` matches that topic only;
+/// - `*` as a whole segment matches exactly one segment (`a/*/c` matches `a/x/c`);
+/// - `**` as the last segment matches one or more further segments (`a/b/**` matches `a/b/c`
+///   and `a/b/c/d`, not `a/b`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Selector {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Segment {
+    Exact(String),
+    One,
+    Rest,
+}
+
+impl Selector {
+    /// Parses a selector, refusing empty segments and wildcards inside segments (`a*`) or
+    /// `**` anywhere but last.
+    pub fn parse(text: &str) -> Result<Selector, TopicError> {
+        check_common(text)?;
+        let parts: Vec<&str> = text.split('/').collect();
+        let last = parts.len() - 1;
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            let seg = match part {
+                "*" => Segment::One,
+                "**" if i == last => Segment::Rest,
+                p if p.contains('*') => return Err(TopicError::InvalidSegment(text.to_owned())),
+                p => Segment::Exact(p.to_owned()),
+            };
+            segments.push(seg);
+        }
+        Ok(Selector {
+            text: text.to_owned(),
+            segments,
+        })
+    }
+
+    /// The selector as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the selector names exactly one topic (no wildcard).
+    pub fn is_exact(&self) -> bool {
+        self.segments.iter().all(|s| matches!(s, Segment::Exact(_)))
+    }
+
+    /// Whether `topic` (a valid path) is selected.
+    pub fn matches(&self, topic: &str) -> bool {
+        let mut parts = topic.split('/');
+        for seg in &self.segments {
+            match seg {
+                Segment::Rest => return parts.next().is_some(),
+                Segment::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Segment::Exact(want) => match parts.next() {
+                    Some(p) if p == want => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::str::FromStr for Selector {
+    type Err = TopicError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Selector::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).expect("valid selector")
+    }
+
+    #[test]
+    fn exact_one_level_and_any_depth() {
+        assert!(sel("a/b/c").matches("a/b/c"));
+        assert!(!sel("a/b/c").matches("a/b"));
+        assert!(!sel("a/b/c").matches("a/b/c/d"));
+        assert!(sel("a/*/c").matches("a/x/c"));
+        assert!(!sel("a/*/c").matches("a/x/y/c"));
+        assert!(sel("a/b/*").matches("a/b/c"));
+        assert!(!sel("a/b/*").matches("a/b/c/d"));
+        assert!(sel("a/b/**").matches("a/b/c"));
+        assert!(sel("a/b/**").matches("a/b/c/d/e"));
+        assert!(!sel("a/b/**").matches("a/b"));
+        assert!(!sel("a/b/**").matches("a/c/d"));
+        assert!(sel("**").matches("anything/at/all"));
+    }
+
+    #[test]
+    fn bad_selectors_are_typed_errors() {
+        assert_eq!(Selector::parse(""), Err(TopicError::Empty));
+        assert!(matches!(
+            Selector::parse("a//b"),
+            Err(TopicError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            Selector::parse("/a"),
+            Err(TopicError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            Selector::parse("a/b*"),
+            Err(TopicError::InvalidSegment(_))
+        ));
+        assert!(matches!(
+            Selector::parse("a/**/b"),
+            Err(TopicError::InvalidSegment(_))
+        ));
+        assert!(matches!(
+            Selector::parse("a/\n"),
+            Err(TopicError::InvalidSegment(_))
+        ));
+        assert_eq!(Selector::parse(&"a".repeat(2000)), Err(TopicError::TooLong));
+    }
+
+    #[test]
+    fn topics_refuse_wildcards() {
+        assert!(validate_topic("a/b").is_ok());
+        assert!(validate_topic("a/*").is_err());
+        assert!(validate_topic("a/").is_err());
+    }
+}
