@@ -342,12 +342,22 @@ impl ServerSession {
         now: Instant,
         bytes: &[u8],
     ) -> Result<Option<ServerRequest>, ServerFault> {
+        let frame =
+            frame::decode_client(bytes).map_err(|e| ServerFault::Protocol(e.to_string()))?;
+        self.handle_decoded(now, frame)
+    }
+
+    /// As [`ServerSession::handle_frame`], for a frame the shell decoded itself (to decide
+    /// which locks the request needs).
+    pub fn handle_decoded(
+        &mut self,
+        now: Instant,
+        frame: ClientFrame,
+    ) -> Result<Option<ServerRequest>, ServerFault> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
         conn.liveness.received(now);
-        let frame =
-            frame::decode_client(bytes).map_err(|e| ServerFault::Protocol(e.to_string()))?;
         if frame.is_sequenced() {
             self.received += 1;
             if conn.acks.on_received(now) {

@@ -99,6 +99,25 @@ impl Selector {
         self.segments.iter().all(|s| matches!(s, Segment::Exact(_)))
     }
 
+    /// Whether every topic this selector can match is also matched by `self` (used to check a
+    /// subscription against a permission pattern).
+    pub fn covers(&self, other: &Selector) -> bool {
+        fn go(p: &[Segment], s: &[Segment]) -> bool {
+            match (p.first(), s.first()) {
+                (None, None) => true,
+                (None, Some(_)) | (Some(_), None) => false,
+                (Some(Segment::Rest), Some(_)) => true,
+                (Some(_), Some(Segment::Rest)) => false,
+                (Some(Segment::One), Some(_)) => go(&p[1..], &s[1..]),
+                (Some(Segment::Exact(a)), Some(Segment::Exact(b))) => {
+                    a == b && go(&p[1..], &s[1..])
+                }
+                (Some(Segment::Exact(_)), Some(Segment::One)) => false,
+            }
+        }
+        go(&self.segments, &other.segments)
+    }
+
     /// Whether `topic` (a valid path) is selected.
     pub fn matches(&self, topic: &str) -> bool {
         let mut parts = topic.split('/');
@@ -155,6 +174,19 @@ mod tests {
         assert!(!sel("a/b/**").matches("a/b"));
         assert!(!sel("a/b/**").matches("a/c/d"));
         assert!(sel("**").matches("anything/at/all"));
+    }
+
+    #[test]
+    fn covers_is_subsumption() {
+        assert!(sel("a/**").covers(&sel("a/b")));
+        assert!(sel("a/**").covers(&sel("a/*/c")));
+        assert!(sel("a/**").covers(&sel("a/b/**")));
+        assert!(!sel("a/**").covers(&sel("**")));
+        assert!(!sel("a/*").covers(&sel("a/**")));
+        assert!(sel("a/*").covers(&sel("a/b")));
+        assert!(!sel("a/b").covers(&sel("a/*")));
+        assert!(sel("**").covers(&sel("x/y/z")));
+        assert!(!sel("public/**").covers(&sel("secret/x")));
     }
 
     #[test]

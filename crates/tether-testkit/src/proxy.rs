@@ -308,8 +308,10 @@ impl FaultProxy {
     pub async fn shutdown(&self) {
         self.shared.begin_shutdown();
         let task = lock(&self.shared.accept_task).take();
+        // (No let-chain: the workspace's rust-version predates them.)
         if let Some(task) = task {
-            if let Err(error) = task.await {
+            let result = task.await;
+            if let Err(error) = result {
                 warn!(%error, "accept loop ended abnormally");
             }
         }

@@ -5,7 +5,7 @@
 //! is closed, with `--exit-on-stdin-close`). See the crate README for the
 //! control API.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     match run(args).await {
@@ -62,6 +63,14 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> io::Result<()> {
     let proxy = FaultProxy::start(args.listen, args.upstream).await?;
     let (control, control_task) = serve_control(proxy.clone(), args.control).await?;
+    // Install the signal handlers before announcing readiness, so a harness
+    // that signals right after reading the line does not kill us the hard way.
+    let stdin_closed = if args.exit_on_stdin_close {
+        Some(watch_stdin()?)
+    } else {
+        None
+    };
+    let exit = exit_requested(stdin_closed)?;
 
     let line = serde_json::to_string(&Ready {
         proxy: proxy.local_addr(),
@@ -73,12 +82,7 @@ async fn run(args: Args) -> io::Result<()> {
         out.flush()?;
     }
 
-    let stdin_closed = if args.exit_on_stdin_close {
-        Some(watch_stdin()?)
-    } else {
-        None
-    };
-    let reason = wait_for_exit(stdin_closed).await?;
+    let reason = exit.await;
     info!(reason, "shutting down");
     control_task.abort();
     proxy.shutdown().await;
@@ -107,7 +111,11 @@ fn watch_stdin() -> io::Result<oneshot::Receiver<()>> {
     Ok(rx)
 }
 
-async fn wait_for_exit(stdin_closed: Option<oneshot::Receiver<()>>) -> io::Result<&'static str> {
+/// Registers the exit triggers and returns a future that resolves, with the
+/// trigger's name, on the first of SIGTERM, SIGINT or stdin closing.
+fn exit_requested(
+    stdin_closed: Option<oneshot::Receiver<()>>,
+) -> io::Result<impl Future<Output = &'static str>> {
     let stdin_closed = async {
         match stdin_closed {
             Some(rx) => {
@@ -121,17 +129,21 @@ async fn wait_for_exit(stdin_closed: Option<oneshot::Receiver<()>>) -> io::Resul
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        Ok(tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            () = stdin_closed => "stdin closed",
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                () = stdin_closed => "stdin closed",
+            }
         })
     }
     #[cfg(not(unix))]
     {
-        Ok(tokio::select! {
-            r = tokio::signal::ctrl_c() => { r?; "ctrl-c" }
-            () = stdin_closed => "stdin closed",
+        Ok(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "ctrl-c",
+                () = stdin_closed => "stdin closed",
+            }
         })
     }
 }

@@ -1,0 +1,299 @@
+//! Server configuration: a TOML file read with serde, validated with errors that name the field.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tether_protocol::{BufferLimits, Selector};
+
+/// A configuration that could not be used. The message names the offending field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not fit the schema.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A field has a value that is not allowed.
+    #[error("invalid configuration: {field}: {message}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `principals[1].subscribe[0]`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A principal: a name, a password hash (PHC string, e.g. from `tether-server hash-password`)
+/// and the topic selectors it may subscribe to and publish on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The principal's name.
+    pub name: String,
+    /// An argon2 PHC hash of the password; never the password itself.
+    pub password_hash: String,
+    /// Selectors the principal may subscribe to (a subscription must be covered by one).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Selectors whose topics the principal may publish on.
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+/// What sessions without a principal may do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousConfig {
+    /// Whether anonymous sessions are accepted at all.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Selectors anonymous sessions may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Selectors anonymous sessions may publish on.
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest WebSocket message accepted, in bytes (default 1 MiB).
+    pub max_frame_bytes: usize,
+    /// Most concurrent sessions per principal (default 10,000).
+    pub max_sessions_per_principal: usize,
+    /// Time allowed for the upgrade request to arrive, in ms (default 5,000).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 1 << 20,
+            max_sessions_per_principal: 10_000,
+            handshake_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Bounds of each session's recovery buffer on the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// Most unacknowledged frames kept per session (default 10,000).
+    pub max_frames: usize,
+    /// Most unacknowledged bytes kept per session (default 8 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        let d = BufferLimits::default();
+        RecoveryConfig {
+            max_frames: d.max_frames,
+            max_bytes: d.max_bytes,
+        }
+    }
+}
+
+/// The whole server configuration. Every field has a default except the principals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (default 127.0.0.1:8080).
+    pub listen: SocketAddr,
+    /// Longest time a disconnected session is kept, in ms (default 300,000). A client may ask
+    /// for less.
+    pub max_reconnect_timeout_ms: u64,
+    /// Keepalive period announced to clients, in ms (default 10,000). Two periods of silence
+    /// mean a dead connection.
+    pub ping_period_ms: u64,
+    /// Recovery buffer bounds.
+    pub recovery: RecoveryConfig,
+    /// Limits.
+    pub limits: LimitsConfig,
+    /// Anonymous access.
+    pub anonymous: AnonymousConfig,
+    /// Principals.
+    pub principals: Vec<PrincipalConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_reconnect_timeout_ms: 300_000,
+            ping_period_ms: 10_000,
+            recovery: RecoveryConfig::default(),
+            limits: LimitsConfig::default(),
+            anonymous: AnonymousConfig::default(),
+            principals: Vec::new(),
+        }
+    }
+}
+
+fn check_selectors(field: &str, list: &[String]) -> Result<(), ConfigError> {
+    for (i, s) in list.iter().enumerate() {
+        Selector::parse(s).map_err(|e| invalid(format!("{field}[{i}]"), e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl ServerConfig {
+    /// Parses TOML text and validates it.
+    pub fn from_toml(text: &str) -> Result<ServerConfig, ConfigError> {
+        let config: ServerConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ServerConfig::from_toml(&text)
+    }
+
+    /// The development setup: loopback, principal `control` / `password` with every
+    /// permission, short retention. Never use it in production.
+    pub fn dev() -> ServerConfig {
+        ServerConfig {
+            principals: vec![PrincipalConfig {
+                name: "control".into(),
+                password_hash: crate::auth::hash_password("password"),
+                subscribe: vec!["**".into()],
+                publish: vec!["**".into()],
+            }],
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ping_period_ms == 0 {
+            return Err(invalid("ping_period_ms", "must be greater than 0"));
+        }
+        if self.recovery.max_frames == 0 {
+            return Err(invalid("recovery.max_frames", "must be greater than 0"));
+        }
+        if self.recovery.max_bytes == 0 {
+            return Err(invalid("recovery.max_bytes", "must be greater than 0"));
+        }
+        if self.limits.max_frame_bytes < 64 {
+            return Err(invalid("limits.max_frame_bytes", "must be at least 64"));
+        }
+        if self.limits.max_sessions_per_principal == 0 {
+            return Err(invalid(
+                "limits.max_sessions_per_principal",
+                "must be greater than 0",
+            ));
+        }
+        if self.limits.handshake_timeout_ms == 0 {
+            return Err(invalid(
+                "limits.handshake_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        check_selectors("anonymous.subscribe", &self.anonymous.subscribe)?;
+        check_selectors("anonymous.publish", &self.anonymous.publish)?;
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.principals.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(invalid(
+                    format!("principals[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    format!("principals[{i}].name"),
+                    format!("duplicate principal {:?}", p.name),
+                ));
+            }
+            crate::auth::check_hash(&p.password_hash)
+                .map_err(|m| invalid(format!("principals[{i}].password_hash"), m))?;
+            check_selectors(&format!("principals[{i}].subscribe"), &p.subscribe)?;
+            check_selectors(&format!("principals[{i}].publish"), &p.publish)?;
+        }
+        Ok(())
+    }
+
+    /// The ping period.
+    pub fn ping_period(&self) -> Duration {
+        Duration::from_millis(self.ping_period_ms)
+    }
+
+    /// The maximum reconnection timeout.
+    pub fn max_reconnect_timeout(&self) -> Duration {
+        Duration::from_millis(self.max_reconnect_timeout_ms)
+    }
+
+    /// The recovery buffer limits.
+    pub fn buffer_limits(&self) -> BufferLimits {
+        BufferLimits {
+            max_frames: self.recovery.max_frames,
+            max_bytes: self.recovery.max_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        ServerConfig::from_toml(text)
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_apply_and_fields_parse() {
+        let hash = crate::auth::hash_password("pw");
+        let text = format!(
+            "listen = \"127.0.0.1:9000\"\nping_period_ms = 500\n[recovery]\nmax_frames = 10\n\
+             [[principals]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nsubscribe = [\"a/**\"]\n"
+        );
+        let c = ServerConfig::from_toml(&text).expect("valid");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.ping_period(), Duration::from_millis(500));
+        assert_eq!(c.recovery.max_frames, 10);
+        assert_eq!(c.recovery.max_bytes, 8 << 20);
+        assert_eq!(c.max_reconnect_timeout_ms, 300_000);
+        assert_eq!(c.principals[0].subscribe, vec!["a/**"]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err("ping_period_ms = 0").contains("ping_period_ms"));
+        assert!(err("pingperiod = 3").contains("pingperiod"));
+        assert!(err("listen = \"nope\"").contains("listen"));
+        assert!(err("[limits]\nmax_frame_bytes = \"big\"").contains("max_frame_bytes"));
+        let e = err("[[principals]]\nname = \"a\"\npassword_hash = \"plain\"");
+        assert!(e.contains("principals[0].password_hash"), "{e}");
+        let hash = crate::auth::hash_password("pw");
+        let e = err(&format!(
+            "[[principals]]\nname = \"a\"\npassword_hash = \"{hash}\"\nsubscribe = [\"ok\", \"a//b\"]"
+        ));
+        assert!(e.contains("principals[0].subscribe[1]"), "{e}");
+    }
+}

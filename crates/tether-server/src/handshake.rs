@@ -1,0 +1,149 @@
+//! Reading the HTTP upgrade request and writing the answer, by hand: the session is opened or
+//! resumed (asynchronously: password checks run off the async workers) between the two.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use tether_protocol::CloseReason;
+use tether_protocol::handshake::{HEADER_REASON, refusal_status};
+
+/// Largest upgrade request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// A parsed upgrade request.
+pub(crate) struct UpgradeRequest {
+    /// Header names in lower case.
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) key: String,
+    /// Bytes read after the head (a client may pipeline its first frames).
+    pub(crate) rest: Vec<u8>,
+}
+
+/// Why the request could not be used.
+pub(crate) enum RequestError {
+    /// Nothing to answer: the peer went away or was too slow.
+    Gone,
+    /// Answer with a refusal.
+    Refuse(CloseReason, String),
+}
+
+/// Reads the request head within `timeout`.
+pub(crate) async fn read_request(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<UpgradeRequest, RequestError> {
+    match tokio::time::timeout(timeout, read_head(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(RequestError::Gone),
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> Result<UpgradeRequest, RequestError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| RequestError::Gone)?;
+        if n == 0 {
+            return Err(RequestError::Gone);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                if req.method != Some("GET") {
+                    return Err(refuse("the upgrade request must be a GET"));
+                }
+                let mut map = HashMap::new();
+                for h in req.headers.iter() {
+                    let value = std::str::from_utf8(h.value)
+                        .map_err(|_| refuse("a header is not UTF-8"))?;
+                    map.insert(h.name.to_ascii_lowercase(), value.trim().to_owned());
+                }
+                let upgrade = map
+                    .get("upgrade")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                let connection = map.get("connection").is_some_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                });
+                if !upgrade || !connection {
+                    return Err(refuse("not a WebSocket upgrade request"));
+                }
+                if map.get("sec-websocket-version").map(String::as_str) != Some("13") {
+                    return Err(refuse("unsupported WebSocket version (13 expected)"));
+                }
+                let key = map
+                    .get("sec-websocket-key")
+                    .cloned()
+                    .ok_or_else(|| refuse("missing Sec-WebSocket-Key"))?;
+                let rest = buf[len..].to_vec();
+                return Ok(UpgradeRequest {
+                    headers: map,
+                    key,
+                    rest,
+                });
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_HEAD {
+                    return Err(refuse("upgrade request head too large"));
+                }
+            }
+            Err(e) => return Err(refuse(&format!("malformed upgrade request: {e}"))),
+        }
+    }
+}
+
+fn refuse(message: &str) -> RequestError {
+    RequestError::Refuse(CloseReason::HandshakeError, message.to_owned())
+}
+
+/// Writes a refusal: an HTTP error status, the reason header and a short text body.
+pub(crate) async fn write_refusal(stream: &mut TcpStream, reason: CloseReason, message: &str) {
+    let status = refusal_status(reason);
+    let text = match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Bad Request",
+    };
+    let body = format!("{reason}: {message}\n");
+    let response = format!(
+        "HTTP/1.1 {status} {text}\r\n{HEADER_REASON}: {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // The peer may already be gone; there is nothing more to tell it then.
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Writes the `101 Switching Protocols` answer with the session's headers.
+pub(crate) async fn write_accept(
+    stream: &mut TcpStream,
+    key: &str,
+    headers: &[(&'static str, String)],
+) -> std::io::Result<()> {
+    let mut response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    for (name, value) in headers {
+        response.push_str(name);
+        response.push_str(": ");
+        response.push_str(value);
+        response.push_str("\r\n");
+    }
+    response.push_str("\r\n");
+    stream.write_all(response.as_bytes()).await
+}

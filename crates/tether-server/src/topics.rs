@@ -1,0 +1,195 @@
+//! Topics: the latest value of each, and who subscribes to what.
+//!
+//! The store sits behind [`TopicStore`] so that a shared store (one per cluster) can replace
+//! the in-memory one without touching the session code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tether_protocol::{Position, Selector};
+
+/// A topic's current value and its position in the topic's log.
+#[derive(Debug, Clone)]
+pub struct TopicValue {
+    /// The topic path.
+    pub topic: Arc<str>,
+    /// The latest value.
+    pub value: Bytes,
+    /// Its position.
+    pub position: Position,
+}
+
+/// Where topic values live.
+pub trait TopicStore: Send {
+    /// Records a new value and returns its position.
+    fn set(&mut self, topic: &str, value: Bytes) -> TopicValue;
+    /// Current values of the topics a selector matches.
+    fn current(&self, selector: &Selector) -> Vec<TopicValue>;
+    /// Number of topics.
+    fn len(&self) -> usize;
+    /// Whether there are no topics.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The in-memory store: one partition per topic, offsets counting that topic's updates.
+#[derive(Debug, Default)]
+pub struct MemoryTopicStore {
+    topics: HashMap<Arc<str>, TopicValue>,
+    next_partition: u32,
+}
+
+impl TopicStore for MemoryTopicStore {
+    fn set(&mut self, topic: &str, value: Bytes) -> TopicValue {
+        if let Some(existing) = self.topics.get_mut(topic) {
+            existing.value = value;
+            existing.position.offset += 1;
+            return existing.clone();
+        }
+        let partition = self.next_partition;
+        self.next_partition = self.next_partition.wrapping_add(1);
+        let entry = TopicValue {
+            topic: Arc::from(topic),
+            value,
+            position: Position {
+                partition,
+                offset: 1,
+            },
+        };
+        self.topics.insert(entry.topic.clone(), entry.clone());
+        entry
+    }
+
+    fn current(&self, selector: &Selector) -> Vec<TopicValue> {
+        if selector.is_exact() {
+            return self
+                .topics
+                .get(selector.as_str())
+                .cloned()
+                .into_iter()
+                .collect();
+        }
+        let mut found: Vec<TopicValue> = self
+            .topics
+            .values()
+            .filter(|t| selector.matches(&t.topic))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.topic.cmp(&b.topic));
+        found
+    }
+
+    fn len(&self) -> usize {
+        self.topics.len()
+    }
+}
+
+/// Subscriptions, indexed for fan-out: exact selectors by topic, wildcards in a list.
+#[derive(Debug)]
+pub(crate) struct SubscriptionIndex<K> {
+    exact: HashMap<String, Vec<K>>,
+    wildcard: Vec<(Selector, K)>,
+}
+
+impl<K> Default for SubscriptionIndex<K> {
+    fn default() -> Self {
+        SubscriptionIndex {
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+        }
+    }
+}
+
+impl<K: PartialEq + Clone> SubscriptionIndex<K> {
+    pub(crate) fn add(&mut self, selector: &Selector, key: K) {
+        if selector.is_exact() {
+            self.exact
+                .entry(selector.as_str().to_owned())
+                .or_default()
+                .push(key);
+        } else {
+            self.wildcard.push((selector.clone(), key));
+        }
+    }
+
+    pub(crate) fn remove(&mut self, selector: &Selector, key: &K) {
+        if selector.is_exact() {
+            if let Some(list) = self.exact.get_mut(selector.as_str()) {
+                if let Some(i) = list.iter().position(|k| k == key) {
+                    list.swap_remove(i);
+                }
+                if list.is_empty() {
+                    self.exact.remove(selector.as_str());
+                }
+            }
+        } else if let Some(i) = self
+            .wildcard
+            .iter()
+            .position(|(s, k)| s == selector && k == key)
+        {
+            self.wildcard.swap_remove(i);
+        }
+    }
+
+    /// Every key subscribed to `topic`, once each.
+    pub(crate) fn matching(&self, topic: &str) -> Vec<K> {
+        let mut keys: Vec<K> = self.exact.get(topic).cloned().unwrap_or_default();
+        for (selector, key) in &self.wildcard {
+            if selector.matches(topic) && !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+        if keys.len() > 1 {
+            // A session subscribed through two exact selectors is impossible (same text), but
+            // keep the list duplicate-free whatever the index holds.
+            let mut unique: Vec<K> = Vec::with_capacity(keys.len());
+            for k in keys {
+                if !unique.contains(&k) {
+                    unique.push(k);
+                }
+            }
+            return unique;
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).expect("valid")
+    }
+
+    #[test]
+    fn store_keeps_latest_and_counts_offsets() {
+        let mut store = MemoryTopicStore::default();
+        let a1 = store.set("a/x", Bytes::from_static(b"1"));
+        let a2 = store.set("a/x", Bytes::from_static(b"2"));
+        let b = store.set("b", Bytes::from_static(b"3"));
+        assert_eq!(a1.position.partition, a2.position.partition);
+        assert_eq!((a1.position.offset, a2.position.offset), (1, 2));
+        assert_ne!(b.position.partition, a1.position.partition);
+        let cur = store.current(&sel("a/*"));
+        assert_eq!(cur.len(), 1);
+        assert_eq!(cur[0].value, Bytes::from_static(b"2"));
+        assert!(store.current(&sel("c")).is_empty());
+    }
+
+    #[test]
+    fn index_matches_exact_and_wildcards_once() {
+        let mut idx = SubscriptionIndex::default();
+        idx.add(&sel("a/b"), 1);
+        idx.add(&sel("a/*"), 1);
+        idx.add(&sel("a/**"), 2);
+        assert_eq!(idx.matching("a/b"), vec![1, 2]);
+        idx.remove(&sel("a/b"), &1);
+        assert_eq!(idx.matching("a/b"), vec![1, 2]);
+        idx.remove(&sel("a/*"), &1);
+        assert_eq!(idx.matching("a/b"), vec![2]);
+        assert!(idx.matching("z").is_empty());
+    }
+}

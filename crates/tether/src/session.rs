@@ -1,0 +1,1076 @@
+//! The client session: builder, handle, and the driver task that outlives connections.
+//!
+//! One driver task per session runs on Tether's runtime. While connected it reads frames and a
+//! writer task writes what the sans-I/O [`ClientSession`] wants to send; when the connection is
+//! lost it runs the reconnection strategy. User code (listeners, strategies) never runs on the
+//! driver or under a lock: it is queued, in order, to the session's callback executor.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info, warn};
+
+use tether_protocol::client::{ClientEvent, ClientSession, ClientSessionConfig, ConnectionFault};
+use tether_protocol::handshake::{SessionAccepted, SessionRequest};
+use tether_protocol::topic::validate_topic;
+use tether_protocol::{
+    BufferLimits, CloseReason, GapReport, Position, ResumeToken, Selector, SessionId, SessionState,
+    Update,
+};
+
+use crate::Error;
+use crate::connect::{self, Ws};
+use crate::runtime;
+use crate::strategy::{
+    AttemptInfo, Decision, ReconnectionAttempt, ReconnectionStrategy, Timer, default_strategy,
+};
+
+/// One state transition, reported to listeners and streams exactly once, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    /// The state left.
+    pub old: SessionState,
+    /// The state entered.
+    pub new: SessionState,
+    /// Why, for disconnections and closings.
+    pub reason: Option<CloseReason>,
+}
+
+/// Receives a session's state changes and gap reports, on the session's callback thread
+/// (never an async worker, never under a lock; blocking delays later callbacks only).
+pub trait SessionListener: Send + Sync + 'static {
+    /// A state transition.
+    fn on_state_changed(&self, change: &StateChange);
+    /// Messages were lost during an outage; snapshots of the current values follow.
+    fn on_gap(&self, _report: &GapReport) {}
+}
+
+impl<F> SessionListener for F
+where
+    F: Fn(&StateChange) + Send + Sync + 'static,
+{
+    fn on_state_changed(&self, change: &StateChange) {
+        self(change)
+    }
+}
+
+/// A topic value delivered to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicUpdate {
+    /// The topic path.
+    pub topic: String,
+    /// The value.
+    pub value: Bytes,
+    /// The update's position in the topic's log.
+    pub position: Position,
+    /// `true` for a current value sent as a snapshot (a new subscription's first value, or the
+    /// state after a gap), `false` for a live update.
+    pub snapshot: bool,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs user callbacks one at a time, in order, on the blocking pool.
+#[derive(Clone)]
+struct Callbacks {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl Callbacks {
+    fn new(handle: &tokio::runtime::Handle) -> Callbacks {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let h = handle.clone();
+        handle.spawn(async move {
+            while let Some(job) = rx.recv().await {
+                if h.spawn_blocking(job).await.is_err() {
+                    warn!("a session callback panicked; the session carries on");
+                }
+            }
+        });
+        Callbacks { tx }
+    }
+
+    fn post(&self, job: impl FnOnce() + Send + 'static) {
+        // Fails only when the runtime is shutting down; callbacks are moot then.
+        let _ = self.tx.send(Box::new(job));
+    }
+}
+
+struct RuntimeTimer(tokio::runtime::Handle);
+
+impl Timer for RuntimeTimer {
+    fn schedule(&self, delay: Duration, f: Box<dyn FnOnce() + Send>) {
+        self.0.spawn(async move {
+            tokio::time::sleep(delay).await;
+            f();
+        });
+    }
+}
+
+/// Builds and opens a [`Session`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tether::Error> {
+/// use std::time::Duration;
+/// use tether::{Session, strategy::ExponentialBackoff};
+///
+/// let session = Session::builder("ws://127.0.0.1:8080")
+///     .principal("control")
+///     .password("password")
+///     .reconnection_timeout(Duration::from_secs(60))
+///     .reconnection_strategy(ExponentialBackoff::default().into_strategy())
+///     .listener(|change: &tether::StateChange| println!("{:?} -> {:?}", change.old, change.new))
+///     .open()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct SessionBuilder {
+    url: String,
+    principal: Option<String>,
+    credentials: Option<String>,
+    reconnect_timeout: Duration,
+    strategy: Arc<dyn ReconnectionStrategy>,
+    listeners: Vec<Arc<dyn SessionListener>>,
+    buffer: BufferLimits,
+    strict: bool,
+    connect_timeout: Duration,
+}
+
+impl SessionBuilder {
+    fn new(url: &str) -> Self {
+        SessionBuilder {
+            url: url.to_owned(),
+            principal: None,
+            credentials: None,
+            reconnect_timeout: Duration::from_secs(60),
+            strategy: default_strategy(),
+            listeners: Vec::new(),
+            buffer: ClientSessionConfig::default().buffer,
+            strict: false,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The principal to authenticate as (anonymous when not set).
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+
+    /// The principal's password.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.credentials = Some(password.into());
+        self
+    }
+
+    /// How long to keep trying to reconnect after a disconnection (default 60 s). The server
+    /// keeps the session for at most its own maximum. Zero disables reconnection.
+    pub fn reconnection_timeout(mut self, timeout: Duration) -> Self {
+        self.reconnect_timeout = timeout;
+        self
+    }
+
+    /// Disables reconnection: a lost connection closes the session (`CLOSED_FAILED`), and
+    /// the server frees the session at once.
+    pub fn no_reconnection(self) -> Self {
+        self.reconnection_timeout(Duration::ZERO)
+    }
+
+    /// The reconnection strategy (default: [`crate::strategy::default_strategy`]).
+    pub fn reconnection_strategy(
+        mut self,
+        strategy: impl Into<Arc<dyn ReconnectionStrategy>>,
+    ) -> Self {
+        self.strategy = strategy.into();
+        self
+    }
+
+    /// Adds a listener for state changes and gap reports.
+    pub fn listener(mut self, listener: impl SessionListener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Adds a shared listener.
+    pub fn listener_arc(mut self, listener: Arc<dyn SessionListener>) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Bounds the requests kept until the server acknowledges them, including those made while
+    /// disconnected (default 10,000 or 8 MiB). Past the bound, `publish` fails with
+    /// [`Error::QueueFull`] while disconnected, and waits while connected.
+    pub fn send_queue(mut self, max_requests: usize, max_bytes: usize) -> Self {
+        self.buffer = BufferLimits {
+            max_frames: max_requests.max(1),
+            max_bytes: max_bytes.max(1),
+        };
+        self
+    }
+
+    /// Close the session (reason `lost_messages`) rather than resume with a gap report when
+    /// the server could not keep every message during an outage.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Time allowed for each connection (TCP and upgrade), default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects and opens the session. On failure the listeners see `CONNECTING` →
+    /// `CLOSED_FAILED` and the error says why (authentication failed, connection error, ...).
+    pub async fn open(self) -> Result<Session, Error> {
+        connect::check_url(&self.url)?;
+        if self.connect_timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "connect timeout must be greater than zero".into(),
+            ));
+        }
+        if self.principal.is_none() && self.credentials.is_some() {
+            return Err(Error::InvalidArgument(
+                "credentials given without a principal".into(),
+            ));
+        }
+        let request = SessionRequest::Open {
+            principal: self.principal.clone(),
+            credentials: self.credentials.clone(),
+            reconnect_timeout: self.reconnect_timeout,
+        };
+        connect::check_request(&self.url, &request)?;
+        let handle = runtime::handle().map_err(|e| Error::Open {
+            reason: CloseReason::ConnectionError,
+            message: format!("cannot start the runtime: {e}"),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        let h = handle.clone();
+        handle.spawn(async move {
+            let _ = tx.send(open_on_runtime(self, request, h).await);
+        });
+        rx.await.unwrap_or(Err(Error::Closed {
+            reason: CloseReason::ClosedByClient,
+        }))
+    }
+}
+
+async fn open_on_runtime(
+    b: SessionBuilder,
+    request: SessionRequest,
+    handle: tokio::runtime::Handle,
+) -> Result<Session, Error> {
+    let callbacks = Callbacks::new(&handle);
+    let (ws, accepted) = match connect::connect(&b.url, &request, b.connect_timeout).await {
+        Ok(ok) => ok,
+        Err((reason, message)) => {
+            let change = StateChange {
+                old: SessionState::Connecting,
+                new: SessionState::ClosedFailed,
+                reason: Some(reason),
+            };
+            for l in &b.listeners {
+                let l = l.clone();
+                callbacks.post(move || l.on_state_changed(&change));
+            }
+            return Err(Error::Open { reason, message });
+        }
+    };
+    let mut proto = ClientSession::new(ClientSessionConfig {
+        buffer: b.buffer,
+        strict: b.strict,
+    });
+    if let Err(fault) = proto.connected(Instant::now(), &accepted) {
+        return Err(Error::Open {
+            reason: fault.reason(),
+            message: fault.to_string(),
+        });
+    }
+    let (state_tx, _) = watch::channel(SessionState::Connecting);
+    let (close_tx, _) = watch::channel(false);
+    let inner = Arc::new(SessionInner {
+        id: accepted.session,
+        url: b.url,
+        connect_timeout: b.connect_timeout,
+        strategy: b.strategy,
+        handle: handle.clone(),
+        callbacks,
+        writer_wake: Notify::new(),
+        space: Notify::new(),
+        state_tx,
+        close_tx,
+        shared: Mutex::new(Shared {
+            proto,
+            state: SessionState::Connecting,
+            close_reason: None,
+            token: accepted.token.clone(),
+            reconnect_timeout: accepted.reconnect_timeout.min(b.reconnect_timeout),
+            closing: false,
+            listeners: b.listeners,
+            state_streams: Vec::new(),
+            gap_streams: Vec::new(),
+            subscriptions: Vec::new(),
+            next_subscription: 0,
+            pending: HashMap::new(),
+        }),
+    });
+    runtime::register(Arc::downgrade(&inner));
+    info!(session = %inner.id, "session open");
+    inner.transition(SessionState::ConnectedActive, None);
+    handle.spawn(drive(inner.clone(), ws));
+    Ok(Session { inner })
+}
+
+enum Pending {
+    Publish(oneshot::Sender<Result<(), Error>>),
+    Subscribe {
+        id: u64,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    Unsubscribe {
+        selector: Selector,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+struct LocalSubscription {
+    id: u64,
+    selector: Selector,
+    /// Until the server confirms, snapshots for matching topics belong to this subscription.
+    pending: bool,
+    tx: mpsc::UnboundedSender<TopicUpdate>,
+}
+
+struct Shared {
+    proto: ClientSession,
+    state: SessionState,
+    close_reason: Option<CloseReason>,
+    token: ResumeToken,
+    reconnect_timeout: Duration,
+    /// `close()` was called: the writer sends the close frame and hangs up.
+    closing: bool,
+    listeners: Vec<Arc<dyn SessionListener>>,
+    state_streams: Vec<mpsc::UnboundedSender<StateChange>>,
+    gap_streams: Vec<mpsc::UnboundedSender<GapReport>>,
+    subscriptions: Vec<LocalSubscription>,
+    next_subscription: u64,
+    pending: HashMap<u64, Pending>,
+}
+
+pub(crate) struct SessionInner {
+    id: SessionId,
+    url: String,
+    connect_timeout: Duration,
+    strategy: Arc<dyn ReconnectionStrategy>,
+    handle: tokio::runtime::Handle,
+    callbacks: Callbacks,
+    writer_wake: Notify,
+    /// Signalled when acknowledgements free room in the send queue.
+    space: Notify,
+    state_tx: watch::Sender<SessionState>,
+    close_tx: watch::Sender<bool>,
+    shared: Mutex<Shared>,
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SessionInner {
+    /// Records a transition and reports it (streams now, listeners on the callback thread).
+    fn transition(&self, new: SessionState, reason: Option<CloseReason>) {
+        let change = {
+            let mut s = lock(&self.shared);
+            let old = s.state;
+            if !old.can_become(new) {
+                return;
+            }
+            s.state = new;
+            if new.is_closed() {
+                s.close_reason = reason;
+            }
+            let change = StateChange { old, new, reason };
+            s.state_streams.retain(|tx| tx.send(change).is_ok());
+            if new.is_closed() {
+                s.state_streams.clear();
+            }
+            for l in &s.listeners {
+                let l = l.clone();
+                self.callbacks.post(move || l.on_state_changed(&change));
+            }
+            change
+        };
+        debug!(session = %self.id, old = %change.old, new = %change.new, reason = ?change.reason, "state");
+        self.state_tx.send_replace(new);
+    }
+
+    pub(crate) fn request_close(&self) {
+        {
+            let mut s = lock(&self.shared);
+            if s.state.is_closed() || s.closing {
+                return;
+            }
+            s.closing = true;
+            s.proto.close();
+        }
+        self.close_tx.send_replace(true);
+        self.writer_wake.notify_one();
+    }
+
+    pub(crate) async fn wait_closed(&self) {
+        let mut rx = self.state_tx.subscribe();
+        let _ = rx.wait_for(|s| s.is_closed()).await;
+    }
+
+    /// Feeds one server frame; `Err` ends the connection.
+    fn handle_frame(&self, bytes: &[u8]) -> Result<(), ConnEnd> {
+        let mut s = lock(&self.shared);
+        let result = s.proto.handle_frame(Instant::now(), bytes);
+        let mut end = result.err().map(fault_end);
+        let mut freed = false;
+        while let Some(event) = s.proto.poll_event() {
+            match event {
+                ClientEvent::Update(update) => route_update(&mut s, update),
+                ClientEvent::Completed { request, result } => {
+                    freed = true;
+                    complete(&mut s, request, result.map_err(Error::Rejected));
+                }
+                ClientEvent::Gap(report) => {
+                    warn!(session = %self.id, lost = report.lost_count(), "messages lost during the outage; snapshots follow");
+                    s.gap_streams.retain(|tx| tx.send(report.clone()).is_ok());
+                    for l in &s.listeners {
+                        let (l, r) = (l.clone(), report.clone());
+                        self.callbacks.post(move || l.on_gap(&r));
+                    }
+                }
+                ClientEvent::ServerClosed { reason, message } => {
+                    info!(session = %self.id, %reason, %message, "closed by the server");
+                    end.get_or_insert(ConnEnd::Fatal(reason));
+                }
+            }
+        }
+        drop(s);
+        if freed {
+            self.space.notify_waiters();
+        }
+        self.writer_wake.notify_one();
+        match end {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the session: final state, pending requests fail, streams end.
+    fn finish(&self, reason: CloseReason) {
+        {
+            let mut s = lock(&self.shared);
+            s.proto.disconnected();
+            for (_, p) in s.pending.drain() {
+                let tx = match p {
+                    Pending::Publish(tx)
+                    | Pending::Subscribe { done: tx, .. }
+                    | Pending::Unsubscribe { done: tx, .. } => tx,
+                };
+                let _ = tx.send(Err(Error::Closed { reason }));
+            }
+            s.subscriptions.clear();
+            s.gap_streams.clear();
+        }
+        self.space.notify_waiters();
+        self.transition(SessionState::closed_for(reason), Some(reason));
+        info!(session = %self.id, %reason, "session closed");
+    }
+}
+
+fn fault_end(fault: ConnectionFault) -> ConnEnd {
+    let reason = fault.reason();
+    warn!(%fault, "connection fault");
+    if reason.allows_reconnect() {
+        ConnEnd::Lost(reason)
+    } else {
+        ConnEnd::Fatal(reason)
+    }
+}
+
+fn route_update(s: &mut Shared, update: Update) {
+    let u = TopicUpdate {
+        topic: update.topic,
+        value: update.value,
+        position: update.position,
+        snapshot: update.snapshot,
+    };
+    // A snapshot answers the subscription that asked for it; if none is waiting (snapshots
+    // after a gap), every matching subscription takes it.
+    let for_pending = u.snapshot
+        && s.subscriptions
+            .iter()
+            .any(|l| l.pending && l.selector.matches(&u.topic));
+    s.subscriptions.retain(|l| {
+        if !l.selector.matches(&u.topic) || (for_pending && !l.pending) {
+            return true;
+        }
+        // A dropped receiver just stops receiving; the subscription stays on the server.
+        let _ = l.tx.send(u.clone());
+        true
+    });
+}
+
+fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
+    match s.pending.remove(&request) {
+        Some(Pending::Publish(tx)) => {
+            let _ = tx.send(result);
+        }
+        Some(Pending::Subscribe { id, done }) => {
+            if result.is_ok() {
+                if let Some(l) = s.subscriptions.iter_mut().find(|l| l.id == id) {
+                    l.pending = false;
+                }
+            } else {
+                s.subscriptions.retain(|l| l.id != id);
+            }
+            let _ = done.send(result);
+        }
+        Some(Pending::Unsubscribe { selector, done }) => {
+            if result.is_ok() {
+                s.subscriptions.retain(|l| l.selector != selector);
+            }
+            let _ = done.send(result);
+        }
+        None => {}
+    }
+}
+
+/// How a connection ended.
+enum ConnEnd {
+    /// Lost; the session may resume.
+    Lost(CloseReason),
+    /// The session must close for this reason.
+    Fatal(CloseReason),
+    /// The application closed the session.
+    ClosedByClient,
+}
+
+async fn drive(inner: Arc<SessionInner>, first: Ws) {
+    let mut close_rx = inner.close_tx.subscribe();
+    let mut ws = first;
+    let reason = loop {
+        let end = run_connection(&inner, ws, &mut close_rx).await;
+        lock(&inner.shared).proto.disconnected();
+        let reason = match end {
+            ConnEnd::ClosedByClient => break CloseReason::ClosedByClient,
+            ConnEnd::Fatal(r) => break r,
+            ConnEnd::Lost(r) => r,
+        };
+        if *close_rx.borrow() {
+            break CloseReason::ClosedByClient;
+        }
+        let timeout = lock(&inner.shared).reconnect_timeout;
+        if timeout.is_zero() {
+            info!(session = %inner.id, %reason, "connection lost; reconnection is disabled");
+            break reason;
+        }
+        info!(session = %inner.id, %reason, "connection lost; recovering");
+        inner.transition(SessionState::RecoveringReconnect, Some(reason));
+        match recover(&inner, reason, timeout, &mut close_rx).await {
+            Ok(next) => {
+                ws = next;
+                inner.transition(SessionState::ConnectedActive, None);
+            }
+            Err(r) => break r,
+        }
+    };
+    inner.finish(reason);
+}
+
+async fn run_connection(
+    inner: &Arc<SessionInner>,
+    ws: Ws,
+    close_rx: &mut watch::Receiver<bool>,
+) -> ConnEnd {
+    let (sink, mut stream) = ws.split();
+    let mut writer = inner.handle.spawn(write_loop(inner.clone(), sink));
+    let closing = *close_rx.borrow();
+    loop {
+        tokio::select! {
+            end = &mut writer => {
+                return match end {
+                    Ok(WriterEnd::Closed) => ConnEnd::ClosedByClient,
+                    Ok(WriterEnd::Fault(f)) => fault_end(f),
+                    Ok(WriterEnd::Io) | Err(_) => ConnEnd::Lost(CloseReason::TransportError),
+                };
+            }
+            changed = close_rx.changed(), if !closing => {
+                if changed.is_err() || *close_rx.borrow() {
+                    // The writer sends the close frame; a dead connection gets a second.
+                    let limit = tokio::time::sleep(Duration::from_secs(1));
+                    tokio::pin!(limit);
+                    tokio::select! {
+                        _ = &mut writer => {}
+                        _ = &mut limit => writer.abort(),
+                    }
+                    return ConnEnd::ClosedByClient;
+                }
+            }
+            message = stream.next() => {
+                let bytes = match message {
+                    Some(Ok(Message::Binary(b))) => b,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Text(_))) => {
+                        writer.abort();
+                        return ConnEnd::Lost(CloseReason::TransportError);
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        writer.abort();
+                        return if closing { ConnEnd::ClosedByClient } else { ConnEnd::Lost(CloseReason::TransportError) };
+                    }
+                };
+                if let Err(end) = inner.handle_frame(&bytes) {
+                    // Let the writer flush an ack or close frame it already has, briefly.
+                    writer.abort();
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+enum WriterEnd {
+    Closed,
+    Fault(ConnectionFault),
+    Io,
+}
+
+async fn write_loop(
+    inner: Arc<SessionInner>,
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+) -> WriterEnd {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    loop {
+        let (deadline, closing, more) = {
+            let mut s = lock(&inner.shared);
+            let now = Instant::now();
+            if let Err(fault) = s.proto.handle_timeout(now) {
+                return WriterEnd::Fault(fault);
+            }
+            while batch.len() < 256 {
+                match s.proto.poll_transmit(now) {
+                    Some(b) => batch.push(b),
+                    None => break,
+                }
+            }
+            (s.proto.poll_timeout(), s.closing, batch.len() == 256)
+        };
+        for bytes in batch.drain(..) {
+            if sink.feed(Message::Binary(bytes)).await.is_err() {
+                return WriterEnd::Io;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return WriterEnd::Io;
+        }
+        if more {
+            continue;
+        }
+        if closing {
+            let _ = sink.close().await;
+            return WriterEnd::Closed;
+        }
+        let wake = inner.writer_wake.notified();
+        match deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(d), wake).await;
+            }
+            None => wake.await,
+        }
+    }
+}
+
+/// Whether a failed reconnection attempt ends the recovery.
+fn attempt_failure_is_final(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::UnknownSession
+            | CloseReason::AuthenticationFailed
+            | CloseReason::AccessDenied
+            | CloseReason::ProtocolVersionMismatch
+            | CloseReason::ClosedByServer
+            | CloseReason::LostMessages
+    )
+}
+
+async fn recover(
+    inner: &Arc<SessionInner>,
+    first_reason: CloseReason,
+    timeout: Duration,
+    close_rx: &mut watch::Receiver<bool>,
+) -> Result<Ws, CloseReason> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let mut number = 1u32;
+    let mut last_reason = first_reason;
+    let timer: Arc<dyn Timer> = Arc::new(RuntimeTimer(inner.handle.clone()));
+    loop {
+        let now = tokio::time::Instant::now();
+        let info = AttemptInfo {
+            number,
+            elapsed: now - started,
+            remaining: deadline.saturating_duration_since(now),
+            last_reason,
+        };
+        let (tx, rx) = oneshot::channel();
+        let attempt = ReconnectionAttempt::new(info.clone(), tx, timer.clone());
+        let strategy = inner.strategy.clone();
+        debug!(session = %inner.id, attempt = number, "calling the reconnection strategy");
+        inner
+            .callbacks
+            .post(move || strategy.perform_reconnection(attempt));
+        let decision = async {
+            match rx.await {
+                Ok(d) => d,
+                // Every copy of the attempt was dropped undecided: only the timeout is left.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            d = decision => {
+                if d == Decision::Abort {
+                    info!(session = %inner.id, attempt = number, "strategy aborted reconnection");
+                    return Err(CloseReason::ReconnectAborted);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                info!(session = %inner.id, "reconnection timeout elapsed");
+                return Err(CloseReason::ReconnectTimeout);
+            }
+            _ = close_rx.wait_for(|c| *c) => return Err(CloseReason::ClosedByClient),
+        }
+        let request = {
+            let s = lock(&inner.shared);
+            SessionRequest::Resume {
+                session: inner.id,
+                token: s.token.clone(),
+                received: s.proto.received(),
+                positions: s.proto.positions(),
+            }
+        };
+        let attempt_timeout = inner.connect_timeout;
+        let result = tokio::select! {
+            r = tokio::time::timeout_at(deadline, connect::connect(&inner.url, &request, attempt_timeout)) => r,
+            _ = close_rx.wait_for(|c| *c) => return Err(CloseReason::ClosedByClient),
+        };
+        let failure = match result {
+            Err(_) => return Err(CloseReason::ReconnectTimeout),
+            Ok(Ok((ws, accepted))) => match resumed(inner, &accepted) {
+                Ok(()) => {
+                    let strategy = inner.strategy.clone();
+                    let done = AttemptInfo {
+                        elapsed: started.elapsed(),
+                        ..info
+                    };
+                    inner.callbacks.post(move || strategy.on_success(&done));
+                    info!(session = %inner.id, attempt = number, "session resumed");
+                    return Ok(ws);
+                }
+                Err(reason) => return Err(reason),
+            },
+            Ok(Err(failure)) => failure,
+        };
+        let (reason, message) = failure;
+        info!(session = %inner.id, attempt = number, %reason, %message, "reconnection attempt failed");
+        if attempt_failure_is_final(reason) {
+            return Err(reason);
+        }
+        let strategy = inner.strategy.clone();
+        let failed = AttemptInfo {
+            elapsed: started.elapsed(),
+            ..info
+        };
+        inner
+            .callbacks
+            .post(move || strategy.on_failure(&failed, reason));
+        last_reason = reason;
+        number += 1;
+    }
+}
+
+fn resumed(inner: &SessionInner, accepted: &SessionAccepted) -> Result<(), CloseReason> {
+    let mut s = lock(&inner.shared);
+    if accepted.session != inner.id {
+        warn!(session = %inner.id, other = %accepted.session, "server resumed another session");
+        return Err(CloseReason::HandshakeError);
+    }
+    s.token = accepted.token.clone();
+    s.proto
+        .connected(Instant::now(), accepted)
+        .map_err(|fault| {
+            warn!(session = %inner.id, %fault, "cannot resume");
+            fault.reason()
+        })
+}
+
+/// A session with a Tether server. Cheap to clone; every clone is the same session.
+///
+/// The session survives lost connections: see the crate docs and [`SessionBuilder`].
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.inner.id)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Session {
+    /// Starts building a session for a `ws://host:port[/path]` URL.
+    pub fn builder(url: &str) -> SessionBuilder {
+        SessionBuilder::new(url)
+    }
+
+    /// The session id (the same after every resume).
+    pub fn session_id(&self) -> SessionId {
+        self.inner.id
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        lock(&self.inner.shared).state
+    }
+
+    /// Why the session closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        lock(&self.inner.shared).close_reason
+    }
+
+    /// The reconnection timeout in force (the smaller of the requested and the server's).
+    pub fn reconnection_timeout(&self) -> Duration {
+        lock(&self.inner.shared).reconnect_timeout
+    }
+
+    /// State changes from now on, in order, ending after the closed state.
+    pub fn state_changes(&self) -> StateChanges {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut s = lock(&self.inner.shared);
+        if !s.state.is_closed() {
+            s.state_streams.push(tx);
+        }
+        StateChanges { rx }
+    }
+
+    /// Gap reports from now on (messages lost during an outage, see [`GapReport`]).
+    pub fn gap_reports(&self) -> GapReports {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut s = lock(&self.inner.shared);
+        if !s.state.is_closed() {
+            s.gap_streams.push(tx);
+        }
+        GapReports { rx }
+    }
+
+    fn closed_error(s: &Shared) -> Error {
+        Error::Closed {
+            reason: s.close_reason.unwrap_or(CloseReason::ClosedByClient),
+        }
+    }
+
+    /// Queues a request, waiting for room while connected; fails with `QueueFull` while
+    /// disconnected.
+    async fn request(
+        &self,
+        mut queue: impl FnMut(
+            &mut Shared,
+        ) -> Result<Option<oneshot::Receiver<Result<(), Error>>>, Error>,
+    ) -> Result<(), Error> {
+        let rx = loop {
+            let space = self.inner.space.notified();
+            {
+                let mut s = lock(&self.inner.shared);
+                if s.state.is_closed() || s.closing {
+                    return Err(Self::closed_error(&s));
+                }
+                match queue(&mut s) {
+                    Ok(Some(rx)) => break rx,
+                    Ok(None) => return Ok(()),
+                    Err(Error::QueueFull(full)) => {
+                        if !s.proto.is_connected() {
+                            return Err(Error::QueueFull(full));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            space.await;
+        };
+        self.inner.writer_wake.notify_one();
+        rx.await.unwrap_or(Err(Error::Closed {
+            reason: CloseReason::ClosedByClient,
+        }))
+    }
+
+    /// Publishes `value` on `topic` and waits until the server has applied it (or refused it:
+    /// [`Error::Rejected`]). Sent exactly once, in order, across reconnections.
+    pub async fn publish(&self, topic: &str, value: impl Into<Bytes>) -> Result<(), Error> {
+        validate_topic(topic)?;
+        let value = value.into();
+        self.request(|s| {
+            let seq = s.proto.publish(topic, value.clone())?;
+            let (tx, rx) = oneshot::channel();
+            s.pending.insert(seq, Pending::Publish(tx));
+            Ok(Some(rx))
+        })
+        .await
+    }
+
+    /// Subscribes to a selector (`a/b`, `a/*`, `a/**`). The current values of matching topics
+    /// arrive first (as snapshots), then every update. Survives reconnections without
+    /// resubscribing. Dropping the [`Subscription`] stops local delivery only; call
+    /// [`Session::unsubscribe`] to remove the subscription from the server.
+    pub async fn subscribe(&self, selector: &str) -> Result<Subscription, Error> {
+        let parsed = Selector::parse(selector)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut tx = Some(tx);
+        self.request(|s| {
+            let seq = s.proto.subscribe(selector)?;
+            let id = s.next_subscription;
+            s.next_subscription += 1;
+            let tx = tx
+                .take()
+                .ok_or_else(|| Error::InvalidArgument("subscription queued twice".into()))?;
+            s.subscriptions.push(LocalSubscription {
+                id,
+                selector: parsed.clone(),
+                pending: true,
+                tx,
+            });
+            let (done, rx) = oneshot::channel();
+            s.pending.insert(seq, Pending::Subscribe { id, done });
+            Ok(Some(rx))
+        })
+        .await?;
+        Ok(Subscription {
+            selector: parsed.to_string(),
+            rx,
+        })
+    }
+
+    /// Removes a subscription made with the same selector text; its streams end.
+    pub async fn unsubscribe(&self, selector: &str) -> Result<(), Error> {
+        let parsed = Selector::parse(selector)?;
+        self.request(|s| {
+            let seq = s.proto.unsubscribe(selector)?;
+            let (done, rx) = oneshot::channel();
+            s.pending.insert(
+                seq,
+                Pending::Unsubscribe {
+                    selector: parsed.clone(),
+                    done,
+                },
+            );
+            Ok(Some(rx))
+        })
+        .await
+    }
+
+    /// Closes the session (`CLOSED_BY_CLIENT`); the server frees it at once. Returns when the
+    /// session is closed. Calling it again, or on a closed session, does nothing.
+    pub async fn close(&self) {
+        self.inner.request_close();
+        self.inner.wait_closed().await;
+    }
+
+    /// Waits until the session is closed, for whatever reason, and returns the reason.
+    pub async fn closed(&self) -> CloseReason {
+        self.inner.wait_closed().await;
+        self.close_reason().unwrap_or(CloseReason::ClosedByClient)
+    }
+
+    /// Waits until the session is in `state` (or closed); returns the state reached.
+    pub async fn wait_for_state(&self, state: SessionState) -> SessionState {
+        let mut rx = self.inner.state_tx.subscribe();
+        rx.wait_for(|s| *s == state || s.is_closed())
+            .await
+            .map(|s| *s)
+            .unwrap_or(SessionState::ClosedFailed)
+    }
+}
+
+/// State changes of a session, as a [`Stream`].
+pub struct StateChanges {
+    rx: mpsc::UnboundedReceiver<StateChange>,
+}
+
+impl StateChanges {
+    /// The next change, or `None` after the session closed.
+    pub async fn next(&mut self) -> Option<StateChange> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for StateChanges {
+    type Item = StateChange;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Gap reports of a session, as a [`Stream`].
+pub struct GapReports {
+    rx: mpsc::UnboundedReceiver<GapReport>,
+}
+
+impl GapReports {
+    /// The next report, or `None` after the session closed.
+    pub async fn next(&mut self) -> Option<GapReport> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for GapReports {
+    type Item = GapReport;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// The updates of one subscription, as a [`Stream`]. Ends when the session closes or the
+/// selector is unsubscribed.
+pub struct Subscription {
+    selector: String,
+    rx: mpsc::UnboundedReceiver<TopicUpdate>,
+}
+
+impl Subscription {
+    /// The selector.
+    pub fn selector(&self) -> &str {
+        &self.selector
+    }
+
+    /// The next update, or `None` when the subscription ended.
+    pub async fn next(&mut self) -> Option<TopicUpdate> {
+        self.rx.recv().await
+    }
+
+    /// An update if one is waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<TopicUpdate> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = TopicUpdate;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,409 @@
+//! Reconnection strategies: who decides when a lost session tries again.
+//!
+//! When a session loses its connection (and reconnection is enabled), it enters
+//! `RECOVERING_RECONNECT` and hands its strategy a [`ReconnectionAttempt`]. The strategy calls
+//! [`ReconnectionAttempt::start`] (try now), [`ReconnectionAttempt::start_after`] (try after a
+//! delay) or [`ReconnectionAttempt::abort`] (give up: the session closes with reason
+//! `reconnect_aborted`). The first call wins; later calls, calls from other threads and calls
+//! after the session closed are harmless. After each failed attempt the strategy is called again
+//! with the next attempt, until the session's reconnection timeout elapses, whatever the
+//! strategy is doing.
+//!
+//! Strategies run on a thread of the session's callback executor, never on an async worker,
+//! so a strategy may block (a C strategy often does). Built-ins: [`ConstantDelay`],
+//! [`ExponentialBackoff`] (with [`Jitter`] and optional attempt limit), [`AbortImmediately`],
+//! and [`default_strategy`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tether_protocol::CloseReason;
+use tokio::sync::oneshot;
+
+/// Read-only facts about one reconnection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptInfo {
+    /// 1 for the first attempt after a disconnection, then 2, 3, ...
+    pub number: u32,
+    /// Time since the connection was lost.
+    pub elapsed: Duration,
+    /// Time left before the reconnection timeout closes the session.
+    pub remaining: Duration,
+    /// Why the connection was lost (first attempt) or why the previous attempt failed.
+    pub last_reason: CloseReason,
+}
+
+/// What the strategy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Make one reconnection attempt now.
+    Start,
+    /// Close the session (reason `reconnect_aborted`).
+    Abort,
+}
+
+/// Runs a closure after a delay: the session's runtime in production, a virtual clock in
+/// [`crate::testing`].
+pub trait Timer: Send + Sync {
+    /// Calls `f` once `delay` has passed.
+    fn schedule(&self, delay: Duration, f: Box<dyn FnOnce() + Send>);
+}
+
+struct AttemptInner {
+    info: AttemptInfo,
+    decision: Mutex<Option<oneshot::Sender<Decision>>>,
+    timer: Arc<dyn Timer>,
+}
+
+/// One reconnection attempt, handed to a strategy. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct ReconnectionAttempt {
+    inner: Arc<AttemptInner>,
+}
+
+impl std::fmt::Debug for ReconnectionAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReconnectionAttempt")
+            .field("info", &self.inner.info)
+            .field("decided", &self.is_decided())
+            .finish()
+    }
+}
+
+impl ReconnectionAttempt {
+    /// An attempt whose decision goes to `decision`.
+    pub fn new(
+        info: AttemptInfo,
+        decision: oneshot::Sender<Decision>,
+        timer: Arc<dyn Timer>,
+    ) -> Self {
+        ReconnectionAttempt {
+            inner: Arc::new(AttemptInner {
+                info,
+                decision: Mutex::new(Some(decision)),
+                timer,
+            }),
+        }
+    }
+
+    fn decide(&self, d: Decision) -> bool {
+        let sender = self
+            .inner
+            .decision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match sender {
+            // The session may have closed meanwhile: then nobody listens, and that is fine.
+            Some(tx) => tx.send(d).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Makes the reconnection attempt now. Returns `true` if this call decided the attempt.
+    pub fn start(&self) -> bool {
+        self.decide(Decision::Start)
+    }
+
+    /// Gives up: the session closes with reason `reconnect_aborted`. Returns `true` if this
+    /// call decided the attempt.
+    pub fn abort(&self) -> bool {
+        self.decide(Decision::Abort)
+    }
+
+    /// Calls [`ReconnectionAttempt::start`] after `delay`, without blocking the caller.
+    pub fn start_after(&self, delay: Duration) {
+        let attempt = self.clone();
+        self.inner.timer.schedule(
+            delay,
+            Box::new(move || {
+                attempt.start();
+            }),
+        );
+    }
+
+    /// Whether `start` or `abort` has been called (or the session stopped waiting).
+    pub fn is_decided(&self) -> bool {
+        self.inner
+            .decision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|tx| tx.is_closed())
+    }
+
+    /// The attempt's facts.
+    pub fn info(&self) -> &AttemptInfo {
+        &self.inner.info
+    }
+    /// Attempt number (1, 2, 3, ...).
+    pub fn number(&self) -> u32 {
+        self.inner.info.number
+    }
+    /// Time since the connection was lost.
+    pub fn elapsed(&self) -> Duration {
+        self.inner.info.elapsed
+    }
+    /// Time before the reconnection timeout.
+    pub fn remaining(&self) -> Duration {
+        self.inner.info.remaining
+    }
+    /// The last disconnection or failure reason.
+    pub fn last_reason(&self) -> CloseReason {
+        self.inner.info.last_reason
+    }
+}
+
+/// Decides when a session in `RECOVERING_RECONNECT` tries again.
+///
+/// Closures `Fn(ReconnectionAttempt)` are strategies too.
+pub trait ReconnectionStrategy: Send + Sync + 'static {
+    /// Called on entering `RECOVERING_RECONNECT` and after each failed attempt while time
+    /// remains. Decide now or later, from any thread.
+    fn perform_reconnection(&self, attempt: ReconnectionAttempt);
+    /// Called after an attempt succeeded (the session is `CONNECTED_ACTIVE` again).
+    fn on_success(&self, _attempt: &AttemptInfo) {}
+    /// Called after an attempt failed; `perform_reconnection` follows if time remains.
+    fn on_failure(&self, _attempt: &AttemptInfo, _reason: CloseReason) {}
+}
+
+impl<F> ReconnectionStrategy for F
+where
+    F: Fn(ReconnectionAttempt) + Send + Sync + 'static,
+{
+    fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
+        self(attempt)
+    }
+}
+
+/// A strategy that waits a computed delay and then starts, or aborts when the delay function
+/// says `None`. The built-ins are all of this kind.
+pub trait DelayStrategy: Send + Sync + 'static {
+    /// The delay before attempt `info.number`, or `None` to abort.
+    fn next_delay(&self, info: &AttemptInfo) -> Option<Duration>;
+    /// Forget state after a successful reconnection.
+    fn reset(&self) {}
+}
+
+/// Adapts any [`DelayStrategy`] to [`ReconnectionStrategy`].
+pub struct Delayed<D>(pub D);
+
+impl<D: DelayStrategy> ReconnectionStrategy for Delayed<D> {
+    fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
+        match self.0.next_delay(attempt.info()) {
+            Some(d) if d.is_zero() => {
+                attempt.start();
+            }
+            Some(d) => attempt.start_after(d),
+            None => {
+                attempt.abort();
+            }
+        }
+    }
+    fn on_success(&self, _attempt: &AttemptInfo) {
+        self.0.reset();
+    }
+}
+
+/// Try again after the same delay every time, optionally at most `max_attempts` times.
+#[derive(Debug, Clone)]
+pub struct ConstantDelay {
+    delay: Duration,
+    max_attempts: Option<u32>,
+}
+
+impl ConstantDelay {
+    /// A constant delay (zero is allowed: retry at once).
+    pub fn new(delay: Duration) -> Self {
+        ConstantDelay {
+            delay,
+            max_attempts: None,
+        }
+    }
+    /// Abort instead of making attempt number `n + 1`.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+    /// As a [`ReconnectionStrategy`].
+    pub fn into_strategy(self) -> Arc<dyn ReconnectionStrategy> {
+        Arc::new(Delayed(self))
+    }
+}
+
+impl DelayStrategy for ConstantDelay {
+    fn next_delay(&self, info: &AttemptInfo) -> Option<Duration> {
+        match self.max_attempts {
+            Some(max) if info.number > max => None,
+            _ => Some(self.delay),
+        }
+    }
+}
+
+/// How randomness spreads the delays of many clients (see "Exponential Backoff And Jitter",
+/// AWS Architecture Blog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// Exactly `min(cap, initial × multiplier^(n-1))`.
+    None,
+    /// Uniform in `[0, d]` where `d` is the un-jittered delay.
+    Full,
+    /// `d/2` plus uniform in `[0, d/2]`.
+    Equal,
+    /// Uniform in `[initial, previous × 3]`, capped.
+    Decorrelated,
+}
+
+/// Exponential backoff with jitter and an optional attempt limit.
+#[derive(Debug)]
+pub struct ExponentialBackoff {
+    initial: Duration,
+    multiplier: f64,
+    max_delay: Duration,
+    jitter: Jitter,
+    max_attempts: Option<u32>,
+    first_attempt: Option<Duration>,
+    state: Mutex<BackoffState>,
+}
+
+#[derive(Debug)]
+struct BackoffState {
+    rng: StdRng,
+    previous: Duration,
+}
+
+impl Default for ExponentialBackoff {
+    fn default() -> Self {
+        ExponentialBackoff::new(Duration::from_millis(250), 2.0, Duration::from_secs(10))
+    }
+}
+
+impl ExponentialBackoff {
+    /// Delays `initial`, `initial × multiplier`, ... capped at `max_delay`; full jitter.
+    pub fn new(initial: Duration, multiplier: f64, max_delay: Duration) -> Self {
+        let multiplier = if multiplier.is_finite() && multiplier >= 1.0 {
+            multiplier
+        } else {
+            1.0
+        };
+        ExponentialBackoff {
+            initial,
+            multiplier,
+            max_delay: max_delay.max(initial),
+            jitter: Jitter::Full,
+            max_attempts: None,
+            first_attempt: None,
+            state: Mutex::new(BackoffState {
+                rng: StdRng::from_os_rng(),
+                previous: initial,
+            }),
+        }
+    }
+    /// The jitter mode.
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+    /// Abort instead of making attempt number `n + 1`.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+    /// Make the first attempt after a uniform random delay in `[0, max]` (a blip usually heals
+    /// at once), and back off from the second attempt on.
+    pub fn quick_first_attempt(mut self, max: Duration) -> Self {
+        self.first_attempt = Some(max);
+        self
+    }
+    /// A fixed random seed, for reproducible tests.
+    pub fn seed(self, seed: u64) -> Self {
+        if let Ok(mut s) = self.state.lock() {
+            s.rng = StdRng::seed_from_u64(seed);
+        }
+        self
+    }
+    /// As a [`ReconnectionStrategy`].
+    pub fn into_strategy(self) -> Arc<dyn ReconnectionStrategy> {
+        Arc::new(Delayed(self))
+    }
+
+    /// The un-jittered delay for backoff step `step` (0-based).
+    fn base_delay(&self, step: u32) -> Duration {
+        let factor = self.multiplier.powi(step.min(1024) as i32);
+        let secs = self.initial.as_secs_f64() * factor;
+        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
+            self.max_delay
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+}
+
+fn uniform(rng: &mut StdRng, low: Duration, high: Duration) -> Duration {
+    if high <= low {
+        return low;
+    }
+    Duration::from_nanos(rng.random_range(low.as_nanos() as u64..=high.as_nanos() as u64))
+}
+
+impl DelayStrategy for ExponentialBackoff {
+    fn next_delay(&self, info: &AttemptInfo) -> Option<Duration> {
+        if let Some(max) = self.max_attempts {
+            if info.number > max {
+                return None;
+            }
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut step = info.number.saturating_sub(1);
+        if let Some(first) = self.first_attempt {
+            if info.number <= 1 {
+                return Some(uniform(&mut state.rng, Duration::ZERO, first));
+            }
+            step -= 1;
+        }
+        let d = self.base_delay(step);
+        let delay = match self.jitter {
+            Jitter::None => d,
+            Jitter::Full => uniform(&mut state.rng, Duration::ZERO, d),
+            Jitter::Equal => d / 2 + uniform(&mut state.rng, Duration::ZERO, d / 2),
+            Jitter::Decorrelated => {
+                let high = (state.previous * 3).min(self.max_delay);
+                let next = uniform(&mut state.rng, self.initial, high).min(self.max_delay);
+                state.previous = next;
+                next
+            }
+        };
+        Some(delay)
+    }
+
+    fn reset(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.previous = self.initial;
+    }
+}
+
+/// Never reconnect: the first attempt aborts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AbortImmediately;
+
+impl ReconnectionStrategy for AbortImmediately {
+    fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
+        attempt.abort();
+    }
+}
+
+/// The default strategy: the first attempt after a random 0–100 ms (fast when the network
+/// blips), then exponential backoff with full jitter from 250 ms, doubling, capped at 10 s
+/// (gentle on a restarting server).
+pub fn default_backoff() -> ExponentialBackoff {
+    ExponentialBackoff::new(Duration::from_millis(250), 2.0, Duration::from_secs(10))
+        .jitter(Jitter::Full)
+        .quick_first_attempt(Duration::from_millis(100))
+}
+
+/// [`default_backoff`] as a strategy.
+pub fn default_strategy() -> Arc<dyn ReconnectionStrategy> {
+    default_backoff().into_strategy()
+}
