@@ -404,7 +404,8 @@ mod tests {
             Ok(acc)
         );
         map.insert(HEADER_VERSION, "2".into());
-        let err = SessionAccepted::from_headers(|k| map.get(k).map(String::as_str)).unwrap_err();
+        let err = SessionAccepted::from_headers(|k| map.get(k).map(String::as_str))
+            .expect_err("version 2 is refused");
         assert_eq!(err.reason(), CloseReason::ProtocolVersionMismatch);
     }
 

@@ -322,11 +322,12 @@ impl ServerSession {
             received: self.received,
         }));
         // An ack waiting behind the same frames can simply be replaced by the newer one.
-        if let Some(last) = self.control.back_mut() {
-            if last.is_ack && last.after == after {
-                last.bytes = bytes;
-                return;
-            }
+        if let Some(last) = self.control.back_mut()
+            && last.is_ack
+            && last.after == after
+        {
+            last.bytes = bytes;
+            return;
         }
         self.control.push_back(Control {
             bytes,

@@ -155,26 +155,23 @@ impl Pair {
 
     /// The server shell: carries out one client frame.
     fn server_process(&mut self, bytes: &[u8]) {
-        match self
+        if let Some(ServerRequest::Publish { seq, topic, value }) = self
             .server
             .handle_frame(self.now, bytes)
             .expect("valid client frame")
         {
-            Some(ServerRequest::Publish { seq, topic, value }) => {
-                if topic == self.forbidden {
-                    let error = RequestError {
-                        kind: RequestErrorKind::AccessDenied,
-                        message: "no".into(),
-                    };
-                    self.server.reject(seq, error).expect("room");
-                } else {
-                    self.applied.push(value.clone());
-                    if self.echo {
-                        self.publish_update(&topic, value);
-                    }
+            if topic == self.forbidden {
+                let error = RequestError {
+                    kind: RequestErrorKind::AccessDenied,
+                    message: "no".into(),
+                };
+                self.server.reject(seq, error).expect("room");
+            } else {
+                self.applied.push(value.clone());
+                if self.echo {
+                    self.publish_update(&topic, value);
                 }
             }
-            Some(_) | None => {}
         }
     }
 

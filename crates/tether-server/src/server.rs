@@ -125,6 +125,11 @@ pub(crate) struct Shared {
     topics: Mutex<Topics>,
     sessions: Mutex<HashMap<SessionId, Arc<Slot>>>,
     per_principal: Mutex<HashMap<String, usize>>,
+    /// Sessions the server closed on purpose, kept for their retention so that a resume learns
+    /// why instead of seeing an unknown session.
+    tombstones: Mutex<HashMap<SessionId, (ResumeToken, tokio::time::Instant)>>,
+    /// Signalled whenever a session is freed.
+    freed: Notify,
     shutting_down: AtomicBool,
     connections: AtomicUsize,
     connections_done: Notify,
@@ -192,6 +197,8 @@ impl Server {
             }),
             sessions: Mutex::new(HashMap::new()),
             per_principal: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(HashMap::new()),
+            freed: Notify::new(),
             shutting_down: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             connections_done: Notify::new(),
@@ -234,6 +241,20 @@ impl Server {
             reconnect_timeout: inner.reconnect_timeout,
             buffered_frames: inner.proto.buffered().0,
         })
+    }
+
+    /// Waits until the session is freed (closed, or its reconnection timeout elapsed). Returns
+    /// at once if it is not kept.
+    pub async fn session_freed(&self, id: &SessionId) {
+        loop {
+            let freed = self.shared.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !lock(&self.shared.sessions).contains_key(id) {
+                return;
+            }
+            freed.await;
+        }
     }
 
     /// Publishes a value as the server itself (no permission check).
@@ -436,14 +457,8 @@ async fn read_loop(
                 );
                 return ReaderEnd::Closed;
             }
-            Some(Err(WsError::Protocol(e))) => {
-                shared.close_slot(
-                    slot,
-                    CloseReason::TransportError,
-                    &format!("WebSocket protocol violation: {e}"),
-                );
-                return ReaderEnd::Closed;
-            }
+            // A WebSocket-level protocol error is most often a stream cut mid-frame or without a
+            // closing handshake: the network's fault, so the session stays resumable.
             Some(Err(_)) | None => return ReaderEnd::Lost(CloseReason::TransportError),
         };
         let bytes = match message {
@@ -636,7 +651,16 @@ impl Shared {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err((CloseReason::ClosedByServer, "server shutting down".into()));
         }
-        let slot = lock(&self.sessions).get(&id).cloned().ok_or_else(unknown)?;
+        let Some(slot) = lock(&self.sessions).get(&id).cloned() else {
+            let tombstone = lock(&self.tombstones).get(&id).cloned();
+            if let Some((known, until)) = tombstone
+                && until > tokio::time::Instant::now()
+                && bool::from(known.as_bytes().ct_eq(token.as_bytes()))
+            {
+                return Err((CloseReason::ClosedByServer, format!("session {id} was closed by the server")));
+            }
+            return Err(unknown());
+        };
         let topics = lock(&self.topics);
         let mut inner = lock(&slot.inner);
         if inner.closed || !bool::from(inner.token.as_bytes().ct_eq(token.as_bytes())) {
@@ -910,6 +934,13 @@ impl Shared {
             }
             inner.proto.close(reason, message);
             inner.closing = true;
+            if reason == CloseReason::ClosedByServer {
+                let expiry = tokio::time::Instant::now() + self.config.max_reconnect_timeout();
+                let mut tombstones = lock(&self.tombstones);
+                let now = tokio::time::Instant::now();
+                tombstones.retain(|_, (_, until)| *until > now);
+                tombstones.insert(slot.id, (inner.token.clone(), expiry));
+            }
         }
         info!(session = %slot.id, %reason, message, "session closed by the server");
         slot.notify.notify_one();
@@ -977,6 +1008,7 @@ impl Shared {
             }
         }
         slot.notify.notify_one();
+        self.freed.notify_waiters();
         info!(session = %slot.id, why, "session freed");
     }
 }

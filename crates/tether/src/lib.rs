@@ -50,8 +50,8 @@ pub mod testing;
 pub use error::Error;
 pub use runtime::shutdown;
 pub use session::{
-    GapReports, Session, SessionBuilder, SessionListener, StateChange, StateChanges, Subscription,
-    TopicUpdate,
+    Completion, GapReports, Session, SessionBuilder, SessionListener, StateChange, StateChanges,
+    Subscription, TopicUpdate,
 };
 pub use strategy::{AttemptInfo, ReconnectionAttempt, ReconnectionStrategy};
 pub use tether_protocol::{

@@ -125,7 +125,7 @@ impl Timer for RuntimeTimer {
 ///     .principal("control")
 ///     .password("password")
 ///     .reconnection_timeout(Duration::from_secs(60))
-///     .reconnection_strategy(ExponentialBackoff::default().into_strategy())
+///     .reconnection_strategy(ExponentialBackoff::default())
 ///     .listener(|change: &tether::StateChange| println!("{:?} -> {:?}", change.old, change.new))
 ///     .open()
 ///     .await?;
@@ -183,12 +183,16 @@ impl SessionBuilder {
         self.reconnection_timeout(Duration::ZERO)
     }
 
-    /// The reconnection strategy (default: [`crate::strategy::default_strategy`]).
-    pub fn reconnection_strategy(
-        mut self,
-        strategy: impl Into<Arc<dyn ReconnectionStrategy>>,
-    ) -> Self {
-        self.strategy = strategy.into();
+    /// The reconnection strategy (default: [`crate::strategy::default_strategy`]): a
+    /// built-in, your own type, or a closure `Fn(ReconnectionAttempt)`.
+    pub fn reconnection_strategy(mut self, strategy: impl ReconnectionStrategy) -> Self {
+        self.strategy = Arc::new(strategy);
+        self
+    }
+
+    /// A shared reconnection strategy.
+    pub fn reconnection_strategy_arc(mut self, strategy: Arc<dyn ReconnectionStrategy>) -> Self {
+        self.strategy = strategy;
         self
     }
 
@@ -920,7 +924,9 @@ impl Session {
     }
 
     /// Publishes `value` on `topic` and waits until the server has applied it (or refused it:
-    /// [`Error::Rejected`]). Sent exactly once, in order, across reconnections.
+    /// [`Error::Rejected`]). Sent exactly once, in order, across reconnections. While connected
+    /// and the send queue is full, waits for room; while disconnected, a full queue fails with
+    /// [`Error::QueueFull`].
     pub async fn publish(&self, topic: &str, value: impl Into<Bytes>) -> Result<(), Error> {
         validate_topic(topic)?;
         let value = value.into();
@@ -931,6 +937,25 @@ impl Session {
             Ok(Some(rx))
         })
         .await
+    }
+
+    /// Queues a publish at once, in call order, without waiting; the returned [`Completion`]
+    /// resolves when the server has applied (or refused) it. Fails with [`Error::QueueFull`]
+    /// when the send queue is full, connected or not.
+    pub fn send(&self, topic: &str, value: impl Into<Bytes>) -> Result<Completion, Error> {
+        validate_topic(topic)?;
+        let rx = {
+            let mut s = lock(&self.inner.shared);
+            if s.state.is_closed() || s.closing {
+                return Err(Self::closed_error(&s));
+            }
+            let seq = s.proto.publish(topic, value.into())?;
+            let (tx, rx) = oneshot::channel();
+            s.pending.insert(seq, Pending::Publish(tx));
+            rx
+        };
+        self.inner.writer_wake.notify_one();
+        Ok(Completion { rx })
     }
 
     /// Subscribes to a selector (`a/b`, `a/*`, `a/**`). The current values of matching topics
@@ -1006,6 +1031,23 @@ impl Session {
     }
 }
 
+/// Resolves when a request queued with [`Session::send`] has been applied or refused.
+#[derive(Debug)]
+pub struct Completion {
+    rx: oneshot::Receiver<Result<(), Error>>,
+}
+
+impl std::future::Future for Completion {
+    type Output = Result<(), Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or(Err(Error::Closed {
+                reason: CloseReason::ClosedByClient,
+            }))
+        })
+    }
+}
+
 /// State changes of a session, as a [`Stream`].
 pub struct StateChanges {
     rx: mpsc::UnboundedReceiver<StateChange>,
@@ -1015,6 +1057,17 @@ impl StateChanges {
     /// The next change, or `None` after the session closed.
     pub async fn next(&mut self) -> Option<StateChange> {
         self.rx.recv().await
+    }
+
+    /// A change if one is waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<StateChange> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl std::fmt::Debug for StateChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateChanges")
     }
 }
 
@@ -1026,6 +1079,7 @@ impl Stream for StateChanges {
 }
 
 /// Gap reports of a session, as a [`Stream`].
+#[derive(Debug)]
 pub struct GapReports {
     rx: mpsc::UnboundedReceiver<GapReport>,
 }
@@ -1046,6 +1100,7 @@ impl Stream for GapReports {
 
 /// The updates of one subscription, as a [`Stream`]. Ends when the session closes or the
 /// selector is unsubscribed.
+#[derive(Debug)]
 pub struct Subscription {
     selector: String,
     rx: mpsc::UnboundedReceiver<TopicUpdate>,

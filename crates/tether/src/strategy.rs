@@ -187,25 +187,46 @@ pub trait DelayStrategy: Send + Sync + 'static {
     fn reset(&self) {}
 }
 
+/// Carries out a [`DelayStrategy`]'s decision for one attempt.
+pub fn apply_delay(strategy: &dyn DelayStrategy, attempt: ReconnectionAttempt) {
+    match strategy.next_delay(attempt.info()) {
+        Some(d) if d.is_zero() => {
+            attempt.start();
+        }
+        Some(d) => attempt.start_after(d),
+        None => {
+            attempt.abort();
+        }
+    }
+}
+
 /// Adapts any [`DelayStrategy`] to [`ReconnectionStrategy`].
 pub struct Delayed<D>(pub D);
 
 impl<D: DelayStrategy> ReconnectionStrategy for Delayed<D> {
     fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
-        match self.0.next_delay(attempt.info()) {
-            Some(d) if d.is_zero() => {
-                attempt.start();
-            }
-            Some(d) => attempt.start_after(d),
-            None => {
-                attempt.abort();
-            }
-        }
+        apply_delay(&self.0, attempt);
     }
     fn on_success(&self, _attempt: &AttemptInfo) {
         self.0.reset();
     }
 }
+
+macro_rules! delay_strategy {
+    ($t:ty) => {
+        impl ReconnectionStrategy for $t {
+            fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
+                apply_delay(self, attempt);
+            }
+            fn on_success(&self, _attempt: &AttemptInfo) {
+                self.reset();
+            }
+        }
+    };
+}
+
+delay_strategy!(ConstantDelay);
+delay_strategy!(ExponentialBackoff);
 
 /// Try again after the same delay every time, optionally at most `max_attempts` times.
 #[derive(Debug, Clone)]
@@ -227,9 +248,9 @@ impl ConstantDelay {
         self.max_attempts = Some(n);
         self
     }
-    /// As a [`ReconnectionStrategy`].
+    /// As a shared [`ReconnectionStrategy`].
     pub fn into_strategy(self) -> Arc<dyn ReconnectionStrategy> {
-        Arc::new(Delayed(self))
+        Arc::new(self)
     }
 }
 
@@ -324,9 +345,9 @@ impl ExponentialBackoff {
         }
         self
     }
-    /// As a [`ReconnectionStrategy`].
+    /// As a shared [`ReconnectionStrategy`].
     pub fn into_strategy(self) -> Arc<dyn ReconnectionStrategy> {
-        Arc::new(Delayed(self))
+        Arc::new(self)
     }
 
     /// The un-jittered delay for backoff step `step` (0-based).
@@ -350,10 +371,10 @@ fn uniform(rng: &mut StdRng, low: Duration, high: Duration) -> Duration {
 
 impl DelayStrategy for ExponentialBackoff {
     fn next_delay(&self, info: &AttemptInfo) -> Option<Duration> {
-        if let Some(max) = self.max_attempts {
-            if info.number > max {
-                return None;
-            }
+        if let Some(max) = self.max_attempts
+            && info.number > max
+        {
+            return None;
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut step = info.number.saturating_sub(1);
