@@ -5,6 +5,7 @@
 //! - `test`: format check, clippy with `-D warnings`, and every test in every language.
 
 mod demo;
+mod lang;
 mod test;
 
 use std::process::ExitCode;

@@ -11,7 +11,7 @@ pub(crate) fn root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
@@ -19,14 +19,46 @@ fn cargo() -> Command {
 
 /// Counts from a test runner's output.
 #[derive(Default, Clone, Copy)]
-struct Counts {
-    passed: u64,
-    failed: u64,
-    ignored: u64,
+pub(crate) struct Counts {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
+    pub(crate) ignored: u64,
+}
+
+/// Reads one line of a runner's output and adds what it reports to the counts.
+pub(crate) type LineParser = fn(&str, &mut Counts);
+
+/// `cargo test`'s `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
+fn cargo_test_line(line: &str, counts: &mut Counts) {
+    if let Some(rest) = line.strip_prefix("test result: ") {
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(kind)) = (words.next(), words.next())
+                && let Ok(n) = n.parse::<u64>()
+            {
+                match kind {
+                    "passed" => counts.passed += n,
+                    "failed" => counts.failed += n,
+                    "ignored" => counts.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// Runs a command, echoing its output, and adds up `cargo test`'s result lines.
-fn run_counting(name: &str, mut cmd: Command, counts: &mut Counts) -> bool {
+fn run_counting(name: &str, cmd: Command, counts: &mut Counts) -> bool {
+    run_parsed(name, cmd, counts, cargo_test_line)
+}
+
+/// Runs a command, echoing its standard output line by line through `parse`.
+pub(crate) fn run_parsed(
+    name: &str,
+    mut cmd: Command,
+    counts: &mut Counts,
+    parse: LineParser,
+) -> bool {
     println!("\n==> {name}");
     cmd.stdout(Stdio::piped());
     let mut child = match cmd.spawn() {
@@ -39,27 +71,13 @@ fn run_counting(name: &str, mut cmd: Command, counts: &mut Counts) -> bool {
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                for part in rest.split([';', '.']) {
-                    let mut words = part.split_whitespace();
-                    if let (Some(n), Some(kind)) = (words.next(), words.next())
-                        && let Ok(n) = n.parse::<u64>()
-                    {
-                        match kind {
-                            "passed" => counts.passed += n,
-                            "failed" => counts.failed += n,
-                            "ignored" => counts.ignored += n,
-                            _ => {}
-                        }
-                    }
-                }
-            }
+            parse(&line, counts);
         }
     }
     child.wait().map(|s| s.success()).unwrap_or(false)
 }
 
-fn run_step(name: &str, mut cmd: Command) -> bool {
+pub(crate) fn run_step(name: &str, mut cmd: Command) -> bool {
     println!("\n==> {name}");
     cmd.status().map(|s| s.success()).unwrap_or(false)
 }
@@ -98,6 +116,12 @@ pub(crate) fn run(lint: bool) -> bool {
         "cargo test".into(),
         run_counting("cargo test --workspace", tests, &mut counts),
     ));
+    for (name, suite) in crate::lang::SUITES {
+        match suite(&mut counts) {
+            Some(ok) => steps.push(((*name).into(), ok)),
+            None => println!("\n==> {name}: not in the tree yet, skipped"),
+        }
+    }
 
     println!("\n==> summary ({:.0} s)", started.elapsed().as_secs_f64());
     for (name, ok) in &steps {

@@ -42,7 +42,7 @@
 
 mod connect;
 mod error;
-mod runtime;
+pub mod runtime;
 mod session;
 pub mod strategy;
 pub mod testing;

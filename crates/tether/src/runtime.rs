@@ -22,8 +22,10 @@ fn global() -> std::sync::MutexGuard<'static, Global> {
     GLOBAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The handle of Tether's runtime, starting it on first use.
-pub(crate) fn handle() -> std::io::Result<Handle> {
+/// The handle of Tether's runtime, starting it on first use. Bindings use it to run the
+/// session API from threads of their host language (`handle.block_on(...)` from a thread that
+/// is not an async worker, or `handle.spawn(...)`).
+pub fn handle() -> std::io::Result<Handle> {
     let mut g = global();
     if let Some(rt) = &g.runtime {
         return Ok(rt.handle().clone());

@@ -990,6 +990,27 @@ impl Session {
         })
     }
 
+    /// Subscribes and calls `handler` with every update, in order, on the session's callback
+    /// thread (never an async worker, never under a lock; the same thread as the listeners).
+    /// For bindings whose host language wants callbacks rather than streams. Delivery stops
+    /// when the selector is unsubscribed or the session closes.
+    pub async fn subscribe_with(
+        &self,
+        selector: &str,
+        handler: impl Fn(TopicUpdate) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        let mut sub = self.subscribe(selector).await?;
+        let handler = Arc::new(handler);
+        let callbacks = self.inner.callbacks.clone();
+        self.inner.handle.spawn(async move {
+            while let Some(update) = sub.next().await {
+                let handler = handler.clone();
+                callbacks.post(move || handler(update));
+            }
+        });
+        Ok(())
+    }
+
     /// Removes a subscription made with the same selector text; its streams end.
     pub async fn unsubscribe(&self, selector: &str) -> Result<(), Error> {
         let parsed = Selector::parse(selector)?;

@@ -1,0 +1,20 @@
+//! The test suites of the language bindings, run by `cargo xtask test` after the Rust tests.
+//! Each installs what it needs (npm packages, a Python venv, Maven artifacts) by itself.
+
+use crate::test::Counts;
+
+mod c;
+mod jvm;
+mod node;
+mod python;
+
+/// A suite: `None` when the binding is not in the tree, else whether it passed.
+pub(crate) type Suite = fn(&mut Counts) -> Option<bool>;
+
+/// Every binding suite, in the order they run.
+pub(crate) const SUITES: &[(&str, Suite)] = &[
+    ("C (tether-ffi)", c::test),
+    ("Node.js", node::test),
+    ("Python", python::test),
+    ("Kotlin/Java + Swift (uniffi)", jvm::test),
+];
