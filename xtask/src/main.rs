@@ -4,6 +4,7 @@
 //!   it happens.
 //! - `test`: format check, clippy with `-D warnings`, and every test in every language.
 
+mod chaos;
 mod demo;
 mod lang;
 mod test;
@@ -27,6 +28,21 @@ enum Job {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Stream numbered messages both ways through random faults; fail on any loss.
+    Chaos {
+        /// Messages each way.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Faults to inject (RST, FIN, stall, refuse, at random).
+        #[arg(long, default_value_t = 100)]
+        cuts: u64,
+        /// Rough length of the run, over which faults are spread.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// The server's ping period in ms (a stall is found within two).
+        #[arg(long, default_value_t = 200)]
+        ping_ms: u64,
+    },
     /// Run the format check, clippy and every test suite.
     Test {
         /// Skip the format check and clippy.
@@ -40,6 +56,18 @@ fn main() -> ExitCode {
     let ok = match cli.job {
         Job::Demo { seconds } => demo::run(seconds),
         Job::Test { no_lint } => test::run(!no_lint),
+        Job::Chaos {
+            messages,
+            cuts,
+            seconds,
+            ping_ms,
+        } => chaos::command(chaos::ChaosConfig {
+            messages,
+            cuts,
+            seconds,
+            ping: std::time::Duration::from_millis(ping_ms.max(10)),
+            verbose: true,
+        }),
     };
     if ok {
         ExitCode::SUCCESS

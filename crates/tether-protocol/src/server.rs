@@ -108,8 +108,13 @@ struct Control {
 pub struct ServerSession {
     out: RecoveryBuffer<Buffered>,
     ping_period: Duration,
-    /// Updates dropped from the buffer since the client last caught up, per topic.
-    evicted: BTreeMap<Arc<str>, u64>,
+    /// Updates dropped from the buffer before they were ever written, per topic: lost for
+    /// sure once the client resumes.
+    evicted_unsent: BTreeMap<Arc<str>, u64>,
+    /// Updates dropped after they were written but before they were acknowledged: the client
+    /// may have them; its resume position decides. Bounded by what one connection had in
+    /// flight, since nothing is written while disconnected.
+    evicted_sent: VecDeque<(u64, Arc<str>)>,
     /// Rejections dropped from the buffer; they are sent again after a gap report.
     evicted_rejections: Vec<Bytes>,
     /// Last client sequence number received in order.
@@ -124,7 +129,8 @@ impl ServerSession {
         ServerSession {
             out: RecoveryBuffer::new(buffer),
             ping_period,
-            evicted: BTreeMap::new(),
+            evicted_unsent: BTreeMap::new(),
+            evicted_sent: VecDeque::new(),
             evicted_rejections: Vec::new(),
             received: 0,
             control: VecDeque::new(),
@@ -165,14 +171,11 @@ impl ServerSession {
     pub fn resume(&mut self, now: Instant, client_received: u64) -> Result<ResumeOutcome, String> {
         let outcome = match self.out.rewind(client_received) {
             Ok(()) => {
-                if self.evicted.is_empty() && self.evicted_rejections.is_empty() {
-                    ResumeOutcome::Replay
-                } else {
-                    // The client caught up past everything that was dropped.
-                    self.evicted.clear();
-                    self.evicted_rejections.clear();
-                    ResumeOutcome::Replay
-                }
+                // The client caught up past everything that was dropped.
+                self.evicted_unsent.clear();
+                self.evicted_sent.clear();
+                self.evicted_rejections.clear();
+                ResumeOutcome::Replay
             }
             Err(RewindError::Ahead) => {
                 return Err(format!(
@@ -183,7 +186,12 @@ impl ServerSession {
             Err(RewindError::Gap { from, .. }) => {
                 let lost_to = self.out.next_seq() - 1;
                 let next = self.out.next_seq();
-                let mut topics = std::mem::take(&mut self.evicted);
+                let mut topics = std::mem::take(&mut self.evicted_unsent);
+                for (seq, topic) in std::mem::take(&mut self.evicted_sent) {
+                    if seq > client_received {
+                        *topics.entry(topic).or_default() += 1;
+                    }
+                }
                 let mut rejections = std::mem::take(&mut self.evicted_rejections);
                 for held in self.out.reset_to(next) {
                     match held.kind {
@@ -243,15 +251,20 @@ impl ServerSession {
             if connected && self.out.first_seq() >= self.out.unsent_seq() {
                 return Err(ServerFault::SlowConsumer);
             }
+            let unsent = self.out.unsent_seq();
             match self.out.pop_oldest() {
                 Some((
-                    _,
+                    seq,
                     Buffered {
                         kind: Kind::Update(topic),
                         ..
                     },
                 )) => {
-                    *self.evicted.entry(topic).or_default() += 1;
+                    if seq < unsent {
+                        self.evicted_sent.push_back((seq, topic));
+                    } else {
+                        *self.evicted_unsent.entry(topic).or_default() += 1;
+                    }
                 }
                 Some((
                     _,

@@ -493,3 +493,64 @@ fn resume_claiming_unsent_frames_is_refused_and_harmless() {
     pair.drive();
     assert_eq!(pair.updates.len(), 2);
 }
+
+#[test]
+fn a_resumed_client_writes_at_once_without_waiting_for_a_server_frame() {
+    // Zero round trip: everything the client needs is in the upgrade response, so queued
+    // requests go out before anything arrives from the server.
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.cut(0);
+    pair.client.publish("t", value(1)).expect("room");
+    pair.client.publish("t", value(2)).expect("room");
+    pair.server
+        .resume(pair.now, pair.client.received())
+        .expect("resumable");
+    let accepted = pair.accepted();
+    pair.client
+        .connected(pair.now, &accepted)
+        .expect("consistent");
+    let first = pair
+        .client
+        .poll_transmit(pair.now)
+        .expect("a request goes out at once");
+    let second = pair.client.poll_transmit(pair.now).expect("and the next");
+    assert!(pair.client.poll_transmit(pair.now).is_none());
+    for frame in [first, second] {
+        match pair.server.handle_frame(pair.now, &frame).expect("valid") {
+            Some(ServerRequest::Publish { value: v, .. }) => pair.applied.push(v),
+            other => panic!("expected a publish, got {other:?}"),
+        }
+    }
+    assert_eq!(pair.applied, vec![value(1), value(2)]);
+}
+
+#[test]
+fn a_gap_counts_only_what_the_client_really_lacks() {
+    let limits = BufferLimits {
+        max_frames: 3,
+        max_bytes: 1 << 20,
+    };
+    let mut pair = Pair::new(limits, ClientSessionConfig::default());
+    pair.echo = false;
+    // Written and received, but not yet acknowledged when the connection drops.
+    pair.publish_update("a", value(1));
+    while let Some(b) = pair.server.poll_transmit(pair.now) {
+        pair.client_process(&b);
+    }
+    assert_eq!(pair.client.received(), 1);
+    pair.cut(0);
+    for i in 2..=6 {
+        pair.publish_update("b", value(i));
+    }
+    match pair.resume() {
+        ResumeOutcome::Gap(report) => {
+            assert_eq!((report.lost_from, report.lost_to), (2, 6));
+            assert_eq!(
+                report.topics,
+                vec![("b".to_string(), 5)],
+                "update 1 of topic a was received"
+            );
+        }
+        other => panic!("expected a gap, got {other:?}"),
+    }
+}

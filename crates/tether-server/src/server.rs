@@ -505,6 +505,9 @@ async fn write_loop(
         let (deadline, closing, more) = {
             let mut inner = lock(&slot.inner);
             if inner.generation != generation {
+                drop(inner);
+                // This writer may have taken a wake-up meant for its successor: pass it on.
+                slot.notify.notify_one();
                 return;
             }
             let now = Instant::now();
@@ -657,7 +660,10 @@ impl Shared {
                 && until > tokio::time::Instant::now()
                 && bool::from(known.as_bytes().ct_eq(token.as_bytes()))
             {
-                return Err((CloseReason::ClosedByServer, format!("session {id} was closed by the server")));
+                return Err((
+                    CloseReason::ClosedByServer,
+                    format!("session {id} was closed by the server"),
+                ));
             }
             return Err(unknown());
         };
@@ -684,7 +690,8 @@ impl Shared {
         inner.generation += 1;
         inner.connected = true;
         inner.token = ResumeToken::from_bytes(random_bytes());
-        slot.notify.notify_one();
+        // Wake the old connection's writer, if any, so that it sees it was superseded.
+        slot.notify.notify_waiters();
         if let ResumeOutcome::Gap(report) = &outcome {
             info!(session = %id, lost = report.lost_count(), "resume with a gap; sending snapshots");
             let subscriptions = inner.subscriptions.clone();

@@ -1,0 +1,440 @@
+//! `cargo xtask chaos`: numbered messages in both directions through the fault proxy while
+//! random cuts of every kind (RST, FIN, stall, refuse) hit the session; then missing,
+//! duplicated and reordered counts per direction. Any loss is a failure.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tether::strategy::ConstantDelay;
+use tether::{Session, SessionState, Subscription};
+use tether_server::{Server, ServerConfig};
+use tether_testkit::{CutMode, FaultProxy};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct ChaosConfig {
+    /// Messages each way.
+    pub(crate) messages: u64,
+    /// Faults to inject.
+    pub(crate) cuts: u64,
+    /// Rough length of the run; faults are spread over it.
+    pub(crate) seconds: u64,
+    /// The server's ping period (a stall is found within two of these).
+    pub(crate) ping: Duration,
+    /// Print progress.
+    pub(crate) verbose: bool,
+}
+
+/// One direction's tally.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Messages sent.
+    pub(crate) sent: u64,
+    /// Distinct messages received.
+    pub(crate) received: u64,
+    /// Sent but never received.
+    pub(crate) missing: u64,
+    /// Received more than once (extra copies).
+    pub(crate) duplicated: u64,
+    /// Received after a higher number.
+    pub(crate) reordered: u64,
+}
+
+impl Tally {
+    /// Whether nothing went wrong.
+    pub(crate) fn is_perfect(&self) -> bool {
+        self.missing == 0
+            && self.duplicated == 0
+            && self.reordered == 0
+            && self.received == self.sent
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sent {}, received {}, missing {}, duplicated {}, reordered {}",
+            self.sent, self.received, self.missing, self.duplicated, self.reordered
+        )
+    }
+}
+
+/// Faults applied, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Cuts {
+    /// Cut with a TCP reset.
+    pub(crate) rst: u64,
+    /// Cut with FIN.
+    pub(crate) fin: u64,
+    /// Stalled (half-open) until the liveness check noticed.
+    pub(crate) stall: u64,
+    /// New connections refused for a while, plus a cut.
+    pub(crate) refuse: u64,
+}
+
+impl Cuts {
+    /// All faults.
+    pub(crate) fn total(&self) -> u64 {
+        self.rst + self.fin + self.stall + self.refuse
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub(crate) struct ChaosReport {
+    /// Server to client.
+    pub(crate) down: Tally,
+    /// Client to server.
+    pub(crate) up: Tally,
+    /// Faults applied.
+    pub(crate) cuts: Cuts,
+    /// Gap reports the session received (any is a loss).
+    pub(crate) gaps: u64,
+    /// Times the session resumed.
+    pub(crate) resumes: u64,
+    /// Whether the session kept its id throughout.
+    pub(crate) same_session: bool,
+    /// How long it took.
+    pub(crate) elapsed: Duration,
+}
+
+impl ChaosReport {
+    /// Zero loss, zero duplicates, zero reordering, both ways, no gap, same session.
+    pub(crate) fn is_perfect(&self) -> bool {
+        self.down.is_perfect() && self.up.is_perfect() && self.gaps == 0 && self.same_session
+    }
+}
+
+fn number(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.try_into().ok()?))
+}
+
+/// Receives until all `sent` numbers arrived or `idle` passes without progress.
+async fn collect(sub: &mut Subscription, sent: u64, idle: Duration) -> Tally {
+    let mut seen = vec![0u8; sent as usize + 1];
+    let mut t = Tally {
+        sent,
+        ..Tally::default()
+    };
+    let mut last = 0;
+    while t.received < sent {
+        let Ok(Some(update)) = tokio::time::timeout(idle, sub.next()).await else {
+            break;
+        };
+        let Some(n) = number(&update.value).filter(|n| (1..=sent).contains(n)) else {
+            continue;
+        };
+        let slot = &mut seen[n as usize];
+        if *slot > 0 {
+            t.duplicated += 1;
+        } else {
+            t.received += 1;
+        }
+        *slot = slot.saturating_add(1);
+        if n <= last {
+            t.reordered += 1;
+        }
+        last = last.max(n);
+    }
+    t.missing = sent - t.received;
+    t
+}
+
+/// Runs one chaos session.
+pub(crate) async fn run(
+    config: &ChaosConfig,
+) -> Result<ChaosReport, Box<dyn std::error::Error + Send + Sync>> {
+    let started = Instant::now();
+    let mut server_config = ServerConfig::dev();
+    server_config.listen = "127.0.0.1:0".parse()?;
+    server_config.ping_period_ms = config.ping.as_millis().max(1) as u64;
+    // Room for every message of an outage: the test is about loss, not about gap reports.
+    server_config.recovery.max_frames = 200_000;
+    server_config.recovery.max_bytes = 256 << 20;
+    let server = Server::bind(server_config).await?;
+    let proxy = FaultProxy::start("127.0.0.1:0".parse()?, server.local_addr()).await?;
+
+    let observer = Session::builder(&server.url())
+        .principal("control")
+        .password("password")
+        .open()
+        .await?;
+    let mut up_sub = observer.subscribe("chaos/up").await?;
+    let session = Session::builder(&format!("ws://{}", proxy.local_addr()))
+        .principal("control")
+        .password("password")
+        .reconnection_timeout(Duration::from_secs(60))
+        .reconnection_strategy(ConstantDelay::new(Duration::from_millis(5)))
+        .send_queue(100_000, 64 << 20)
+        .open()
+        .await?;
+    let id = session.session_id();
+    let mut down_sub = session.subscribe("chaos/down").await?;
+    let mut gaps = session.gap_reports();
+    let mut changes = session.state_changes();
+
+    let done = Arc::new(AtomicBool::new(false));
+    // Faults, spread over the run; each one hits a connected session.
+    let faults = {
+        let (proxy, session, done) = (proxy.clone(), session.clone(), done.clone());
+        let spacing = Duration::from_millis(config.seconds * 1000 / config.cuts.max(1))
+            .max(Duration::from_millis(5));
+        let (count, verbose) = (config.cuts, config.verbose);
+        tokio::spawn(async move {
+            let mut cuts = Cuts::default();
+            for i in 0..count {
+                if session.wait_for_state(SessionState::ConnectedActive).await
+                    != SessionState::ConnectedActive
+                {
+                    break;
+                }
+                let (pause, kind) = {
+                    let mut rng = rand::rng();
+                    (
+                        rng.random_range(Duration::ZERO..=spacing),
+                        rng.random_range(0..4u8),
+                    )
+                };
+                tokio::time::sleep(pause).await;
+                match kind {
+                    0 => {
+                        proxy.cut(CutMode::Rst);
+                        cuts.rst += 1;
+                    }
+                    1 => {
+                        proxy.cut(CutMode::Fin);
+                        cuts.fin += 1;
+                    }
+                    2 => {
+                        proxy.stall();
+                        cuts.stall += 1;
+                    }
+                    _ => {
+                        let ms = rand::rng().random_range(20..200);
+                        proxy.refuse(Some(Duration::from_millis(ms)));
+                        proxy.cut(CutMode::Rst);
+                        cuts.refuse += 1;
+                    }
+                }
+                // Wait until the session noticed, so that every fault counts.
+                while session.state() == SessionState::ConnectedActive
+                    && !session.state().is_closed()
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if kind == 2 {
+                    proxy.heal();
+                }
+                if verbose && (i + 1) % 50 == 0 {
+                    println!("  {} faults applied", i + 1);
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            cuts
+        })
+    };
+
+    // Server → client, paced so the server's buffer for the session stays bounded.
+    let down = {
+        let (server, messages) = (Arc::new(server), config.messages);
+        let s = server.clone();
+        let task = tokio::spawn(async move {
+            for n in 1..=messages {
+                while s.session(&id).is_some_and(|i| i.buffered_frames > 50_000) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if s.publish("chaos/down", n.to_be_bytes().to_vec()).is_err() {
+                    break;
+                }
+                if n % 256 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        (server, task)
+    };
+    let (server, down_task) = down;
+
+    // Client → server, queued in order; waits for acknowledgements when the queue is full.
+    let mut in_flight = VecDeque::new();
+    let mut failed_publishes = 0u64;
+    for n in 1..=config.messages {
+        loop {
+            match session.send("chaos/up", n.to_be_bytes().to_vec()) {
+                Ok(c) => {
+                    in_flight.push_back(c);
+                    break;
+                }
+                Err(tether::Error::QueueFull(_)) => match in_flight.pop_front() {
+                    Some(c) => {
+                        if c.await.is_err() {
+                            failed_publishes += 1;
+                        }
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(1)).await,
+                },
+                Err(e) => return Err(Box::new(e)),
+            }
+        }
+        if n % 256 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    down_task.await?;
+    let cuts = faults.await?;
+    session.wait_for_state(SessionState::ConnectedActive).await;
+    for c in in_flight {
+        if c.await.is_err() {
+            failed_publishes += 1;
+        }
+    }
+    let idle = Duration::from_secs(15);
+    let down_tally = collect(&mut down_sub, config.messages, idle).await;
+    let mut up_tally = collect(&mut up_sub, config.messages, idle).await;
+    up_tally.missing += failed_publishes.min(up_tally.sent - up_tally.missing);
+    let same_session =
+        session.session_id() == id && session.state() == SessionState::ConnectedActive;
+    session.close().await;
+    observer.close().await;
+    let mut gap_count = 0;
+    while gaps.next().await.is_some() {
+        gap_count += 1;
+    }
+    let mut resumes = 0;
+    while let Some(change) = changes.next().await {
+        if change.old == SessionState::RecoveringReconnect
+            && change.new == SessionState::ConnectedActive
+        {
+            resumes += 1;
+        }
+    }
+    proxy.shutdown().await;
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+    let _ = done;
+    Ok(ChaosReport {
+        down: down_tally,
+        up: up_tally,
+        cuts,
+        gaps: gap_count,
+        resumes,
+        same_session,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The command: runs, prints the tally, and says whether it was perfect.
+pub(crate) fn command(config: ChaosConfig) -> bool {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return false;
+        }
+    };
+    println!(
+        "chaos: {} messages each way, {} faults (RST, FIN, stall, refuse), ping period {} ms",
+        config.messages,
+        config.cuts,
+        config.ping.as_millis()
+    );
+    let result = runtime.block_on(run(&config));
+    tether::shutdown(Duration::from_secs(2));
+    match result {
+        Ok(r) => {
+            println!("server -> client: {}", r.down);
+            println!("client -> server: {}", r.up);
+            println!(
+                "faults: {} ({} RST, {} FIN, {} stall, {} refuse); {} resumes; {} gap reports; same session: {}",
+                r.cuts.total(),
+                r.cuts.rst,
+                r.cuts.fin,
+                r.cuts.stall,
+                r.cuts.refuse,
+                r.resumes,
+                r.gaps,
+                r.same_session
+            );
+            println!("elapsed: {:.1} s", r.elapsed.as_secs_f64());
+            let ok = r.is_perfect();
+            println!(
+                "{}",
+                if ok {
+                    "result: zero loss"
+                } else {
+                    "result: LOSS"
+                }
+            );
+            ok
+        }
+        Err(e) => {
+            eprintln!("chaos run failed: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bounded acceptance run: 20,000 messages each way and 100 mixed faults, stalls
+    /// included, with nothing missing, duplicated or reordered in either direction.
+    #[test]
+    fn twenty_thousand_each_way_through_a_hundred_faults_lose_nothing() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let report = runtime
+            .block_on(run(&ChaosConfig {
+                messages: 20_000,
+                cuts: 100,
+                seconds: 10,
+                ping: Duration::from_millis(150),
+                verbose: false,
+            }))
+            .expect("chaos run");
+        assert_eq!(
+            report.cuts.total(),
+            100,
+            "every fault applied: {:?}",
+            report.cuts
+        );
+        assert!(report.cuts.stall > 0, "stalls included: {:?}", report.cuts);
+        assert_eq!(
+            report.down,
+            Tally {
+                sent: 20_000,
+                received: 20_000,
+                ..Tally::default()
+            },
+            "server -> client"
+        );
+        assert_eq!(
+            report.up,
+            Tally {
+                sent: 20_000,
+                received: 20_000,
+                ..Tally::default()
+            },
+            "client -> server"
+        );
+        assert_eq!(report.gaps, 0);
+        assert!(report.same_session);
+        assert!(
+            report.resumes >= 100,
+            "each fault was followed by a resume: {}",
+            report.resumes
+        );
+    }
+}
