@@ -112,6 +112,16 @@ impl Default for RecoveryConfig {
     }
 }
 
+/// TLS (`wss://`): PEM files for the certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub certificate: std::path::PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: std::path::PathBuf,
+}
+
 /// The whole server configuration. Every field has a default except the principals.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,6 +142,8 @@ pub struct ServerConfig {
     pub anonymous: AnonymousConfig,
     /// Principals.
     pub principals: Vec<PrincipalConfig>,
+    /// TLS; absent means plain `ws://`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +156,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             anonymous: AnonymousConfig::default(),
             principals: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -215,6 +228,9 @@ impl ServerConfig {
         }
         check_selectors("anonymous.subscribe", &self.anonymous.subscribe)?;
         check_selectors("anonymous.publish", &self.anonymous.publish)?;
+        if let Some(tls) = &self.tls {
+            crate::tls::acceptor(tls).map_err(|(field, message)| invalid(field, message))?;
+        }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.principals.iter().enumerate() {
             if p.name.is_empty() {

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use tether_protocol::CloseReason;
@@ -33,8 +32,8 @@ pub(crate) enum RequestError {
 }
 
 /// Reads the request head within `timeout`.
-pub(crate) async fn read_request(
-    stream: &mut TcpStream,
+pub(crate) async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
     timeout: Duration,
 ) -> Result<UpgradeRequest, RequestError> {
     match tokio::time::timeout(timeout, read_head(stream)).await {
@@ -43,7 +42,7 @@ pub(crate) async fn read_request(
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<UpgradeRequest, RequestError> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<UpgradeRequest, RequestError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -55,50 +54,58 @@ async fn read_head(stream: &mut TcpStream) -> Result<UpgradeRequest, RequestErro
             return Err(RequestError::Gone);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                if req.method != Some("GET") {
-                    return Err(refuse("the upgrade request must be a GET"));
-                }
-                let mut map = HashMap::new();
-                for h in req.headers.iter() {
-                    let value = std::str::from_utf8(h.value)
-                        .map_err(|_| refuse("a header is not UTF-8"))?;
-                    map.insert(h.name.to_ascii_lowercase(), value.trim().to_owned());
-                }
-                let upgrade = map
-                    .get("upgrade")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-                let connection = map.get("connection").is_some_and(|v| {
-                    v.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-                });
-                if !upgrade || !connection {
-                    return Err(refuse("not a WebSocket upgrade request"));
-                }
-                if map.get("sec-websocket-version").map(String::as_str) != Some("13") {
-                    return Err(refuse("unsupported WebSocket version (13 expected)"));
-                }
-                let key = map
-                    .get("sec-websocket-key")
-                    .cloned()
-                    .ok_or_else(|| refuse("missing Sec-WebSocket-Key"))?;
-                let rest = buf[len..].to_vec();
-                return Ok(UpgradeRequest {
-                    headers: map,
-                    key,
-                    rest,
-                });
-            }
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > MAX_HEAD {
-                    return Err(refuse("upgrade request head too large"));
-                }
-            }
-            Err(e) => return Err(refuse(&format!("malformed upgrade request: {e}"))),
+        if let Some(request) = parse_head(&buf)? {
+            return Ok(request);
         }
+    }
+}
+
+/// Parses an upgrade request head: `Ok(None)` while incomplete. Pure, so it can be fuzzed.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<UpgradeRequest>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            if req.method != Some("GET") {
+                return Err(refuse("the upgrade request must be a GET"));
+            }
+            let mut map = HashMap::new();
+            for h in req.headers.iter() {
+                let value =
+                    std::str::from_utf8(h.value).map_err(|_| refuse("a header is not UTF-8"))?;
+                map.insert(h.name.to_ascii_lowercase(), value.trim().to_owned());
+            }
+            let upgrade = map
+                .get("upgrade")
+                .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+            let connection = map.get("connection").is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            });
+            if !upgrade || !connection {
+                return Err(refuse("not a WebSocket upgrade request"));
+            }
+            if map.get("sec-websocket-version").map(String::as_str) != Some("13") {
+                return Err(refuse("unsupported WebSocket version (13 expected)"));
+            }
+            let key = map
+                .get("sec-websocket-key")
+                .cloned()
+                .ok_or_else(|| refuse("missing Sec-WebSocket-Key"))?;
+            let rest = buf[len..].to_vec();
+            Ok(Some(UpgradeRequest {
+                headers: map,
+                key,
+                rest,
+            }))
+        }
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD {
+                return Err(refuse("upgrade request head too large"));
+            }
+            Ok(None)
+        }
+        Err(e) => Err(refuse(&format!("malformed upgrade request: {e}"))),
     }
 }
 
@@ -107,7 +114,11 @@ fn refuse(message: &str) -> RequestError {
 }
 
 /// Writes a refusal: an HTTP error status, the reason header and a short text body.
-pub(crate) async fn write_refusal(stream: &mut TcpStream, reason: CloseReason, message: &str) {
+pub(crate) async fn write_refusal<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    reason: CloseReason,
+    message: &str,
+) {
     let status = refusal_status(reason);
     let text = match status {
         401 => "Unauthorized",
@@ -129,8 +140,8 @@ pub(crate) async fn write_refusal(stream: &mut TcpStream, reason: CloseReason, m
 }
 
 /// Writes the `101 Switching Protocols` answer with the session's headers.
-pub(crate) async fn write_accept(
-    stream: &mut TcpStream,
+pub(crate) async fn write_accept<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     key: &str,
     headers: &[(&'static str, String)],
 ) -> std::io::Result<()> {

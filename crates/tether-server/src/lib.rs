@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 mod handshake;
 mod server;
+mod tls;
 pub mod topics;
 
 pub use config::{ConfigError, ServerConfig};

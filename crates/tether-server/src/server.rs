@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
@@ -35,6 +36,11 @@ use crate::auth::{Permissions, verify_password};
 use crate::config::ServerConfig;
 use crate::handshake::{RequestError as UpgradeError, read_request, write_accept, write_refusal};
 use crate::topics::{MemoryTopicStore, SubscriptionIndex, TopicStore};
+
+/// A connection's byte stream: plain TCP or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type BoxIo = Box<dyn Io>;
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +126,7 @@ struct Topics {
 
 pub(crate) struct Shared {
     config: ServerConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     principals: HashMap<String, (String, Arc<Permissions>)>,
     anonymous: Option<Arc<Permissions>>,
     topics: Mutex<Topics>,
@@ -187,8 +194,18 @@ impl Server {
                 &config.anonymous.publish,
             ))
         });
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::acceptor(t).map_err(|(field, message)| {
+                crate::config::ConfigError::Invalid {
+                    field: field.into(),
+                    message,
+                }
+            })?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
+            tls,
             principals,
             anonymous,
             topics: Mutex::new(Topics {
@@ -336,8 +353,22 @@ struct Admitted {
     headers: Vec<(&'static str, String)>,
 }
 
-async fn handle_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let timeout = Duration::from_millis(shared.config.limits.handshake_timeout_ms);
+    let mut stream: BoxIo = match &shared.tls {
+        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake too slow");
+                return;
+            }
+        },
+        None => Box::new(tcp),
+    };
     let request = match read_request(&mut stream, timeout).await {
         Ok(r) => r,
         Err(UpgradeError::Gone) => {
@@ -406,7 +437,7 @@ async fn run_connection(
     shared: Arc<Shared>,
     slot: Arc<Slot>,
     generation: u64,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<BoxIo>,
 ) {
     let (sink, stream) = ws.split();
     let mut writer = tokio::spawn(write_loop(slot.clone(), generation, sink));
@@ -444,7 +475,7 @@ async fn read_loop(
     shared: &Arc<Shared>,
     slot: &Arc<Slot>,
     generation: u64,
-    mut stream: futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
+    mut stream: futures_util::stream::SplitStream<WebSocketStream<BoxIo>>,
 ) -> ReaderEnd {
     loop {
         let message = match stream.next().await {
@@ -498,7 +529,7 @@ enum Handled {
 async fn write_loop(
     slot: Arc<Slot>,
     generation: u64,
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<BoxIo>, Message>,
 ) {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
     loop {

@@ -26,7 +26,7 @@ use tether_protocol::{
 };
 
 use crate::Error;
-use crate::connect::{self, Ws};
+use crate::connect::{self, Connector, TlsOptions, Ws};
 use crate::runtime;
 use crate::strategy::{
     AttemptInfo, Decision, ReconnectionAttempt, ReconnectionStrategy, Timer, default_strategy,
@@ -141,6 +141,7 @@ pub struct SessionBuilder {
     buffer: BufferLimits,
     strict: bool,
     connect_timeout: Duration,
+    tls: TlsOptions,
 }
 
 impl SessionBuilder {
@@ -155,7 +156,22 @@ impl SessionBuilder {
             buffer: ClientSessionConfig::default().buffer,
             strict: false,
             connect_timeout: Duration::from_secs(10),
+            tls: TlsOptions::default(),
         }
+    }
+
+    /// Trusts the certificates in this PEM (a private CA) for `wss://`, in addition to the
+    /// system's roots. May be called several times.
+    pub fn tls_root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls.extra_roots_pem.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// **Development only**: accept any server certificate on `wss://`, so that anybody on
+    /// the path can read and change the session. Never enable it in production.
+    pub fn danger_accept_invalid_certificates(mut self, accept: bool) -> Self {
+        self.tls.accept_invalid_certificates = accept;
+        self
     }
 
     /// The principal to authenticate as (anonymous when not set).
@@ -235,12 +251,12 @@ impl SessionBuilder {
     /// Connects and opens the session. On failure the listeners see `CONNECTING` →
     /// `CLOSED_FAILED` and the error says why (authentication failed, connection error, ...).
     pub async fn open(self) -> Result<Session, Error> {
-        connect::check_url(&self.url)?;
         if self.connect_timeout.is_zero() {
             return Err(Error::InvalidArgument(
                 "connect timeout must be greater than zero".into(),
             ));
         }
+        let connector = Connector::new(&self.url, &self.tls, self.connect_timeout)?;
         if self.principal.is_none() && self.credentials.is_some() {
             return Err(Error::InvalidArgument(
                 "credentials given without a principal".into(),
@@ -259,7 +275,7 @@ impl SessionBuilder {
         let (tx, rx) = oneshot::channel();
         let h = handle.clone();
         handle.spawn(async move {
-            let _ = tx.send(open_on_runtime(self, request, h).await);
+            let _ = tx.send(open_on_runtime(self, connector, request, h).await);
         });
         rx.await.unwrap_or(Err(Error::Closed {
             reason: CloseReason::ClosedByClient,
@@ -269,11 +285,12 @@ impl SessionBuilder {
 
 async fn open_on_runtime(
     b: SessionBuilder,
+    connector: Connector,
     request: SessionRequest,
     handle: tokio::runtime::Handle,
 ) -> Result<Session, Error> {
     let callbacks = Callbacks::new(&handle);
-    let (ws, accepted) = match connect::connect(&b.url, &request, b.connect_timeout).await {
+    let (ws, accepted) = match connector.connect(&request).await {
         Ok(ok) => ok,
         Err((reason, message)) => {
             let change = StateChange {
@@ -302,8 +319,7 @@ async fn open_on_runtime(
     let (close_tx, _) = watch::channel(false);
     let inner = Arc::new(SessionInner {
         id: accepted.session,
-        url: b.url,
-        connect_timeout: b.connect_timeout,
+        connector,
         strategy: b.strategy,
         handle: handle.clone(),
         callbacks,
@@ -371,8 +387,7 @@ struct Shared {
 
 pub(crate) struct SessionInner {
     id: SessionId,
-    url: String,
-    connect_timeout: Duration,
+    connector: Connector,
     strategy: Arc<dyn ReconnectionStrategy>,
     handle: tokio::runtime::Handle,
     callbacks: Callbacks,
@@ -765,9 +780,8 @@ async fn recover(
                 positions: s.proto.positions(),
             }
         };
-        let attempt_timeout = inner.connect_timeout;
         let result = tokio::select! {
-            r = tokio::time::timeout_at(deadline, connect::connect(&inner.url, &request, attempt_timeout)) => r,
+            r = tokio::time::timeout_at(deadline, inner.connector.connect(&request)) => r,
             _ = close_rx.wait_for(|c| *c) => return Err(CloseReason::ClosedByClient),
         };
         let failure = match result {
