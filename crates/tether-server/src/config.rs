@@ -78,8 +78,12 @@ pub struct LimitsConfig {
     pub max_frame_bytes: usize,
     /// Most concurrent sessions per principal (default 10,000).
     pub max_sessions_per_principal: usize,
-    /// Time allowed for the upgrade request to arrive, in ms (default 5,000).
+    /// Time allowed for the TLS handshake and the upgrade request to arrive, in ms (default
+    /// 5,000): a client that trickles its request (slowloris) is dropped after it.
     pub handshake_timeout_ms: u64,
+    /// New connections accepted per second from one IP address, with bursts of as many
+    /// (default 1,000; 0 = unlimited). Excess connections get `429 limit_exceeded`.
+    pub connection_attempts_per_second_per_address: u32,
 }
 
 impl Default for LimitsConfig {
@@ -88,6 +92,7 @@ impl Default for LimitsConfig {
             max_frame_bytes: 1 << 20,
             max_sessions_per_principal: 10_000,
             handshake_timeout_ms: 5_000,
+            connection_attempts_per_second_per_address: 1_000,
         }
     }
 }
@@ -144,6 +149,8 @@ pub struct ServerConfig {
     pub principals: Vec<PrincipalConfig>,
     /// TLS; absent means plain `ws://`.
     pub tls: Option<TlsConfig>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); absent means not served.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -157,6 +164,7 @@ impl Default for ServerConfig {
             anonymous: AnonymousConfig::default(),
             principals: Vec::new(),
             tls: None,
+            metrics_listen: None,
         }
     }
 }

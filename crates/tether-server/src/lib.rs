@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod config;
 mod handshake;
+mod metrics;
 mod server;
 mod tls;
 pub mod topics;

@@ -35,6 +35,7 @@ use tether_protocol::{
 use crate::auth::{Permissions, verify_password};
 use crate::config::ServerConfig;
 use crate::handshake::{RequestError as UpgradeError, read_request, write_accept, write_refusal};
+use crate::metrics::Metrics;
 use crate::topics::{MemoryTopicStore, SubscriptionIndex, TopicStore};
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
@@ -126,6 +127,9 @@ struct Topics {
 
 pub(crate) struct Shared {
     config: ServerConfig,
+    metrics: Arc<Metrics>,
+    /// Connection attempts per address: (tokens left, last refill).
+    attempts: Mutex<HashMap<std::net::IpAddr, (f64, Instant)>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     principals: HashMap<String, (String, Arc<Permissions>)>,
     anonymous: Option<Arc<Permissions>>,
@@ -156,6 +160,7 @@ fn random_bytes() -> [u8; 16] {
 pub struct Server {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    metrics_server: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     stop: Arc<Notify>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -203,8 +208,19 @@ impl Server {
             })?),
             None => None,
         };
+        let metrics = Arc::new(Metrics::new());
+        let metrics_server = match config.metrics_listen {
+            Some(addr) => Some(
+                crate::metrics::serve(metrics.clone(), addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
+            metrics,
+            attempts: Mutex::new(HashMap::new()),
             tls,
             principals,
             anonymous,
@@ -226,6 +242,7 @@ impl Server {
         Ok(Server {
             shared,
             local_addr,
+            metrics_server,
             stop,
             accept,
         })
@@ -234,6 +251,16 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where Prometheus metrics are served, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(a, _)| *a)
+    }
+
+    /// The metrics in Prometheus text format (what `GET /metrics` returns).
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
     }
 
     /// The WebSocket URL of the server (`ws://addr`).
@@ -300,6 +327,9 @@ impl Server {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.stop.notify_one();
         let _ = self.accept.await;
+        if let Some((_, task)) = &self.metrics_server {
+            task.abort();
+        }
         let slots: Vec<Arc<Slot>> = lock(&self.shared.sessions).values().cloned().collect();
         for slot in slots {
             self.shared
@@ -355,6 +385,7 @@ struct Admitted {
 
 async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let timeout = Duration::from_millis(shared.config.limits.handshake_timeout_ms);
+    let over_rate = !shared.admit_attempt(peer.ip());
     let mut stream: BoxIo = match &shared.tls {
         Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => Box::new(tls),
@@ -369,6 +400,17 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
         },
         None => Box::new(tcp),
     };
+    if over_rate {
+        info!(%peer, "too many connection attempts from this address");
+        shared.metrics.refused(CloseReason::LimitExceeded);
+        write_refusal(
+            &mut stream,
+            CloseReason::LimitExceeded,
+            "too many connection attempts from this address",
+        )
+        .await;
+        return;
+    }
     let request = match read_request(&mut stream, timeout).await {
         Ok(r) => r,
         Err(UpgradeError::Gone) => {
@@ -377,6 +419,7 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
         }
         Err(UpgradeError::Refuse(reason, message)) => {
             debug!(%peer, %reason, %message, "upgrade refused");
+            shared.metrics.refused(reason);
             write_refusal(&mut stream, reason, &message).await;
             return;
         }
@@ -400,6 +443,7 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
         Ok(a) => a,
         Err((reason, message)) => {
             info!(%peer, %reason, %message, "session refused");
+            shared.metrics.refused(reason);
             write_refusal(&mut stream, reason, &message).await;
             return;
         }
@@ -440,7 +484,12 @@ async fn run_connection(
     ws: WebSocketStream<BoxIo>,
 ) {
     let (sink, stream) = ws.split();
-    let mut writer = tokio::spawn(write_loop(slot.clone(), generation, sink));
+    let mut writer = tokio::spawn(write_loop(
+        slot.clone(),
+        generation,
+        shared.metrics.clone(),
+        sink,
+    ));
     let reader = read_loop(&shared, &slot, generation, stream);
     tokio::pin!(reader);
     tokio::select! {
@@ -493,7 +542,10 @@ async fn read_loop(
             Some(Err(_)) | None => return ReaderEnd::Lost(CloseReason::TransportError),
         };
         let bytes = match message {
-            Message::Binary(b) => b,
+            Message::Binary(b) => {
+                shared.metrics.bytes_in.inc_by(b.len() as u64);
+                b
+            }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             Message::Close(_) => return ReaderEnd::Lost(CloseReason::TransportError),
             Message::Text(_) => {
@@ -529,6 +581,7 @@ enum Handled {
 async fn write_loop(
     slot: Arc<Slot>,
     generation: u64,
+    metrics: Arc<Metrics>,
     mut sink: futures_util::stream::SplitSink<WebSocketStream<BoxIo>, Message>,
 ) {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
@@ -555,6 +608,9 @@ async fn write_loop(
             let more = batch.len() == 256;
             (inner.proto.poll_timeout(), inner.closing, more)
         };
+        metrics
+            .bytes_out
+            .inc_by(batch.iter().map(|b| b.len() as u64).sum());
         for bytes in batch.drain(..) {
             if sink.feed(Message::Binary(bytes)).await.is_err() {
                 return;
@@ -662,6 +718,8 @@ impl Shared {
             notify: Notify::new(),
         });
         lock(&self.sessions).insert(id, slot.clone());
+        self.metrics.opens.inc();
+        self.metrics.session_state(None, Some("connected"));
         info!(session = %id, principal = ?principal, timeout_ms = reconnect_timeout.as_millis() as u64, "session opened");
         Ok(Admitted {
             slot,
@@ -711,6 +769,7 @@ impl Shared {
             info!(session = %id, "resume takes over a live connection");
             inner.proto.disconnected();
         }
+        let was_connected = inner.connected;
         let outcome = match inner.proto.resume(now, received) {
             Ok(o) => o,
             Err(message) => {
@@ -721,6 +780,17 @@ impl Shared {
         inner.generation += 1;
         inner.connected = true;
         inner.token = ResumeToken::from_bytes(random_bytes());
+        self.metrics.resumes.inc();
+        self.metrics
+            .replayed_frames
+            .inc_by(inner.proto.buffered().0 as u64);
+        if !was_connected {
+            self.metrics
+                .session_state(Some("disconnected"), Some("connected"));
+        }
+        if matches!(outcome, ResumeOutcome::Gap(_)) {
+            self.metrics.gap_reports.inc();
+        }
         // Wake the old connection's writer, if any, so that it sees it was superseded.
         slot.notify.notify_waiters();
         if let ResumeOutcome::Gap(report) = &outcome {
@@ -827,7 +897,7 @@ impl Shared {
             ServerRequest::Close => Ok(()),
         };
         if let Err(ServerFault::SlowConsumer) = result {
-            kick(slot, &mut inner);
+            self.kick(slot, &mut inner);
             return Handled::Superseded;
         }
         slot.notify.notify_one();
@@ -938,7 +1008,7 @@ impl Shared {
                     .push_encoded_update(stored.topic.clone(), encoded.clone())
                 {
                     warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
-                    kick(&target, inner);
+                    self.kick(&target, inner);
                     let _ = inner
                         .proto
                         .push_encoded_update(stored.topic.clone(), encoded.clone());
@@ -951,6 +1021,50 @@ impl Shared {
             }
         }
         stored.position
+    }
+
+    /// Drops the current connection of a session whose client reads too slowly; the session
+    /// stays resumable and its resume reports what had to be dropped.
+    fn kick(&self, slot: &Slot, inner: &mut SlotInner) {
+        if inner.connected {
+            self.metrics
+                .session_state(Some("connected"), Some("disconnected"));
+        }
+        self.metrics.slow_consumers.inc();
+        inner.generation += 1;
+        inner.connected = false;
+        inner.proto.disconnected();
+        slot.notify.notify_waiters();
+        slot.notify.notify_one();
+    }
+
+    /// Token bucket per address: `false` when `ip` has used up its connection attempts.
+    fn admit_attempt(&self, ip: std::net::IpAddr) -> bool {
+        let rate = self
+            .config
+            .limits
+            .connection_attempts_per_second_per_address;
+        if rate == 0 {
+            return true;
+        }
+        let rate = f64::from(rate);
+        let now = Instant::now();
+        let mut attempts = lock(&self.attempts);
+        if attempts.len() > 100_000 {
+            // Forget addresses whose bucket has refilled: they are indistinguishable from new.
+            attempts.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < rate
+            });
+        }
+        let (tokens, at) = attempts.entry(ip).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     fn fault(&self, slot: &Arc<Slot>, fault: ServerFault) -> Handled {
@@ -993,6 +1107,10 @@ impl Shared {
                 return;
             }
             if inner.generation == generation {
+                if inner.connected {
+                    self.metrics
+                        .session_state(Some("connected"), Some("disconnected"));
+                }
                 inner.connected = false;
                 inner.proto.disconnected();
             } else if inner.connected {
@@ -1029,6 +1147,13 @@ impl Shared {
         {
             let mut topics = lock(&self.topics);
             let mut inner = lock(&slot.inner);
+            let state = if inner.connected {
+                "connected"
+            } else {
+                "disconnected"
+            };
+            self.metrics.session_state(Some(state), None);
+            inner.connected = false;
             inner.closed = true;
             // The writer flushes what is queued (a close frame, say) and hangs up.
             inner.closing = true;
@@ -1049,12 +1174,4 @@ impl Shared {
         self.freed.notify_waiters();
         info!(session = %slot.id, why, "session freed");
     }
-}
-
-/// Drops the current connection of a session whose client reads too slowly.
-fn kick(slot: &Slot, inner: &mut SlotInner) {
-    inner.generation += 1;
-    inner.connected = false;
-    inner.proto.disconnected();
-    slot.notify.notify_one();
 }

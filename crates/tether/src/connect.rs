@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use tether_protocol::CloseReason;
 use tether_protocol::handshake::{HEADER_REASON, SessionAccepted, SessionRequest, refusal_reason};
@@ -39,7 +37,8 @@ pub(crate) struct TlsOptions {
 
 /// Everything needed to open connections to one server, checked once at `open`.
 pub(crate) struct Connector {
-    url: String,
+    /// Path and query for the request line.
+    path: String,
     host: String,
     port: u16,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
@@ -90,8 +89,12 @@ impl Connector {
             }
             None
         };
+        let path = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
         Ok(Connector {
-            url: url.to_owned(),
+            path,
             host,
             port,
             tls,
@@ -117,31 +120,167 @@ impl Connector {
         &self,
         request: &SessionRequest,
     ) -> Result<(Ws, SessionAccepted), Failure> {
-        let req =
-            build(&self.url, request).map_err(|e| (CloseReason::HandshakeError, e.to_string()))?;
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| (CloseReason::ConnectionError, e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn Io> = match &self.tls {
+        let mut stream: Box<dyn Io> = match &self.tls {
             Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
                 Ok(tls) => Box::new(tls),
                 Err(e) => return Err(classify_tls(e)),
             },
             None => Box::new(tcp),
         };
+        // The upgrade is written and read here rather than by tungstenite, whose trace logs
+        // would print the credentials and tokens that ride in it.
+        let key = generate_key();
+        let head = self.request_head(request, &key);
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| (CloseReason::ConnectionError, e.to_string()))?;
+        let (response, rest) = read_response(&mut stream).await?;
+        if response.status != 101 {
+            let reason = refusal_reason(response.status, response.header(HEADER_REASON));
+            let message = if response.body.is_empty() {
+                format!("server answered {}", response.status)
+            } else {
+                response.body.clone()
+            };
+            return Err((reason, message));
+        }
+        let expected_accept = derive_accept_key(key.as_bytes());
+        let upgraded = response
+            .header("upgrade")
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+            && response.header("sec-websocket-accept") == Some(expected_accept.as_str());
+        if !upgraded {
+            return Err((
+                CloseReason::HandshakeError,
+                "not a valid WebSocket upgrade response".into(),
+            ));
+        }
+        let accepted = SessionAccepted::from_headers(|name| response.header(name))
+            .map_err(|e| (e.reason(), format!("bad upgrade response: {e}")))?;
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_INCOMING))
             .max_frame_size(Some(MAX_INCOMING));
-        let (ws, response) = tokio_tungstenite::client_async_with_config(req, stream, Some(config))
-            .await
-            .map_err(classify)?;
-        let headers = response.headers();
-        let accepted =
-            SessionAccepted::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
-                .map_err(|e| (e.reason(), format!("bad upgrade response: {e}")))?;
+        let ws =
+            WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(config)).await;
         Ok((ws, accepted))
     }
+
+    fn request_head(&self, request: &SessionRequest, key: &str) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let mut head = format!(
+            "GET {} HTTP/1.1\r\nhost: {host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+             sec-websocket-version: 13\r\nsec-websocket-key: {key}\r\n",
+            self.path
+        );
+        for (name, value) in request.to_headers() {
+            head.push_str(name);
+            head.push_str(": ");
+            head.push_str(&value);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        head
+    }
+}
+
+/// An HTTP response head (and a short body, for refusals).
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Largest response head accepted, and the most of a refusal's body read.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_BODY: usize = 4 * 1024;
+
+/// Reads the response head; returns it with any bytes read past it (the first frames).
+async fn read_response(stream: &mut Box<dyn Io>) -> Result<(Response, Vec<u8>), Failure> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let (mut response, len) = loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| (CloseReason::ConnectionError, e.to_string()))?;
+        if n == 0 {
+            return Err((
+                CloseReason::ConnectionError,
+                "connection closed during the upgrade".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let response = Response {
+                    status: parsed.code.unwrap_or(0),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value).trim().to_owned();
+                            (h.name.to_owned(), value)
+                        })
+                        .collect(),
+                    body: String::new(),
+                };
+                break (response, len);
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                return Err((
+                    CloseReason::HandshakeError,
+                    "upgrade response head too large".into(),
+                ));
+            }
+            Err(e) => {
+                return Err((
+                    CloseReason::HandshakeError,
+                    format!("malformed upgrade response: {e}"),
+                ));
+            }
+        }
+    };
+    let rest = buf.split_off(len);
+    if response.status != 101 {
+        // A refusal: read its short text body for the error message.
+        let wanted = response
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(MAX_BODY);
+        let mut body = rest;
+        while body.len() < wanted {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        body.truncate(wanted);
+        response.body = String::from_utf8_lossy(&body).trim().to_owned();
+        return Ok((response, Vec::new()));
+    }
+    Ok((response, rest))
 }
 
 fn tls_connector(options: &TlsOptions) -> Result<tokio_rustls::TlsConnector, Error> {
@@ -245,25 +384,16 @@ mod danger {
     }
 }
 
-/// Checks that the request's fields can travel as header values.
-pub(crate) fn check_request(url: &str, request: &SessionRequest) -> Result<(), Error> {
-    build(url, request).map(|_| ())
-}
-
-fn build(
-    url: &str,
-    request: &SessionRequest,
-) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, Error> {
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| invalid_url(url, e.to_string()))?;
+/// Checks that the request's fields can travel as header values (printable ASCII).
+pub(crate) fn check_request(request: &SessionRequest) -> Result<(), Error> {
     for (name, value) in request.to_headers() {
-        let value = HeaderValue::from_str(&value).map_err(|_| {
-            Error::InvalidArgument(format!("{name} contains characters a header cannot carry"))
-        })?;
-        req.headers_mut().insert(name, value);
+        if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+            return Err(Error::InvalidArgument(format!(
+                "{name} may only contain printable ASCII characters"
+            )));
+        }
     }
-    Ok(req)
+    Ok(())
 }
 
 /// A failed connection attempt: the typed reason and details.
@@ -275,37 +405,5 @@ fn classify_tls(e: std::io::Error) -> Failure {
         (CloseReason::HandshakeError, format!("TLS: {e}"))
     } else {
         (CloseReason::ConnectionError, format!("TLS: {e}"))
-    }
-}
-
-fn classify(e: WsError) -> Failure {
-    match e {
-        WsError::Http(response) => {
-            let reason_header = response
-                .headers()
-                .get(HEADER_REASON)
-                .and_then(|v| v.to_str().ok());
-            let reason = refusal_reason(response.status().as_u16(), reason_header);
-            let body = response
-                .body()
-                .as_deref()
-                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
-                .unwrap_or_default();
-            let message = if body.is_empty() {
-                format!("server answered {}", response.status())
-            } else {
-                body
-            };
-            (reason, message)
-        }
-        WsError::Io(e) => (CloseReason::ConnectionError, e.to_string()),
-        WsError::ConnectionClosed
-        | WsError::AlreadyClosed
-        | WsError::Protocol(ProtocolError::HandshakeIncomplete) => (
-            CloseReason::ConnectionError,
-            "connection closed during the upgrade".into(),
-        ),
-        WsError::Url(e) => (CloseReason::HandshakeError, e.to_string()),
-        other => (CloseReason::HandshakeError, other.to_string()),
     }
 }

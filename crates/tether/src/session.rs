@@ -267,7 +267,7 @@ impl SessionBuilder {
             credentials: self.credentials.clone(),
             reconnect_timeout: self.reconnect_timeout,
         };
-        connect::check_request(&self.url, &request)?;
+        connect::check_request(&request)?;
         let handle = runtime::handle().map_err(|e| Error::Open {
             reason: CloseReason::ConnectionError,
             message: format!("cannot start the runtime: {e}"),

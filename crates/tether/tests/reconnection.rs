@@ -498,3 +498,41 @@ async fn a_new_subscription_gets_the_current_value_first_then_updates_and_unsubs
     publisher.close().await;
     subscriber.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shutdown_closes_sessions_as_closed_by_server_without_a_reconnect_loop() {
+    let env = Env::start().await;
+    let rec = Recorder::default();
+    let mut strategy = manual();
+    let session = env
+        .builder()
+        .reconnection_strategy_arc(strategy.strategy.clone())
+        .listener(rec.listener())
+        .open()
+        .await
+        .expect("open");
+    let Env { server, proxy } = env;
+    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        within("closed", session.closed()).await,
+        CloseReason::ClosedByServer
+    );
+    assert_eq!(session.state(), ClosedByServer);
+    rec.wait_len(2).await;
+    assert_eq!(
+        rec.transitions(),
+        vec![
+            (Connecting, ConnectedActive, None),
+            (
+                ConnectedActive,
+                ClosedByServer,
+                Some(CloseReason::ClosedByServer)
+            ),
+        ]
+    );
+    assert!(
+        strategy.attempts.try_recv().is_err(),
+        "the strategy was never called"
+    );
+    drop(proxy);
+}

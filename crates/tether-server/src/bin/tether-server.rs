@@ -104,7 +104,13 @@ fn main() -> ExitCode {
             }
         };
         // One line on stdout so that scripts and other languages' tests can find the port.
-        println!("{{\"listen\":\"{}\"}}", server.local_addr());
+        match server.metrics_addr() {
+            Some(m) => println!(
+                "{{\"listen\":\"{}\",\"metrics\":\"{m}\"}}",
+                server.local_addr()
+            ),
+            None => println!("{{\"listen\":\"{}\"}}", server.local_addr()),
+        }
         wait_for_signal().await;
         server.shutdown(Duration::from_secs(5)).await;
         ExitCode::SUCCESS
