@@ -23,6 +23,8 @@
 
 pub mod client;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handshake;
 mod reason;
 pub mod reliable;

@@ -158,3 +158,56 @@ pub(crate) async fn write_accept<S: AsyncWrite + Unpin>(
     response.push_str("\r\n");
     stream.write_all(response.as_bytes()).await
 }
+
+/// Fuzz target: parses an upgrade request head, then its session fields. Never panics.
+#[doc(hidden)]
+pub fn fuzz_upgrade_head(data: &[u8]) {
+    if let Ok(Some(request)) = parse_head(data) {
+        let _ = tether_protocol::handshake::SessionRequest::from_headers(|name| {
+            request.headers.get(name).map(String::as_str)
+        });
+        assert!(request.rest.len() <= data.len());
+    }
+}
+
+/// Valid upgrade heads to mutate from.
+#[doc(hidden)]
+pub fn fuzz_seeds() -> Vec<Vec<u8>> {
+    let base = "GET / HTTP/1.1\r\nhost: h\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+                sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                x-tether-version: 1\r\n";
+    vec![
+        format!("{base}x-tether-principal: p\r\nx-tether-credentials: c\r\n\r\n").into_bytes(),
+        format!(
+            "{base}x-tether-session: 0101010101010101010101010101010a\r\n\
+             x-tether-token: 0202020202020202020202020202020b\r\nx-tether-received: 4\r\n\
+             x-tether-positions: 1:2,3:4\r\n\r\n"
+        )
+        .into_bytes()
+        .into_iter()
+        .chain([0x82, 0x00])
+        .collect(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_protocol::fuzz::{Rng, mutate};
+
+    #[test]
+    fn the_upgrade_parser_survives_a_bounded_fuzz_run() {
+        let seeds = super::fuzz_seeds();
+        for s in &seeds {
+            assert!(
+                matches!(super::parse_head(s), Ok(Some(_))),
+                "seeds are valid"
+            );
+        }
+        let mut rng = Rng::new(0xfeed);
+        for _ in 0..20_000 {
+            let pick = rng.below(seeds.len());
+            let input = mutate(&mut rng, &seeds[pick]);
+            super::fuzz_upgrade_head(&input);
+        }
+    }
+}

@@ -27,3 +27,11 @@ pub mod topics;
 pub use config::{ConfigError, ServerConfig};
 pub use server::{PublishError, Server, ServerError, SessionInfo};
 pub use tether_protocol as protocol;
+
+/// Fuzz targets (see `fuzz/` and `cargo xtask fuzz`); not part of the public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::handshake::{
+        fuzz_seeds as upgrade_head_seeds, fuzz_upgrade_head as upgrade_head,
+    };
+}
