@@ -6,6 +6,7 @@
 
 mod chaos;
 mod demo;
+mod fuzz;
 mod lang;
 mod test;
 
@@ -43,6 +44,12 @@ enum Job {
         #[arg(long, default_value_t = 200)]
         ping_ms: u64,
     },
+    /// Fuzz every decoder and parser with mutated inputs; fail on any crash.
+    Fuzz {
+        /// How long, in seconds, for all targets together.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run the format check, clippy and every test suite.
     Test {
         /// Skip the format check and clippy.
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
     let ok = match cli.job {
         Job::Demo { seconds } => demo::run(seconds),
         Job::Test { no_lint } => test::run(!no_lint),
+        Job::Fuzz { seconds } => fuzz::command(seconds),
         Job::Chaos {
             messages,
             cuts,
