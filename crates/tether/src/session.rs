@@ -346,7 +346,10 @@ async fn open_on_runtime(
     info!(session = %inner.id, "session open");
     inner.transition(SessionState::ConnectedActive, None);
     handle.spawn(drive(inner.clone(), ws));
-    Ok(Session { inner })
+    Ok(Session {
+        _owner: Arc::new(CloseOnDrop(inner.clone())),
+        inner,
+    })
 }
 
 enum Pending {
@@ -834,12 +837,25 @@ fn resumed(inner: &SessionInner, accepted: &SessionAccepted) -> Result<(), Close
         })
 }
 
-/// A session with a Tether server. Cheap to clone; every clone is the same session.
+/// A session with a Tether server. Cheap to clone; every clone is the same session. When the
+/// last clone is dropped, the session closes (as [`Session::close`] would, without waiting).
 ///
 /// The session survives lost connections: see the crate docs and [`SessionBuilder`].
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,
+    /// Shared by every clone: when the last one goes, the session closes.
+    _owner: Arc<CloseOnDrop>,
+}
+
+/// Closes the session when the application has dropped every handle to it: nobody could use
+/// or close it any more, and it would otherwise hold its connection and server state forever.
+struct CloseOnDrop(Arc<SessionInner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.request_close();
+    }
 }
 
 impl std::fmt::Debug for Session {

@@ -536,3 +536,25 @@ async fn a_server_shutdown_closes_sessions_as_closed_by_server_without_a_reconne
     );
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_closes_the_session() {
+    let env = Env::start().await;
+    let session = env.builder().open().await.expect("open");
+    let id = session.session_id();
+    let clone = session.clone();
+    let mut changes = session.state_changes();
+    drop(session);
+    assert!(env.server.session(&id).is_some(), "a clone still holds it");
+    drop(clone);
+    let last = within("closed", async {
+        let mut last = None;
+        while let Some(c) = changes.next().await {
+            last = Some(c);
+        }
+        last
+    })
+    .await;
+    assert_eq!(last.map(|c| c.new), Some(ClosedByClient));
+    within("server frees it", env.server.session_freed(&id)).await;
+}
