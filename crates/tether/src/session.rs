@@ -295,7 +295,7 @@ async fn open_on_runtime(
         Err((reason, message)) => {
             let change = StateChange {
                 old: SessionState::Connecting,
-                new: SessionState::ClosedFailed,
+                new: SessionState::closed_for(reason),
                 reason: Some(reason),
             };
             for l in &b.listeners {
