@@ -1,7 +1,162 @@
-//! Placeholder: the binding's suite is not written yet.
+//! The Python binding (`bindings/python`, distribution `tether-session`, import `tether`):
+//! builds the test servers, creates a fresh venv in `target/python-venv`, runs
+//! `pip install ./bindings/python` into it (maturin from PyPI builds the native module from
+//! source, debug profile, into the shared target/) with pytest, pytest-asyncio and mypy, checks
+//! the types (mypy `--strict` over the package and the example, stubtest of the native
+//! module's `.pyi`), then runs pytest over `bindings/python/tests` (through the fault proxy,
+//! the example included).
 
-use crate::test::Counts;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-pub(crate) fn test(_counts: &mut Counts) -> Option<bool> {
-    None
+use crate::test::{Counts, cargo, root, run_parsed, run_step};
+
+/// Test dependencies, installed next to the package.
+const TEST_REQUIREMENTS: &[&str] = &["pytest>=8,<10", "pytest-asyncio>=1.0,<2", "mypy>=1.10"];
+
+/// pytest's closing line: `===== 40 passed, 2 failed, 1 skipped, 1 error in 9.12s =====`
+/// (or without the `=` in quiet mode). Every part must be `N word`, so test output that
+/// merely mentions "passed" is not counted.
+fn pytest_line(line: &str, counts: &mut Counts) {
+    let line = line.trim().trim_matches('=').trim();
+    let Some((summary, duration)) = line.rsplit_once(" in ") else {
+        return;
+    };
+    if !duration
+        .split_whitespace()
+        .next()
+        .is_some_and(|d| d.ends_with('s'))
+    {
+        return;
+    }
+    let mut found = Counts::default();
+    for part in summary.split(", ") {
+        let mut words = part.split_whitespace();
+        let (Some(n), Some(kind), None) = (words.next(), words.next(), words.next()) else {
+            return;
+        };
+        let Ok(n) = n.parse::<u64>() else {
+            return;
+        };
+        match kind {
+            "passed" | "xfailed" => found.passed += n,
+            "failed" | "error" | "errors" | "xpassed" => found.failed += n,
+            "skipped" => found.ignored += n,
+            "deselected" | "warning" | "warnings" | "rerun" => {}
+            _ => return,
+        }
+    }
+    counts.passed += found.passed;
+    counts.failed += found.failed;
+    counts.ignored += found.ignored;
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn venv_bin(venv: &Path, name: &str) -> PathBuf {
+    venv.join("bin").join(name)
+}
+
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    let root = root();
+    let dir = root.join("bindings").join("python");
+    if !dir.join("pyproject.toml").is_file() {
+        return None;
+    }
+    let mut servers = cargo();
+    servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
+    if !run_step(
+        "cargo build -p tether-server -p tether-testkit (for the Python tests)",
+        servers,
+    ) {
+        return Some(false);
+    }
+
+    let venv = root.join("target").join("python-venv");
+    let mut create = Command::new(python());
+    create.arg("-m").arg("venv").arg("--clear").arg(&venv);
+    if !run_step("python3 -m venv --clear target/python-venv", create) {
+        return Some(false);
+    }
+    let py = venv_bin(&venv, "python");
+    let mut install = Command::new(&py);
+    install
+        .current_dir(&root)
+        .args(["-m", "pip", "install", "--disable-pip-version-check"])
+        .arg("./bindings/python")
+        .args(TEST_REQUIREMENTS)
+        // maturin builds with the same debug profile as everything else, into target/.
+        .env("MATURIN_PEP517_ARGS", "--profile dev");
+    if !run_step(
+        "pip install ./bindings/python (maturin builds the native module) + pytest, pytest-asyncio, mypy",
+        install,
+    ) {
+        return Some(false);
+    }
+
+    let mut mypy = Command::new(&py);
+    mypy.current_dir(&root).args([
+        "-m",
+        "mypy",
+        "--strict",
+        "--no-incremental",
+        "bindings/python/python/tether",
+        "examples/python/reconnect.py",
+    ]);
+    let typed = run_step("mypy --strict (the package and the example)", mypy);
+    let mut stubtest = Command::new(&py);
+    stubtest
+        .current_dir(&root)
+        .args(["-m", "mypy.stubtest", "tether._tether"]);
+    let stubs = run_step(
+        "stubtest tether._tether (the .pyi matches the native module)",
+        stubtest,
+    );
+
+    let before = *counts;
+    let mut pytest = Command::new(&py);
+    pytest
+        .current_dir(&dir)
+        .args(["-m", "pytest", "-p", "no:cacheprovider", "tests"]);
+    let ok = run_parsed("pytest bindings/python/tests", pytest, counts, pytest_line);
+    let ran = counts.passed + counts.failed > before.passed + before.failed;
+    if !ran {
+        eprintln!("pytest ran no test");
+    }
+    Some(typed && stubs && ok && ran)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> (u64, u64, u64) {
+        let mut c = Counts::default();
+        pytest_line(line, &mut c);
+        (c.passed, c.failed, c.ignored)
+    }
+
+    #[test]
+    fn reads_pytest_closing_lines() {
+        assert_eq!(
+            parse(
+                "============================== 43 passed in 8.83s =============================="
+            ),
+            (43, 0, 0)
+        );
+        assert_eq!(
+            parse("==== 1 failed, 40 passed, 2 skipped, 1 error, 3 warnings in 12.01s ===="),
+            (40, 2, 2)
+        );
+        assert_eq!(parse("3 passed, 1 deselected in 0.50s"), (3, 0, 0));
+        assert_eq!(parse("2 failed, 1 passed in 61.20s (0:01:01)"), (1, 2, 0));
+        assert_eq!(parse("no tests ran in 0.01s"), (0, 0, 0));
+        assert_eq!(parse("update 5 passed in order"), (0, 0, 0));
+        assert_eq!(
+            parse("tests/test_session.py::test_x PASSED [ 2%]"),
+            (0, 0, 0)
+        );
+    }
 }

@@ -1,0 +1,286 @@
+"""The ``reconnect=`` option, and how strategies and session events reach Python code.
+
+The core calls strategies and listeners on a callback thread of its own, in order. For the
+asyncio API they are forwarded to the session's event loop with ``loop.call_soon_threadsafe``
+(so user code always runs on the loop, in order); for ``tether.sync`` they run on the
+callback thread directly, where blocking is allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    List,
+    Optional,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from ._errors import StrategyError
+from ._types import SessionState
+from ._tether import (
+    AbortImmediately,
+    ConstantDelay,
+    DefaultStrategy,
+    ExponentialBackoff,
+    GapReport,
+    ReconnectionAttempt,
+    StateChange,
+)
+
+_log = logging.getLogger("tether")
+
+BuiltinStrategy = Union[ConstantDelay, ExponentialBackoff, AbortImmediately, DefaultStrategy]
+"""A strategy implemented by the core."""
+
+StrategyFunction = Callable[[ReconnectionAttempt], Union[None, Awaitable[None]]]
+"""A strategy written in Python: a function (or coroutine function) taking the attempt."""
+
+Strategy = Union[BuiltinStrategy, StrategyFunction]
+
+DEFAULT_TIMEOUT = 60.0
+"""The reconnection timeout (seconds) when ``reconnect`` does not give one."""
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Reconnection settings: ``timeout`` in seconds (``None``: 60 s; ``0``: reconnection
+    disabled) and the ``strategy`` (``None``: :class:`DefaultStrategy`)."""
+
+    timeout: Optional[float] = None
+    strategy: Optional[Strategy] = None
+
+
+ReconnectOption = Union[bool, None, float, Strategy, Reconnect]
+"""What ``connect(reconnect=...)`` accepts: ``True``/``None`` (default: 60 s, default
+strategy), ``False``/``0`` (disabled), a number of seconds (the timeout), a strategy, or a
+:class:`Reconnect`."""
+
+_BUILTINS = (ConstantDelay, ExponentialBackoff, AbortImmediately, DefaultStrategy)
+
+
+def resolve(reconnect: ReconnectOption) -> Tuple[float, Optional[Strategy]]:
+    """``(timeout in seconds, strategy or None for the default)`` for a ``reconnect`` value."""
+    if reconnect is None or reconnect is True:
+        return DEFAULT_TIMEOUT, None
+    if reconnect is False:
+        return 0.0, None
+    if isinstance(reconnect, Reconnect):
+        timeout = DEFAULT_TIMEOUT if reconnect.timeout is None else reconnect.timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"Reconnect.timeout must be a number of seconds, not {timeout!r}")
+        if reconnect.strategy is not None:
+            _check_strategy(reconnect.strategy)
+        return float(timeout), reconnect.strategy
+    if isinstance(reconnect, (int, float)):
+        return float(reconnect), None
+    _check_strategy(reconnect)
+    return DEFAULT_TIMEOUT, reconnect
+
+
+def _check_strategy(strategy: object) -> None:
+    if not (isinstance(strategy, _BUILTINS) or callable(strategy)):
+        raise TypeError(
+            "reconnect must be a bool, a number of seconds, a strategy (a callable or a "
+            f"built-in) or tether.Reconnect, not {type(strategy).__name__}"
+        )
+
+
+def is_builtin(strategy: object) -> bool:
+    return isinstance(strategy, _BUILTINS)
+
+
+T = TypeVar("T")
+
+
+class Events:
+    """A session's callbacks (state changes, errors, gap reports) and the tasks it started.
+
+    With a ``loop``, callbacks run on that loop (a callback may be a coroutine function: it
+    becomes a task); without one (``tether.sync``), they run on the caller's thread.
+    """
+
+    def __init__(self, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self.loop = loop
+        self.state: List[Callable[[StateChange], Any]] = []
+        self.error: List[Callable[[BaseException], Any]] = []
+        self.gap: List[Callable[[GapReport], Any]] = []
+        self.tasks: Set["asyncio.Future[Any]"] = set()
+
+    @staticmethod
+    def add(callbacks: List[T], callback: T) -> Callable[[], None]:
+        if not callable(callback):
+            raise TypeError(f"a callback must be callable, not {type(callback).__name__}")
+        callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return remove
+
+    def run_task(
+        self, awaitable: Awaitable[Any], done: Callable[["asyncio.Future[Any]"], None]
+    ) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(done)
+
+    def _call(self, callback: Callable[[Any], Any], value: Any, report: bool) -> None:
+        def failed(exc: BaseException) -> None:
+            kind = "session" if report else "error"
+            _log.error("a tether %s callback raised", kind, exc_info=exc)
+            if report:
+                self.emit_error(exc)
+
+        try:
+            result = callback(value)
+        except Exception as exc:  # reported, never swallowed silently
+            failed(exc)
+            return
+        if inspect.isawaitable(result):
+            if self.loop is None:
+                _close_awaitable(result)
+                failed(TypeError("tether.sync callbacks must be plain functions"))
+                return
+
+            def done(task: "asyncio.Future[Any]") -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    failed(task.exception())  # type: ignore[arg-type]
+
+            self.run_task(result, done)
+
+    def emit_state(self, change: StateChange) -> None:
+        # CONNECTING -> ... happened before `connect` returned the session (whose `state`
+        # already says so): callbacks, which can only be added afterwards, see every change
+        # after that one, deterministically.
+        if change.old is SessionState.CONNECTING:
+            return
+        for cb in list(self.state):
+            self._call(cb, change, report=True)
+
+    def emit_gap(self, report: GapReport) -> None:
+        for cb in list(self.gap):
+            self._call(cb, report, report=True)
+
+    def emit_error(self, exc: BaseException) -> None:
+        for cb in list(self.error):
+            self._call(cb, exc, report=False)
+
+    def _to_loop(self, fn: Callable[[T], None]) -> Callable[[T], None]:
+        """``fn`` for the core's callback thread: forwards to the loop, or calls directly."""
+        loop = self.loop
+        if loop is None:
+            return fn
+
+        def forward(value: T) -> None:
+            try:
+                loop.call_soon_threadsafe(fn, value)
+            except RuntimeError:
+                _log.debug("event loop closed; dropped %r", value)
+
+        return forward
+
+    def state_listener(self) -> Callable[[StateChange], None]:
+        return self._to_loop(self.emit_state)
+
+    def gap_listener(self) -> Callable[[GapReport], None]:
+        return self._to_loop(self.emit_gap)
+
+    def strategy_failed(self, exc: BaseException, attempt: ReconnectionAttempt) -> None:
+        """An exception raised in a strategy: logged, delivered as an error event, and the
+        attempt aborted."""
+        error = StrategyError(
+            f"the reconnection strategy raised {type(exc).__name__}: {exc}; "
+            "reconnection aborted"
+        )
+        error.__cause__ = exc
+        _log.error("%s (attempt %d)", error, attempt.number, exc_info=exc)
+        self.emit_error(error)
+        attempt.abort()
+
+    def strategy_invoker(
+        self, strategy: StrategyFunction
+    ) -> Callable[[ReconnectionAttempt], None]:
+        """What the core calls (on its callback thread) for each attempt."""
+        loop = self.loop
+
+        def run(attempt: ReconnectionAttempt) -> None:
+            try:
+                result = strategy(attempt)
+            except Exception as exc:
+                self.strategy_failed(exc, attempt)
+                return
+            except BaseException:
+                attempt.abort()
+                raise
+            if inspect.isawaitable(result):
+                if loop is None:
+                    _close_awaitable(result)
+                    self.strategy_failed(
+                        TypeError("tether.sync strategies must be plain functions"), attempt
+                    )
+                    return
+
+                def done(task: "asyncio.Future[Any]") -> None:
+                    if task.cancelled():
+                        if attempt.abort():
+                            _log.info("reconnection strategy cancelled; reconnection aborted")
+                        return
+                    exc = task.exception()
+                    if exc is not None:
+                        self.strategy_failed(exc, attempt)
+
+                self.run_task(result, done)
+
+        if loop is None:
+            return run
+
+        def forward(attempt: ReconnectionAttempt) -> None:
+            try:
+                loop.call_soon_threadsafe(run, attempt)
+            except RuntimeError:
+                _log.warning("event loop closed; reconnection aborted")
+                attempt.abort()
+
+        return forward
+
+
+def _close_awaitable(value: object) -> None:
+    close = getattr(value, "close", None)
+    if callable(close):
+        close()
+
+
+def strategy_argument(strategy: Optional[Strategy], events: Events) -> Any:
+    """What the native ``open`` takes for a strategy."""
+    if strategy is None or is_builtin(strategy):
+        return strategy
+    return events.strategy_invoker(strategy)  # type: ignore[arg-type]
+
+
+def payload(value: Union[bytes, bytearray, memoryview, str]) -> bytes:
+    """A publish value as bytes (``str`` is encoded as UTF-8)."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"a value must be bytes or str, not {type(value).__name__}")
+
+
+__all__ = [
+    "BuiltinStrategy",
+    "Reconnect",
+    "ReconnectOption",
+    "Strategy",
+    "StrategyFunction",
+]

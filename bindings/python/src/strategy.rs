@@ -1,0 +1,370 @@
+//! Reconnection strategies from Python: the attempt object, the built-ins, and the adapter that
+//! hands attempts to a Python callable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use tether::strategy::{self, Jitter};
+use tether::{ReconnectionAttempt, ReconnectionStrategy};
+
+use crate::convert;
+
+/// One reconnection attempt. `start()`/`abort()` may be called from any thread, at any later
+/// time; the first call decides, later ones return `False`.
+#[pyclass(frozen, module = "tether._tether", name = "ReconnectionAttempt")]
+pub(crate) struct Attempt(ReconnectionAttempt);
+
+#[pymethods]
+impl Attempt {
+    /// Makes the reconnection attempt now; `True` if this call decided the attempt.
+    fn start(&self) -> bool {
+        self.0.start()
+    }
+
+    /// Gives up: the session closes with reason `reconnect_aborted`; `True` if this call
+    /// decided the attempt.
+    fn abort(&self) -> bool {
+        self.0.abort()
+    }
+
+    /// Calls `start()` after `delay` seconds, on Tether's runtime (no event loop needed).
+    fn start_after(&self, py: Python<'_>, delay: f64) -> PyResult<()> {
+        let delay = convert::seconds(py, "delay", delay)?;
+        self.0.start_after(delay);
+        Ok(())
+    }
+
+    /// 1 for the first attempt after a disconnection, then 2, 3, ...
+    #[getter]
+    fn number(&self) -> u32 {
+        self.0.number()
+    }
+
+    /// Seconds since the connection was lost.
+    #[getter]
+    fn elapsed(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+
+    /// Seconds left before the reconnection timeout closes the session.
+    #[getter]
+    fn remaining(&self) -> f64 {
+        self.0.remaining().as_secs_f64()
+    }
+
+    /// Why the connection was lost (first attempt) or why the previous attempt failed.
+    #[getter]
+    fn reason<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        convert::close_reason(py, self.0.last_reason())
+    }
+
+    /// Whether `start()` or `abort()` was called (or the session stopped waiting).
+    #[getter]
+    fn is_decided(&self) -> bool {
+        self.0.is_decided()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ReconnectionAttempt(number={}, elapsed={:.3}, remaining={:.3}, reason='{}', decided={})",
+            self.0.number(),
+            self.0.elapsed().as_secs_f64(),
+            self.0.remaining().as_secs_f64(),
+            self.0.last_reason(),
+            if self.0.is_decided() { "True" } else { "False" },
+        )
+    }
+}
+
+/// Hands each attempt to a Python callable, on the session's callback thread. The Python
+/// package passes a callable that forwards the attempt to the event loop (asyncio) or runs the
+/// user's strategy directly (`tether.sync`), and reports the strategy's exceptions itself. If
+/// the callable raises anyway (or Python is gone), the exception goes to
+/// `sys.unraisablehook` and the attempt is aborted rather than left undecided.
+pub(crate) struct PyStrategy {
+    invoke: Py<PyAny>,
+}
+
+impl ReconnectionStrategy for PyStrategy {
+    fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
+        let handed = Python::try_attach(|py| {
+            let result = Bound::new(py, Attempt(attempt.clone()))
+                .and_then(|a| self.invoke.bind(py).call1((a,)));
+            match result {
+                Ok(_) => true,
+                Err(e) => {
+                    e.write_unraisable(py, Some(self.invoke.bind(py)));
+                    false
+                }
+            }
+        });
+        if handed != Some(true) {
+            attempt.abort();
+        }
+    }
+}
+
+/// Try again after the same delay (seconds) every time; with `max_attempts`, abort instead of
+/// attempt `max_attempts + 1`.
+#[pyclass(frozen, module = "tether._tether")]
+pub(crate) struct ConstantDelay {
+    delay: Duration,
+    max_attempts: Option<u32>,
+}
+
+#[pymethods]
+impl ConstantDelay {
+    #[new]
+    #[pyo3(signature = (delay, max_attempts = None))]
+    fn new(py: Python<'_>, delay: f64, max_attempts: Option<u32>) -> PyResult<Self> {
+        Ok(ConstantDelay {
+            delay: convert::seconds(py, "delay", delay)?,
+            max_attempts,
+        })
+    }
+
+    /// The delay in seconds.
+    #[getter]
+    fn delay(&self) -> f64 {
+        self.delay.as_secs_f64()
+    }
+
+    /// The attempt limit, if any.
+    #[getter]
+    fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ConstantDelay(delay={}, max_attempts={})",
+            self.delay.as_secs_f64(),
+            self.max_attempts
+                .map_or_else(|| "None".to_owned(), |n| n.to_string())
+        )
+    }
+}
+
+impl ConstantDelay {
+    fn build(&self) -> Arc<dyn ReconnectionStrategy> {
+        let s = strategy::ConstantDelay::new(self.delay);
+        match self.max_attempts {
+            Some(n) => s.max_attempts(n).into_strategy(),
+            None => s.into_strategy(),
+        }
+    }
+}
+
+fn parse_jitter(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Jitter> {
+    let name: String = value.extract().map_err(|_| {
+        convert::invalid_argument(py, "jitter must be a tether.Jitter or its name".to_owned())
+    })?;
+    match name.as_str() {
+        "none" => Ok(Jitter::None),
+        "full" => Ok(Jitter::Full),
+        "equal" => Ok(Jitter::Equal),
+        "decorrelated" => Ok(Jitter::Decorrelated),
+        other => Err(convert::invalid_argument(
+            py,
+            format!("unknown jitter {other:?} (none, full, equal or decorrelated)"),
+        )),
+    }
+}
+
+fn jitter_name(jitter: Jitter) -> &'static str {
+    match jitter {
+        Jitter::None => "none",
+        Jitter::Full => "full",
+        Jitter::Equal => "equal",
+        Jitter::Decorrelated => "decorrelated",
+    }
+}
+
+/// Exponential backoff: `initial`, `initial × multiplier`, ... capped at `max_delay` (seconds),
+/// with jitter; optionally a quick random first attempt in `[0, first_attempt]`, an attempt
+/// limit, and a fixed random seed (for reproducible tests).
+#[pyclass(frozen, module = "tether._tether")]
+pub(crate) struct ExponentialBackoff {
+    initial: Duration,
+    multiplier: f64,
+    max_delay: Duration,
+    jitter: Jitter,
+    max_attempts: Option<u32>,
+    first_attempt: Option<Duration>,
+    seed: Option<u64>,
+}
+
+#[pymethods]
+impl ExponentialBackoff {
+    #[new]
+    #[pyo3(signature = (initial = 0.25, multiplier = 2.0, max_delay = 10.0, *, jitter = None, max_attempts = None, first_attempt = None, seed = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        initial: f64,
+        multiplier: f64,
+        max_delay: f64,
+        jitter: Option<&Bound<'_, PyAny>>,
+        max_attempts: Option<u32>,
+        first_attempt: Option<f64>,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        if !multiplier.is_finite() || multiplier < 1.0 {
+            return Err(convert::invalid_argument(
+                py,
+                format!("multiplier must be a finite number >= 1 (got {multiplier})"),
+            ));
+        }
+        let initial = convert::seconds(py, "initial", initial)?;
+        let max_delay = convert::seconds(py, "max_delay", max_delay)?;
+        if max_delay < initial {
+            return Err(convert::invalid_argument(
+                py,
+                "max_delay must not be smaller than initial".to_owned(),
+            ));
+        }
+        Ok(ExponentialBackoff {
+            initial,
+            multiplier,
+            max_delay,
+            jitter: match jitter {
+                Some(j) => parse_jitter(py, j)?,
+                None => Jitter::Full,
+            },
+            max_attempts,
+            first_attempt: first_attempt
+                .map(|f| convert::seconds(py, "first_attempt", f))
+                .transpose()?,
+            seed,
+        })
+    }
+
+    /// The first delay, in seconds.
+    #[getter]
+    fn initial(&self) -> f64 {
+        self.initial.as_secs_f64()
+    }
+
+    /// The growth factor.
+    #[getter]
+    fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+
+    /// The cap, in seconds.
+    #[getter]
+    fn max_delay(&self) -> f64 {
+        self.max_delay.as_secs_f64()
+    }
+
+    /// The jitter mode's name.
+    #[getter]
+    fn jitter(&self) -> &'static str {
+        jitter_name(self.jitter)
+    }
+
+    /// The attempt limit, if any.
+    #[getter]
+    fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    /// The bound of the quick first attempt, in seconds, if any.
+    #[getter]
+    fn first_attempt(&self) -> Option<f64> {
+        self.first_attempt.map(|d| d.as_secs_f64())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ExponentialBackoff(initial={}, multiplier={}, max_delay={}, jitter='{}', max_attempts={}, first_attempt={})",
+            self.initial.as_secs_f64(),
+            self.multiplier,
+            self.max_delay.as_secs_f64(),
+            jitter_name(self.jitter),
+            self.max_attempts
+                .map_or_else(|| "None".to_owned(), |n| n.to_string()),
+            self.first_attempt
+                .map_or_else(|| "None".to_owned(), |d| d.as_secs_f64().to_string()),
+        )
+    }
+}
+
+impl ExponentialBackoff {
+    /// A fresh core strategy (each session gets its own backoff state).
+    fn build(&self) -> Arc<dyn ReconnectionStrategy> {
+        let mut s =
+            strategy::ExponentialBackoff::new(self.initial, self.multiplier, self.max_delay)
+                .jitter(self.jitter);
+        if let Some(n) = self.max_attempts {
+            s = s.max_attempts(n);
+        }
+        if let Some(f) = self.first_attempt {
+            s = s.quick_first_attempt(f);
+        }
+        if let Some(seed) = self.seed {
+            s = s.seed(seed);
+        }
+        s.into_strategy()
+    }
+}
+
+/// Never reconnect: the first attempt aborts (reason `reconnect_aborted`).
+#[pyclass(frozen, module = "tether._tether")]
+pub(crate) struct AbortImmediately;
+
+#[pymethods]
+impl AbortImmediately {
+    #[new]
+    fn new() -> Self {
+        AbortImmediately
+    }
+
+    fn __repr__(&self) -> &'static str {
+        "AbortImmediately()"
+    }
+}
+
+/// The default strategy: the first attempt after a random 0–100 ms, then exponential backoff
+/// with full jitter from 250 ms, doubling, capped at 10 s.
+#[pyclass(frozen, module = "tether._tether")]
+pub(crate) struct DefaultStrategy;
+
+#[pymethods]
+impl DefaultStrategy {
+    #[new]
+    fn new() -> Self {
+        DefaultStrategy
+    }
+
+    fn __repr__(&self) -> &'static str {
+        "DefaultStrategy()"
+    }
+}
+
+/// The core strategy for a built-in, or an adapter for a Python callable.
+pub(crate) fn from_py(value: &Bound<'_, PyAny>) -> PyResult<Arc<dyn ReconnectionStrategy>> {
+    if let Ok(s) = value.cast::<ConstantDelay>() {
+        return Ok(s.get().build());
+    }
+    if let Ok(s) = value.cast::<ExponentialBackoff>() {
+        return Ok(s.get().build());
+    }
+    if value.cast::<AbortImmediately>().is_ok() {
+        return Ok(Arc::new(strategy::AbortImmediately));
+    }
+    if value.cast::<DefaultStrategy>().is_ok() {
+        return Ok(strategy::default_strategy());
+    }
+    if value.is_callable() {
+        return Ok(Arc::new(PyStrategy {
+            invoke: value.clone().unbind(),
+        }));
+    }
+    Err(PyTypeError::new_err(format!(
+        "a reconnection strategy must be callable or a built-in strategy, not {}",
+        value.get_type().name()?
+    )))
+}
