@@ -102,6 +102,35 @@ pub enum RequestErrorKind {
     TooLarge,
 }
 
+impl RequestErrorKind {
+    /// Every kind.
+    pub const ALL: [RequestErrorKind; 5] = [
+        RequestErrorKind::AccessDenied,
+        RequestErrorKind::InvalidSelector,
+        RequestErrorKind::InvalidTopic,
+        RequestErrorKind::NotSubscribed,
+        RequestErrorKind::TooLarge,
+    ];
+
+    /// A stable, machine-readable name (`snake_case`), as the bindings report it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestErrorKind::AccessDenied => "access_denied",
+            RequestErrorKind::InvalidSelector => "invalid_selector",
+            RequestErrorKind::InvalidTopic => "invalid_topic",
+            RequestErrorKind::NotSubscribed => "not_subscribed",
+            RequestErrorKind::TooLarge => "too_large",
+        }
+    }
+
+    /// Parses [`RequestErrorKind::as_str`]'s output.
+    pub fn from_name(name: &str) -> Option<RequestErrorKind> {
+        RequestErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
 /// A refused request: what went wrong, in words for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind:?}: {message}")]

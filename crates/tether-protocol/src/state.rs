@@ -34,6 +34,21 @@ impl SessionState {
         }
     }
 
+    /// Every state.
+    pub const ALL: [SessionState; 6] = [
+        SessionState::Connecting,
+        SessionState::ConnectedActive,
+        SessionState::RecoveringReconnect,
+        SessionState::ClosedByClient,
+        SessionState::ClosedByServer,
+        SessionState::ClosedFailed,
+    ];
+
+    /// Parses [`SessionState::as_str`]'s output (`CONNECTED_ACTIVE`).
+    pub fn from_name(name: &str) -> Option<SessionState> {
+        SessionState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// Whether the state is terminal.
     pub fn is_closed(self) -> bool {
         matches!(
@@ -74,6 +89,14 @@ impl std::fmt::Display for SessionState {
 #[cfg(test)]
 mod tests {
     use super::SessionState::*;
+
+    #[test]
+    fn names_round_trip() {
+        for s in super::SessionState::ALL {
+            assert_eq!(super::SessionState::from_name(s.as_str()), Some(s));
+        }
+        assert_eq!(super::SessionState::from_name("connected"), None);
+    }
 
     #[test]
     fn transitions_follow_the_design() {
