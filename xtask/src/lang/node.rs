@@ -1,7 +1,116 @@
-//! Placeholder: the binding's suite is not written yet.
+//! The Node.js binding (`bindings/node`, npm package `tether-session`): builds the test
+//! servers, runs `npm install` (which builds the addon from source with cargo, debug profile,
+//! into the shared target/), then `node --test` over `bindings/node/test/*.test.js` (through
+//! the fault proxy, the type check, the example and an `npm install <path>` from another
+//! project included).
 
-use crate::test::Counts;
+use std::path::Path;
+use std::process::Command;
 
-pub(crate) fn test(_counts: &mut Counts) -> Option<bool> {
-    None
+use crate::test::{Counts, cargo, root, run_parsed, run_step};
+
+/// `node --test`'s TAP summary: `# pass N`, `# fail N`, `# cancelled N`, `# skipped N`,
+/// `# todo N` (printed once, at the end).
+fn node_test_line(line: &str, counts: &mut Counts) {
+    let Some(rest) = line.strip_prefix("# ") else {
+        return;
+    };
+    let mut words = rest.split_whitespace();
+    let (Some(kind), Some(n), None) = (words.next(), words.next(), words.next()) else {
+        return;
+    };
+    let Ok(n) = n.parse::<u64>() else {
+        return;
+    };
+    match kind {
+        "pass" => counts.passed += n,
+        "fail" | "cancelled" => counts.failed += n,
+        "skipped" | "todo" => counts.ignored += n,
+        _ => {}
+    }
+}
+
+/// The test files, in a stable order (`node --test <dir>` would also run the fixtures).
+fn test_files(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("test"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| name.ends_with(".test.js"))
+                .map(|name| format!("test/{name}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    let dir = root().join("bindings").join("node");
+    if !dir.join("package.json").is_file() {
+        return None;
+    }
+    let mut servers = cargo();
+    servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
+    if !run_step(
+        "cargo build -p tether-server -p tether-testkit (for the Node.js tests)",
+        servers,
+    ) {
+        return Some(false);
+    }
+    let mut install = Command::new("npm");
+    install
+        .current_dir(&dir)
+        .args(["install", "--no-audit", "--no-fund", "--foreground-scripts"])
+        .env("TETHER_NODE_PROFILE", "debug");
+    if !run_step(
+        "npm install in bindings/node (builds the addon with cargo)",
+        install,
+    ) {
+        return Some(false);
+    }
+    let files = test_files(&dir);
+    if files.is_empty() {
+        eprintln!("bindings/node/test has no *.test.js file");
+        return Some(false);
+    }
+    let mut node = Command::new("node");
+    node.current_dir(&dir)
+        .args(["--test", "--test-reporter=tap"])
+        .args(&files)
+        .env("TETHER_NODE_PROFILE", "debug");
+    Some(run_parsed(
+        "node --test bindings/node/test/*.test.js",
+        node,
+        counts,
+        node_test_line,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_tap_summary() {
+        let mut counts = Counts::default();
+        for line in [
+            "# Subtest: pass 3 things",
+            "ok 1 - pass 3 things",
+            "# tests 9",
+            "# suites 0",
+            "# pass 6",
+            "# fail 1",
+            "# cancelled 1",
+            "# skipped 2",
+            "# todo 1",
+            "# duration_ms 1234.5",
+            "#pass 100",
+            "# pass",
+        ] {
+            node_test_line(line, &mut counts);
+        }
+        assert_eq!((counts.passed, counts.failed, counts.ignored), (6, 2, 3));
+    }
 }

@@ -1,0 +1,515 @@
+//! The native half of the `tether-session` npm package: a thin napi-rs layer over the Tether
+//! core. Every behaviour (sessions, recovery, strategies and their built-ins, timeouts) lives
+//! in the core; this crate only adapts it to Node:
+//!
+//! ```text
+//!  JavaScript (index.js: options, EventEmitter, async iterators, TetherError)
+//!      │ connect / publish / subscribe / close          ▲ one JsEvent at a time, in order
+//!      ▼ (promises settled with JsDeferred)             │ (one threadsafe function per session)
+//!  NativeSession ──────────────▶ tether::Session ── listener / JsStrategy / forwarders
+//!                                   (Tether's own runtime and callback thread)
+//! ```
+//!
+//! Nothing here blocks the JavaScript thread: asynchronous calls run on Tether's runtime
+//! (`tether::runtime::handle()`, never a runtime of our own) and settle a promise. Nothing here
+//! blocks a Tether thread on JavaScript either: events are queued `NonBlocking`, and a
+//! JavaScript strategy decides later through [`NativeAttempt`].
+//!
+//! Promises never reject from here: they resolve with `{ error }` data (see [`error`]) that the
+//! JavaScript wrapper turns into a typed `TetherError`.
+
+mod error;
+mod events;
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{Buffer, Function, Object};
+use napi::{Env, JsDeferred};
+use napi_derive::napi;
+use tether::strategy::{
+    AbortImmediately, ConstantDelay, ExponentialBackoff, Jitter, ReconnectionStrategy,
+    default_strategy,
+};
+use tether::{ReconnectionAttempt, Session};
+
+use crate::error::{ErrorInfo, binding_error};
+use crate::events::{EventSink, Forwarder, JsEvent, JsStrategy, forward_updates};
+
+/// A built-in strategy, as `exponentialBackoff({...})`, `constant(ms)`, `abortImmediately` and
+/// `defaultStrategy` describe it. The behaviour is the core's.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct StrategySpec {
+    /// `default`, `constant`, `exponentialBackoff` or `abortImmediately`.
+    pub kind: String,
+    /// `constant`: the delay before each attempt, ms.
+    pub delay_ms: Option<f64>,
+    /// `exponentialBackoff`: the first delay, ms.
+    pub initial_ms: Option<f64>,
+    /// `exponentialBackoff`: the factor between delays.
+    pub multiplier: Option<f64>,
+    /// `exponentialBackoff`: the largest delay, ms.
+    pub max_delay_ms: Option<f64>,
+    /// `exponentialBackoff`: `none`, `full`, `equal` or `decorrelated`.
+    pub jitter: Option<String>,
+    /// `constant`, `exponentialBackoff`: abort instead of making attempt `maxAttempts + 1`.
+    pub max_attempts: Option<u32>,
+    /// `exponentialBackoff`: make the first attempt after a random delay up to this, ms.
+    pub quick_first_attempt_ms: Option<f64>,
+}
+
+/// The options `connect` passes down, already checked and normalised by the JavaScript side.
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct NativeOptions {
+    /// `ws://host:port/path`.
+    pub url: String,
+    /// The principal (anonymous when absent).
+    pub principal: Option<String>,
+    /// The principal's password.
+    pub credentials: Option<String>,
+    /// The reconnection timeout, ms; 0 disables reconnection.
+    pub reconnect_timeout_ms: f64,
+    /// A built-in strategy; ignored when `js_strategy` is set.
+    pub strategy: Option<StrategySpec>,
+    /// The strategy is the JavaScript function behind the session's dispatcher.
+    pub js_strategy: bool,
+    /// Time allowed for each connection, ms (the core's default when absent).
+    pub connect_timeout_ms: Option<f64>,
+}
+
+/// What `connect` resolves with.
+#[napi(object, object_from_js = false)]
+pub struct ConnectOutcome {
+    /// The session, on success.
+    pub session: Option<NativeSession>,
+    /// Why not, on failure.
+    pub error: Option<ErrorInfo>,
+}
+
+/// What the other asynchronous calls resolve with.
+#[napi(object)]
+pub struct Outcome {
+    /// Why the call failed, if it did.
+    pub error: Option<ErrorInfo>,
+}
+
+impl Outcome {
+    fn of(result: Result<(), tether::Error>) -> Outcome {
+        Outcome {
+            error: result.err().map(|e| ErrorInfo::from(&e)),
+        }
+    }
+}
+
+fn millis(ms: f64) -> Duration {
+    if ms.is_finite() && ms > 0.0 {
+        Duration::from_secs_f64(ms / 1000.0)
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn jitter(name: Option<&str>) -> Result<Jitter, ErrorInfo> {
+    match name.unwrap_or("full") {
+        "none" => Ok(Jitter::None),
+        "full" => Ok(Jitter::Full),
+        "equal" => Ok(Jitter::Equal),
+        "decorrelated" => Ok(Jitter::Decorrelated),
+        other => Err(binding_error(
+            "invalid_argument",
+            format!("unknown jitter {other:?}"),
+        )),
+    }
+}
+
+/// The core strategy a built-in describes.
+fn builtin(spec: &StrategySpec) -> Result<Arc<dyn ReconnectionStrategy>, ErrorInfo> {
+    Ok(match spec.kind.as_str() {
+        "default" => default_strategy(),
+        "abortImmediately" => Arc::new(AbortImmediately),
+        "constant" => {
+            let mut s = ConstantDelay::new(millis(spec.delay_ms.unwrap_or(0.0)));
+            if let Some(n) = spec.max_attempts {
+                s = s.max_attempts(n);
+            }
+            s.into_strategy()
+        }
+        "exponentialBackoff" => {
+            let mut s = ExponentialBackoff::new(
+                millis(spec.initial_ms.unwrap_or(250.0)),
+                spec.multiplier.unwrap_or(2.0),
+                millis(spec.max_delay_ms.unwrap_or(10_000.0)),
+            )
+            .jitter(jitter(spec.jitter.as_deref())?);
+            if let Some(n) = spec.max_attempts {
+                s = s.max_attempts(n);
+            }
+            if let Some(first) = spec.quick_first_attempt_ms {
+                s = s.quick_first_attempt(millis(first));
+            }
+            s.into_strategy()
+        }
+        other => {
+            return Err(binding_error(
+                "invalid_argument",
+                format!("unknown strategy kind {other:?}"),
+            ));
+        }
+    })
+}
+
+static LIVE_ENVS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Whether this thread's Node environment has its shutdown hook (one environment per
+    /// JavaScript thread: the main thread or a worker).
+    static HOOKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// When the last Node environment using Tether goes away (process exit, last worker ended),
+/// close every session still open and stop Tether's runtime, joining its threads.
+fn hook_shutdown(env: &Env) -> napi::Result<()> {
+    if HOOKED.with(Cell::get) {
+        return Ok(());
+    }
+    env.add_env_cleanup_hook((), |()| {
+        if LIVE_ENVS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            tether::shutdown(Duration::from_secs(1));
+        }
+    })?;
+    LIVE_ENVS.fetch_add(1, Ordering::SeqCst);
+    HOOKED.with(|h| h.set(true));
+    Ok(())
+}
+
+/// Runs `work` and settles a promise with what `settle` makes of its output, on the JavaScript
+/// thread.
+///
+/// The first poll happens right here, on the JavaScript thread (inside Tether's runtime
+/// context, with a no-op waker): the core queues a request (subscribe, unsubscribe, close) on
+/// that first poll, so requests reach the wire in the order JavaScript made them. The rest runs
+/// as a task on Tether's runtime. The first poll never waits: it only takes the session's lock
+/// briefly.
+fn spawn_promise<'env, T, D, F, S>(env: &'env Env, work: F, settle: S) -> napi::Result<Object<'env>>
+where
+    T: Send + 'static,
+    D: napi::bindgen_prelude::ToNapiValue + 'static,
+    F: Future<Output = T> + Send + 'static,
+    S: FnOnce(T) -> D + Send + 'static,
+{
+    let (deferred, promise): (JsDeferred<D, _>, Object<'env>) = env.create_deferred()?;
+    let handle = match tether::runtime::handle() {
+        Ok(handle) => handle,
+        Err(e) => {
+            deferred.reject(napi::Error::from_reason(format!(
+                "cannot start Tether's runtime: {e}"
+            )));
+            return Ok(promise);
+        }
+    };
+    let mut work = Box::pin(work);
+    let first = {
+        let _context = handle.enter();
+        work.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    };
+    let finish = move |out: T| deferred.resolve(move |_env: Env| Ok(settle(out)));
+    match first {
+        Poll::Ready(out) => finish(out),
+        Poll::Pending => {
+            handle.spawn(async move { finish(work.await) });
+        }
+    }
+    Ok(promise)
+}
+
+/// Opens a session. `dispatch` receives every event of the session, in order, on the
+/// JavaScript thread (and the strategy's attempts when `options.jsStrategy` is set). Resolves
+/// with `{ session }` or `{ error }`.
+#[napi(ts_return_type = "Promise<ConnectOutcome>")]
+pub fn connect<'env>(
+    env: &'env Env,
+    options: NativeOptions,
+    dispatch: Function<'_, JsEvent, ()>,
+) -> napi::Result<Object<'env>> {
+    hook_shutdown(env)?;
+    let sink = EventSink::new(events::event_function(dispatch)?);
+    let strategy: Result<Arc<dyn ReconnectionStrategy>, ErrorInfo> = if options.js_strategy {
+        Ok(Arc::new(JsStrategy { sink: sink.clone() }))
+    } else {
+        match &options.strategy {
+            Some(spec) => builtin(spec),
+            None => Ok(default_strategy()),
+        }
+    };
+    let mut builder = Session::builder(&options.url)
+        .reconnection_timeout(millis(options.reconnect_timeout_ms))
+        .listener(Forwarder { sink: sink.clone() });
+    if let Some(p) = &options.principal {
+        builder = builder.principal(p.clone());
+    }
+    if let Some(c) = &options.credentials {
+        builder = builder.password(c.clone());
+    }
+    if let Some(ms) = options.connect_timeout_ms {
+        builder = builder.connect_timeout(millis(ms));
+    }
+    let work = async move {
+        let strategy = strategy?;
+        builder
+            .reconnection_strategy_arc(strategy)
+            .open()
+            .await
+            .map_err(|e| ErrorInfo::from(&e))
+    };
+    spawn_promise(env, work, move |result| match result {
+        Ok(session) => ConnectOutcome {
+            session: Some(NativeSession {
+                session,
+                sink,
+                next_sub: AtomicU32::new(0),
+            }),
+            error: None,
+        },
+        Err(error) => {
+            // No session: nothing more will be sent, let the process exit.
+            sink.release();
+            ConnectOutcome {
+                session: None,
+                error: Some(error),
+            }
+        }
+    })
+}
+
+/// An open session (wrapped by the JavaScript `Session` class).
+#[napi]
+pub struct NativeSession {
+    session: Session,
+    sink: EventSink,
+    next_sub: AtomicU32,
+}
+
+#[napi]
+impl NativeSession {
+    /// The session id: 32 hex digits, the same after every resume.
+    #[napi(getter)]
+    pub fn session_id(&self) -> String {
+        self.session.session_id().to_string()
+    }
+
+    /// The current state (`CONNECTED_ACTIVE`, ...).
+    #[napi(getter)]
+    pub fn state(&self) -> String {
+        self.session.state().as_str().to_owned()
+    }
+
+    /// Why the session closed, once it has.
+    #[napi(getter)]
+    pub fn close_reason(&self) -> Option<String> {
+        self.session.close_reason().map(|r| r.as_str().to_owned())
+    }
+
+    /// The reconnection timeout in force, ms (the smaller of the requested and the server's).
+    #[napi(getter)]
+    pub fn reconnection_timeout(&self) -> f64 {
+        self.session.reconnection_timeout().as_secs_f64() * 1000.0
+    }
+
+    /// Queues a publish of `value` on `topic` at once, in call order (`Session::send`);
+    /// resolves when the server applied (or refused) it. A full send queue fails at once
+    /// (`queue_full`).
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn publish<'env>(
+        &self,
+        env: &'env Env,
+        topic: String,
+        value: Buffer,
+    ) -> napi::Result<Object<'env>> {
+        let queued = self.session.send(&topic, value.to_vec());
+        spawn_promise(
+            env,
+            async move {
+                match queued {
+                    Ok(completion) => completion.await,
+                    Err(e) => Err(e),
+                }
+            },
+            Outcome::of,
+        )
+    }
+
+    /// Subscribes; updates arrive as `update` events for subscription number `sub` (then an
+    /// `end` event). Resolves when the server confirmed (or refused) the subscription.
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn subscribe<'env>(
+        &self,
+        env: &'env Env,
+        selector: String,
+        sub: u32,
+    ) -> napi::Result<Object<'env>> {
+        let session = self.session.clone();
+        let tsfn = self.sink.share();
+        spawn_promise(
+            env,
+            async move {
+                let Some(tsfn) = tsfn else {
+                    // The session closed: the core says so with the right reason.
+                    return session.subscribe(&selector).await.map(|_| ());
+                };
+                let updates = session.subscribe(&selector).await?;
+                // The forwarder owns its clone of the threadsafe function until the
+                // subscription's stream ends, so no update is dropped at close.
+                tokio::spawn(forward_updates(tsfn, sub, updates));
+                Ok(())
+            },
+            Outcome::of,
+        )
+    }
+
+    /// A fresh local subscription number.
+    #[napi]
+    pub fn next_subscription(&self) -> u32 {
+        self.next_sub.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Removes the subscriptions made with this selector, on the server too.
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn unsubscribe<'env>(
+        &self,
+        env: &'env Env,
+        selector: String,
+    ) -> napi::Result<Object<'env>> {
+        let session = self.session.clone();
+        spawn_promise(
+            env,
+            async move { session.unsubscribe(&selector).await },
+            Outcome::of,
+        )
+    }
+
+    /// Closes the session; resolves when it is closed.
+    #[napi(ts_return_type = "Promise<Outcome>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let session = self.session.clone();
+        spawn_promise(
+            env,
+            async move {
+                session.close().await;
+                Ok(())
+            },
+            Outcome::of,
+        )
+    }
+}
+
+/// One reconnection attempt handed to a JavaScript strategy. `start()` and `abort()` may be
+/// called at any later time; the first call wins, later ones return `false`.
+#[napi]
+pub struct NativeAttempt {
+    attempt: ReconnectionAttempt,
+}
+
+impl NativeAttempt {
+    pub(crate) fn new(attempt: ReconnectionAttempt) -> NativeAttempt {
+        NativeAttempt { attempt }
+    }
+}
+
+#[napi]
+impl NativeAttempt {
+    /// Makes the reconnection attempt now; `true` if this call decided the attempt.
+    #[napi]
+    pub fn start(&self) -> bool {
+        self.attempt.start()
+    }
+
+    /// Gives up (the session closes with reason `reconnect_aborted`); `true` if this call
+    /// decided the attempt.
+    #[napi]
+    pub fn abort(&self) -> bool {
+        self.attempt.abort()
+    }
+
+    /// Whether the attempt is decided (or the session stopped waiting for it).
+    #[napi(getter)]
+    pub fn decided(&self) -> bool {
+        self.attempt.is_decided()
+    }
+
+    /// 1 for the first attempt after a disconnection, then 2, 3, ...
+    #[napi(getter)]
+    pub fn number(&self) -> u32 {
+        self.attempt.number()
+    }
+
+    /// Time since the connection was lost, ms.
+    #[napi(getter)]
+    pub fn elapsed(&self) -> f64 {
+        self.attempt.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// Time left before the reconnection timeout closes the session, ms.
+    #[napi(getter)]
+    pub fn remaining(&self) -> f64 {
+        self.attempt.remaining().as_secs_f64() * 1000.0
+    }
+
+    /// Why the connection was lost (first attempt) or why the previous attempt failed.
+    #[napi(getter)]
+    pub fn last_reason(&self) -> String {
+        self.attempt.last_reason().as_str().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: &str) -> StrategySpec {
+        StrategySpec {
+            kind: kind.into(),
+            delay_ms: None,
+            initial_ms: None,
+            multiplier: None,
+            max_delay_ms: None,
+            jitter: None,
+            max_attempts: None,
+            quick_first_attempt_ms: None,
+        }
+    }
+
+    #[test]
+    fn every_builtin_kind_maps_to_a_core_strategy() {
+        for kind in [
+            "default",
+            "constant",
+            "exponentialBackoff",
+            "abortImmediately",
+        ] {
+            assert!(builtin(&spec(kind)).is_ok(), "{kind}");
+        }
+        let err = builtin(&spec("sometimes")).err().map(|e| e.code);
+        assert_eq!(err.as_deref(), Some("invalid_argument"));
+    }
+
+    #[test]
+    fn unknown_jitter_is_refused() {
+        let mut s = spec("exponentialBackoff");
+        s.jitter = Some("lots".into());
+        assert!(builtin(&s).is_err());
+        s.jitter = Some("decorrelated".into());
+        assert!(builtin(&s).is_ok());
+    }
+
+    #[test]
+    fn durations_ignore_nonsense() {
+        assert_eq!(millis(-5.0), Duration::ZERO);
+        assert_eq!(millis(f64::NAN), Duration::ZERO);
+        assert_eq!(millis(1500.0), Duration::from_millis(1500));
+    }
+}
