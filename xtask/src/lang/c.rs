@@ -1,7 +1,149 @@
-//! Placeholder: the binding's suite is not written yet.
+//! The C ABI's suite (`crates/tether-ffi`).
+//!
+//! `cargo test --workspace` already checks the header (fresh against cbindgen, strict C99 and
+//! C++ clean) and the crate's unit tests. This suite builds the cdylib and staticlib, then runs
+//! the C end-to-end tests behind the `c-tests` feature: the C test program (against the real
+//! server through the fault proxy), the same program under valgrind memcheck, the seed's C
+//! example ported to `examples/c/` (built by its Makefile through pkg-config, surviving a proxy
+//! cut), and `make install` with its pkg-config file.
 
-use crate::test::Counts;
+use std::process::{Command, Stdio};
 
-pub(crate) fn test(_counts: &mut Counts) -> Option<bool> {
-    None
+use crate::test::{Counts, cargo, root, run_parsed, run_step};
+
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    if !root().join("crates/tether-ffi").is_dir() {
+        return None;
+    }
+    if !ensure_tools() {
+        return Some(false);
+    }
+    // Exactly the build the tests repeat (a no-op then): `cargo test` does not build the cdylib
+    // and staticlib that C links against. The tests embed the server and the fault proxy as
+    // libraries (dev-dependencies), so the `tether-server` / `tether-faultproxy` binaries are
+    // not needed; building them with this command would also change feature unification and
+    // make the tests' own `cargo build -p tether-ffi` recompile.
+    let mut build = cargo();
+    build.args(["build", "-p", "tether-ffi"]);
+    if !run_step("cargo build -p tether-ffi", build) {
+        return Some(false);
+    }
+    let mut tests = cargo();
+    tests.args([
+        "test",
+        "-p",
+        "tether-ffi",
+        "--features",
+        "c-tests",
+        "--test",
+        "c_suite",
+        "--",
+        "--nocapture",
+    ]);
+    Some(run_parsed(
+        "cargo test -p tether-ffi --features c-tests --test c_suite (C tests, valgrind, example, pkg-config)",
+        tests,
+        counts,
+        parse,
+    ))
+}
+
+/// gcc, make, valgrind and coreutils come with the machine; pkg-config may not.
+fn ensure_tools() -> bool {
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have("pkg-config") {
+        let mut install = Command::new("apt-get");
+        install.args(["install", "-y", "--no-install-recommends", "pkgconf"]);
+        if !run_step("apt-get install -y pkgconf", install) {
+            let mut update = Command::new("apt-get");
+            update.arg("update");
+            let mut again = Command::new("apt-get");
+            again.args(["install", "-y", "--no-install-recommends", "pkgconf"]);
+            if !(run_step("apt-get update", update)
+                && run_step("apt-get install -y pkgconf", again))
+            {
+                return false;
+            }
+        }
+    }
+    let missing: Vec<_> = ["gcc", "g++", "make", "valgrind", "pkg-config", "stdbuf"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("the C suite needs {missing:?}");
+        return false;
+    }
+    true
+}
+
+/// Counts cargo's `test result: ok. 4 passed; 0 failed; ...` lines and the C runner's own
+/// closing `13 passed, 0 failed` lines.
+fn parse(line: &str, counts: &mut Counts) {
+    if let Some(rest) = line.strip_prefix("test result: ") {
+        for part in rest.split([';', '.']) {
+            add(part, counts);
+        }
+        return;
+    }
+    let parts: Vec<&str> = line.split(", ").collect();
+    let is_summary = (2..=3).contains(&parts.len())
+        && parts[0].ends_with(" passed")
+        && parts[1].ends_with(" failed")
+        && parts.iter().all(|p| {
+            let mut words = p.split_whitespace();
+            matches!(
+                (
+                    words.next().map(str::parse::<u64>),
+                    words.next(),
+                    words.next()
+                ),
+                (Some(Ok(_)), Some(_), None)
+            )
+        });
+    if is_summary {
+        for part in parts {
+            add(part, counts);
+        }
+    }
+}
+
+fn add(part: &str, counts: &mut Counts) {
+    let mut words = part.split_whitespace();
+    if let (Some(n), Some(kind)) = (words.next(), words.next())
+        && let Ok(n) = n.parse::<u64>()
+    {
+        match kind {
+            "passed" => counts.passed += n,
+            "failed" => counts.failed += n,
+            "ignored" | "skipped" => counts.ignored += n,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cargo_and_c_runner_lines() {
+        let mut c = Counts::default();
+        parse(
+            "test result: ok. 4 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.0s",
+            &mut c,
+        );
+        parse("13 passed, 0 failed", &mut c);
+        parse("7 passed, 2 failed, 1 skipped", &mut c);
+        parse("test create_and_close ... ok", &mut c);
+        parse("reconnect.c: 3 passed, the rest failed", &mut c);
+        assert_eq!((c.passed, c.failed, c.ignored), (24, 3, 3));
+    }
 }

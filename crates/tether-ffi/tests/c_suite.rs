@@ -1,0 +1,452 @@
+//! Drives the C tests (`tests/c/test_tether.c`) and the C example (`examples/c/reconnect.c`)
+//! against a real server behind the fault proxy, on loopback. The C programs are compiled with
+//! gcc against the library `cargo build -p tether-ffi` produces; the suite also runs under
+//! valgrind memcheck and fails on definitely-lost blocks or invalid accesses.
+//!
+//! Run with `--nocapture` to see the C runner's own `N passed, N failed` lines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tether_server::config::PrincipalConfig;
+use tether_server::{Server, ServerConfig};
+use tether_testkit::{CutMode, FaultProxy, serve_control};
+
+/// Bound for things that should happen soon (a failing test fails instead of hanging).
+const BOUND: Duration = Duration::from_secs(120);
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn workspace() -> PathBuf {
+    crate_dir()
+        .parent()
+        .and_then(Path::parent)
+        .expect("the crate lives in crates/")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    workspace().join("target")
+}
+
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tether-ffi-c");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The C programs are heavy (valgrind, a 5 s example): one at a time, so that none starves.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the variables cargo sets for this test process: a nested `cargo build` would
+/// otherwise see a different `CARGO_MANIFEST_DIR` (which some build scripts, ring's among them,
+/// track) and rebuild half the dependency tree.
+fn cargo_env(cmd: &mut Command) -> &mut Command {
+    const SET_FOR_TESTS: [&str; 7] = [
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    for (key, _) in std::env::vars_os() {
+        if let Some(k) = key.to_str()
+            && SET_FOR_TESTS.iter().any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CARGO", env!("CARGO"))
+}
+
+/// `cargo build -p tether-ffi` (a no-op when fresh): `cargo test` does not build the cdylib and
+/// staticlib that C links against.
+fn build_library() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = cargo_env(&mut Command::new(env!("CARGO")))
+            .args(["build", "-p", "tether-ffi", "--lib"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p tether-ffi failed");
+    });
+}
+
+/// The C test program, linked statically against libtether_ffi.a.
+fn test_program() -> PathBuf {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            build_library();
+            let exe = out_dir().join("test_tether");
+            let output = Command::new("gcc")
+                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+                .arg("-I")
+                .arg(crate_dir().join("include"))
+                .arg(crate_dir().join("tests/c/test_tether.c"))
+                .arg(target_dir().join("debug/libtether_ffi.a"))
+                .args(["-lpthread", "-ldl", "-lm", "-o"])
+                .arg(&exe)
+                .output()
+                .expect("run gcc");
+            assert!(
+                output.status.success(),
+                "gcc failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            exe
+        })
+        .clone()
+}
+
+/// A real server (with `control`/`password`, every permission, and `reader`/`secret`, allowed
+/// `public/**` only) behind the fault proxy and its HTTP control API.
+struct Env {
+    proxy: FaultProxy,
+    control: SocketAddr,
+    server: Option<Server>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Env {
+    fn start() -> Env {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let (server, proxy, control) = runtime.block_on(async {
+            let mut config = ServerConfig::dev();
+            config.listen = "127.0.0.1:0".parse().expect("address");
+            config.principals.push(PrincipalConfig {
+                name: "reader".into(),
+                password_hash: tether_server::auth::hash_password("secret"),
+                subscribe: vec!["public/**".into()],
+                publish: vec!["public/**".into()],
+            });
+            let server = Server::bind(config).await.expect("server starts");
+            let proxy =
+                FaultProxy::start("127.0.0.1:0".parse().expect("address"), server.local_addr())
+                    .await
+                    .expect("proxy starts");
+            let (control, _task) =
+                serve_control(proxy.clone(), "127.0.0.1:0".parse().expect("address"))
+                    .await
+                    .expect("control API starts");
+            (server, proxy, control)
+        });
+        Env {
+            proxy,
+            control,
+            server: Some(server),
+            runtime,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.proxy.local_addr())
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime
+                .block_on(server.shutdown(Duration::from_millis(100)));
+        }
+        let proxy = self.proxy.clone();
+        self.runtime.block_on(proxy.shutdown());
+    }
+}
+
+/// Reads a child's stdout line by line on a thread, echoing each line.
+fn lines(child: &mut Child, prefix: &'static str) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{prefix}{line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects the child's remaining lines until its stdout closes, then its exit status; kills
+/// it if it stays silent for BOUND.
+fn finish(
+    child: &mut Child,
+    rx: &mpsc::Receiver<String>,
+    what: &str,
+) -> (std::process::ExitStatus, Vec<String>) {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(BOUND) {
+            Ok(line) => seen.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} printed nothing for {BOUND:?}; it printed {seen:#?}");
+            }
+        }
+    }
+    (child.wait().expect("wait for the child"), seen)
+}
+
+/// Parses the runner's closing `N passed, N failed` line.
+fn summary(lines: &[String]) -> Option<(u32, u32)> {
+    let last = lines.iter().rev().find(|l| l.contains(" passed, "))?;
+    let mut words = last.split([' ', ',']).filter(|w| !w.is_empty());
+    let passed = words.next()?.parse().ok()?;
+    let _ = words.next();
+    let failed = words.next()?.parse().ok()?;
+    Some((passed, failed))
+}
+
+fn run_c_suite(
+    wrapper: &[&str],
+    tests: &[&str],
+) -> (std::process::ExitStatus, Vec<String>, String) {
+    let program = test_program();
+    let env = Env::start();
+    let mut cmd = if let Some((first, rest)) = wrapper.split_first() {
+        let mut c = Command::new(first);
+        c.args(rest).arg(&program);
+        c
+    } else {
+        Command::new(&program)
+    };
+    cmd.arg(env.url())
+        .arg(env.control.to_string())
+        .args(tests)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start the C tests");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let rx = lines(&mut child, "");
+    let (status, output) = finish(&mut child, &rx, "the C tests");
+    let stderr = errors.join().unwrap_or_default();
+    drop(env);
+    (status, output, stderr)
+}
+
+#[test]
+fn c_tests_pass_against_the_server_through_the_fault_proxy() {
+    let _serial = serial();
+    let (status, output, stderr) = run_c_suite(&[], &[]);
+    let counts = summary(&output);
+    assert!(
+        status.success() && matches!(counts, Some((p, 0)) if p >= 13),
+        "C tests failed ({status}, {counts:?}); stderr:\n{stderr}"
+    );
+}
+
+/// Memcheck over the scenarios that hand out and take back memory: sessions, strategies,
+/// credentials, ids, error messages, subscriptions. Definitely-lost blocks and invalid reads or
+/// writes fail the test.
+#[test]
+fn c_tests_are_clean_under_valgrind() {
+    let _serial = serial();
+    let wrapper = [
+        "valgrind",
+        "--leak-check=full",
+        "--errors-for-leak-kinds=definite",
+        "--show-leak-kinds=definite",
+        "--error-exitcode=99",
+        "--fair-sched=yes",
+        "--quiet",
+    ];
+    let tests = [
+        "create_and_close",
+        "strategy_start_reconnects_same_session",
+        "strategy_abort_closes_failed",
+        "subscribe_publish_across_a_cut",
+        "invalid_arguments",
+        "close_from_a_callback",
+        "shutdown",
+    ];
+    let (status, output, stderr) = run_c_suite(&wrapper, &tests);
+    let counts = summary(&output);
+    assert!(
+        status.code() != Some(99),
+        "valgrind found errors or definitely-lost blocks:\n{stderr}"
+    );
+    assert!(
+        status.success() && counts == Some((tests.len() as u32, 0)),
+        "C tests under valgrind failed ({status}, {counts:?}); stderr:\n{stderr}"
+    );
+}
+
+/// `examples/c/reconnect.c`, built by its Makefile through pkg-config, survives a proxy cut.
+#[test]
+fn reconnect_example_survives_a_cut() {
+    let _serial = serial();
+    build_library();
+    let make = cargo_env(&mut Command::new("make"))
+        .arg("-C")
+        .arg(workspace().join("examples/c"))
+        .arg(format!("BUILD={}", out_dir().join("examples").display()))
+        .output()
+        .expect("run make");
+    assert!(
+        make.status.success(),
+        "make -C examples/c failed:\n{}{}",
+        String::from_utf8_lossy(&make.stdout),
+        String::from_utf8_lossy(&make.stderr)
+    );
+    let env = Env::start();
+    // stdbuf: the example's stdout is a pipe here, and the test reacts to its lines as they come.
+    let mut child = Command::new("stdbuf")
+        .arg("-oL")
+        .arg(out_dir().join("examples/reconnect"))
+        .arg(env.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let rx = lines(&mut child, "reconnect.c: ");
+    let mut seen = Vec::new();
+    let expect = |what: &str, seen: &mut Vec<String>| loop {
+        match rx.recv_timeout(BOUND) {
+            Ok(line) => {
+                let found = line.contains(what);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+            Err(_) => panic!("the example never printed {what:?}; it printed {seen:#?}"),
+        }
+    };
+    expect("Session created (state=1, id=", &mut seen);
+    assert_eq!(env.proxy.cut(CutMode::Rst), 1, "one connection to cut");
+    expect("Reconnection successful", &mut seen);
+    expect("to CLOSED_BY_CLIENT (3)", &mut seen);
+    let (status, rest) = finish(&mut child, &rx, "the example");
+    seen.extend(rest);
+    assert!(status.success(), "the example exited with {status}");
+    let expected = [
+        "Session state changed from CONNECTING (0) to CONNECTED_ACTIVE (1)",
+        "Session state changed from CONNECTED_ACTIVE (1) to RECOVERING_RECONNECT (2)",
+        "Waiting for 0.000000 ms",
+        "Session state changed from RECOVERING_RECONNECT (2) to CONNECTED_ACTIVE (1)",
+    ];
+    for line in expected {
+        assert!(
+            seen.iter().any(|l| l == line),
+            "missing {line:?} in {seen:#?}"
+        );
+    }
+}
+
+/// `make install` lays out lib/, include/ and a pkg-config file that compiles and links the
+/// example (dynamically, and statically with `pkg-config --static`).
+#[test]
+fn installed_library_is_usable_through_pkg_config() {
+    let _serial = serial();
+    build_library();
+    let prefix = out_dir().join("prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let install = cargo_env(&mut Command::new("make"))
+        .arg("-C")
+        .arg(crate_dir())
+        .args(["install", "PROFILE=debug"])
+        .arg(format!("PREFIX={}", prefix.display()))
+        .output()
+        .expect("run make install");
+    assert!(
+        install.status.success(),
+        "make install failed:\n{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    for file in [
+        "lib/libtether_ffi.so",
+        "lib/libtether_ffi.a",
+        "include/tether.h",
+        "lib/pkgconfig/tether.pc",
+    ] {
+        assert!(prefix.join(file).is_file(), "{file} not installed");
+    }
+    let pkg = |args: &[&str]| {
+        let out = Command::new("pkg-config")
+            .args(args)
+            .arg("tether")
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+            .output()
+            .expect("run pkg-config");
+        assert!(out.status.success(), "pkg-config {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(pkg(&["--modversion"]), env!("CARGO_PKG_VERSION"));
+    let cflags = pkg(&["--cflags"]);
+    assert!(
+        cflags.contains(&format!("-I{}", prefix.join("include").display())),
+        "{cflags}"
+    );
+    let static_libs = pkg(&["--static", "--libs"]);
+    assert!(
+        static_libs.contains("-lpthread") && static_libs.contains("-ldl"),
+        "{static_libs}"
+    );
+
+    let example = workspace().join("examples/c/reconnect.c");
+    let dynamic = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gcc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -Werror \
+             {example} -o {out} $(pkg-config --cflags --libs tether)",
+            example = example.display(),
+            out = out_dir().join("reconnect-installed").display(),
+        ))
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .expect("run gcc");
+    assert!(
+        dynamic.status.success(),
+        "linking against the installed library failed:\n{}",
+        String::from_utf8_lossy(&dynamic.stderr)
+    );
+    let fully_static = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gcc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wno-unused-parameter -Werror \
+             {example} -o {out} $(pkg-config --cflags tether) {lib} \
+             $(pkg-config --static --libs-only-l tether | sed 's/-ltether_ffi//')",
+            example = example.display(),
+            out = out_dir().join("reconnect-static").display(),
+            lib = prefix.join("lib/libtether_ffi.a").display(),
+        ))
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .expect("run gcc");
+    assert!(
+        fully_static.status.success(),
+        "static linking with the pkg-config private libraries failed:\n{}",
+        String::from_utf8_lossy(&fully_static.stderr)
+    );
+}
