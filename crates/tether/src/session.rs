@@ -364,12 +364,20 @@ enum Pending {
     },
 }
 
+/// Where a subscription's updates go.
+enum Sink {
+    /// A [`Subscription`] stream.
+    Stream(mpsc::UnboundedSender<TopicUpdate>),
+    /// A handler run on the callback thread, in order with the state callbacks.
+    Handler(Arc<dyn Fn(TopicUpdate) + Send + Sync>),
+}
+
 struct LocalSubscription {
     id: u64,
     selector: Selector,
     /// Until the server confirms, snapshots for matching topics belong to this subscription.
     pending: bool,
-    tx: mpsc::UnboundedSender<TopicUpdate>,
+    sink: Sink,
 }
 
 struct Shared {
@@ -460,7 +468,7 @@ impl SessionInner {
         let mut freed = false;
         while let Some(event) = s.proto.poll_event() {
             match event {
-                ClientEvent::Update(update) => route_update(&mut s, update),
+                ClientEvent::Update(update) => route_update(&mut s, update, &self.callbacks),
                 ClientEvent::Completed { request, result } => {
                     freed = true;
                     complete(&mut s, request, result.map_err(Error::Rejected));
@@ -522,7 +530,7 @@ fn fault_end(fault: ConnectionFault) -> ConnEnd {
     }
 }
 
-fn route_update(s: &mut Shared, update: Update) {
+fn route_update(s: &mut Shared, update: Update, callbacks: &Callbacks) {
     let u = TopicUpdate {
         topic: update.topic,
         value: update.value,
@@ -535,14 +543,21 @@ fn route_update(s: &mut Shared, update: Update) {
         && s.subscriptions
             .iter()
             .any(|l| l.pending && l.selector.matches(&u.topic));
-    s.subscriptions.retain(|l| {
+    for l in &s.subscriptions {
         if !l.selector.matches(&u.topic) || (for_pending && !l.pending) {
-            return true;
+            continue;
         }
-        // A dropped receiver just stops receiving; the subscription stays on the server.
-        let _ = l.tx.send(u.clone());
-        true
-    });
+        match &l.sink {
+            // A dropped receiver just stops receiving; the subscription stays on the server.
+            Sink::Stream(tx) => {
+                let _ = tx.send(u.clone());
+            }
+            Sink::Handler(h) => {
+                let (h, u) = (h.clone(), u.clone());
+                callbacks.post(move || h(u));
+            }
+        }
+    }
 }
 
 fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
@@ -993,52 +1008,59 @@ impl Session {
     /// resubscribing. Dropping the [`Subscription`] stops local delivery only; call
     /// [`Session::unsubscribe`] to remove the subscription from the server.
     pub async fn subscribe(&self, selector: &str) -> Result<Subscription, Error> {
-        let parsed = Selector::parse(selector)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut tx = Some(tx);
+        self.subscribe_sink(selector, Sink::Stream(tx)).await?;
+        Ok(Subscription {
+            selector: selector.to_owned(),
+            rx,
+        })
+    }
+
+    async fn subscribe_sink(&self, selector: &str, sink: Sink) -> Result<(), Error> {
+        let parsed = Selector::parse(selector)?;
+        let mut sink = Some(sink);
         self.request(|s| {
             let seq = s.proto.subscribe(selector)?;
             let id = s.next_subscription;
             s.next_subscription += 1;
-            let tx = tx
+            let sink = sink
                 .take()
                 .ok_or_else(|| Error::InvalidArgument("subscription queued twice".into()))?;
             s.subscriptions.push(LocalSubscription {
                 id,
                 selector: parsed.clone(),
                 pending: true,
-                tx,
+                sink,
             });
             let (done, rx) = oneshot::channel();
             s.pending.insert(seq, Pending::Subscribe { id, done });
             Ok(Some(rx))
         })
-        .await?;
-        Ok(Subscription {
-            selector: parsed.to_string(),
-            rx,
-        })
+        .await
     }
 
     /// Subscribes and calls `handler` with every update, in order, on the session's callback
-    /// thread (never an async worker, never under a lock; the same thread as the listeners).
-    /// For bindings whose host language wants callbacks rather than streams. Delivery stops
-    /// when the selector is unsubscribed or the session closes.
+    /// thread (never an async worker, never under a lock), in order with the listeners'
+    /// callbacks: no update is handled after the closed state was reported. For bindings whose
+    /// host language wants callbacks rather than streams. Delivery stops when the selector is
+    /// unsubscribed or the session closes.
     pub async fn subscribe_with(
         &self,
         selector: &str,
         handler: impl Fn(TopicUpdate) + Send + Sync + 'static,
     ) -> Result<(), Error> {
-        let mut sub = self.subscribe(selector).await?;
-        let handler = Arc::new(handler);
-        let callbacks = self.inner.callbacks.clone();
-        self.inner.handle.spawn(async move {
-            while let Some(update) = sub.next().await {
-                let handler = handler.clone();
-                callbacks.post(move || handler(update));
-            }
+        self.subscribe_sink(selector, Sink::Handler(Arc::new(handler)))
+            .await
+    }
+
+    /// Waits until every callback queued so far (listeners, strategy calls, subscription
+    /// handlers) has run. Do not call it from a callback: it would wait for itself.
+    pub async fn callbacks_done(&self) {
+        let (tx, rx) = oneshot::channel::<()>();
+        self.inner.callbacks.post(move || {
+            let _ = tx.send(());
         });
-        Ok(())
+        let _ = rx.await;
     }
 
     /// Removes a subscription made with the same selector text; its streams end.
