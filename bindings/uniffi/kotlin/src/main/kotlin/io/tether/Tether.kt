@@ -1,0 +1,298 @@
+// The hand-written layer over the generated bindings (target/generated-sources/uniffi): a
+// session factory in the style of `Diffusion.sessions()`, a `Session` that is `AutoCloseable`
+// in the Java sense (close() closes the session), built-in strategies as static methods, and
+// Kotlin lambda overloads. Everything else (ReconnectionStrategy, ReconnectionAttempt,
+// SessionListener, StateChange, SessionState, CloseReason, TopicUpdate, TetherException, ...)
+// is the generated API itself, in the same package.
+@file:JvmName("TetherExtensions")
+
+package io.tether
+
+import java.time.Duration
+
+/**
+ * Entry point of Tether for Kotlin and Java.
+ *
+ * ```java
+ * Session session = Tether.sessions()
+ *     .principal("control").password("password")
+ *     .reconnectionTimeout(10 * 60 * 1000)
+ *     .reconnectionStrategy(attempt -> scheduler.schedule(attempt::start, 1, TimeUnit.SECONDS))
+ *     .listener(change -> System.out.println(change.getOldState() + " -> " + change.getNewState()))
+ *     .open("ws://localhost:8080");
+ * ```
+ *
+ * Call [shutdown] before the process ends: it closes every session and stops Tether's threads.
+ */
+object Tether {
+    /** A session factory with the default settings. Factories are immutable: every setter
+     * returns a new one, so a configured factory can be shared and reused. */
+    @JvmStatic
+    fun sessions(): SessionFactory = SessionFactory.DEFAULT
+
+    /** Closes every open session, then stops Tether's runtime and joins its threads, waiting at
+     * most [timeout] in all. A later `open` starts afresh. Do not call it from a listener or a
+     * strategy. */
+    @JvmStatic
+    @JvmOverloads
+    fun shutdown(timeout: Duration = Duration.ofSeconds(5)) {
+        io.tether.shutdown(timeout)
+    }
+}
+
+/**
+ * Opens sessions with a given configuration. Immutable: every method returns a new factory.
+ */
+class SessionFactory private constructor(
+    private val principal: String?,
+    private val credentials: String?,
+    private val reconnectionTimeout: Duration?,
+    private val strategy: ReconnectionStrategy?,
+    private val listeners: List<SessionListener>,
+    private val gapListener: GapListener?,
+    private val connectTimeout: Duration?,
+    private val strict: Boolean,
+    private val maxQueuedRequests: Long?,
+    private val maxQueuedBytes: Long?,
+) {
+    internal companion object {
+        val DEFAULT = SessionFactory(null, null, null, null, emptyList(), null, null, false, null, null)
+    }
+
+    private fun copy(
+        principal: String? = this.principal,
+        credentials: String? = this.credentials,
+        reconnectionTimeout: Duration? = this.reconnectionTimeout,
+        strategy: ReconnectionStrategy? = this.strategy,
+        listeners: List<SessionListener> = this.listeners,
+        gapListener: GapListener? = this.gapListener,
+        connectTimeout: Duration? = this.connectTimeout,
+        strict: Boolean = this.strict,
+        maxQueuedRequests: Long? = this.maxQueuedRequests,
+        maxQueuedBytes: Long? = this.maxQueuedBytes,
+    ) = SessionFactory(
+        principal, credentials, reconnectionTimeout, strategy, listeners, gapListener,
+        connectTimeout, strict, maxQueuedRequests, maxQueuedBytes,
+    )
+
+    /** The principal to authenticate as (anonymous when not set). */
+    fun principal(principal: String): SessionFactory = copy(principal = principal)
+
+    /** The principal's password. */
+    fun password(password: String): SessionFactory = copy(credentials = password)
+
+    /** The principal's credentials (a password). */
+    fun credentials(credentials: String): SessionFactory = copy(credentials = credentials)
+
+    /** How long to keep trying to reconnect after a disconnection, in milliseconds (default
+     * 60 s; 0 disables reconnection). The server keeps the session for at most its own
+     * maximum. */
+    @Throws(TetherException::class)
+    fun reconnectionTimeout(milliseconds: Long): SessionFactory {
+        if (milliseconds < 0) {
+            throw TetherException.InvalidArgument("reconnectionTimeout must be zero or more, not $milliseconds ms")
+        }
+        return copy(reconnectionTimeout = Duration.ofMillis(milliseconds))
+    }
+
+    /** How long to keep trying to reconnect after a disconnection (default 60 s; zero disables
+     * reconnection). */
+    @Throws(TetherException::class)
+    fun reconnectionTimeout(timeout: Duration): SessionFactory {
+        if (timeout.isNegative) {
+            throw TetherException.InvalidArgument("reconnectionTimeout must be zero or more, not $timeout")
+        }
+        return copy(reconnectionTimeout = timeout)
+    }
+
+    /** Disables reconnection: a lost connection closes the session (`CLOSED_FAILED`). */
+    fun noReconnection(): SessionFactory = copy(reconnectionTimeout = Duration.ZERO)
+
+    /** The reconnection strategy (default: [Strategies.defaultStrategy]). From Java a lambda
+     * `attempt -> ...` will do. */
+    fun reconnectionStrategy(strategy: ReconnectionStrategy): SessionFactory = copy(strategy = strategy)
+
+    /** The reconnection strategy as a Kotlin lambda. */
+    @JvmSynthetic
+    fun reconnectionStrategy(strategy: (ReconnectionAttempt) -> Unit): SessionFactory =
+        reconnectionStrategy(object : ReconnectionStrategy {
+            override fun performReconnection(attempt: ReconnectionAttempt) = strategy(attempt)
+        })
+
+    /** Adds a listener for state changes (listeners are called in the order added). */
+    fun listener(listener: SessionListener): SessionFactory = copy(listeners = listeners + listener)
+
+    /** Adds a listener for state changes, as a Kotlin lambda. */
+    @JvmSynthetic
+    fun listener(listener: (StateChange) -> Unit): SessionFactory =
+        listener(object : SessionListener {
+            override fun onStateChanged(change: StateChange) = listener(change)
+        })
+
+    /** Receives gap reports (messages lost during an outage that the server could not
+     * replay). */
+    fun gapListener(listener: GapListener): SessionFactory = copy(gapListener = listener)
+
+    /** Receives gap reports, as a Kotlin lambda. */
+    @JvmSynthetic
+    fun gapListener(listener: (GapReport) -> Unit): SessionFactory =
+        gapListener(object : GapListener {
+            override fun onGap(report: GapReport) = listener(report)
+        })
+
+    /** Time allowed for each connection (TCP and upgrade), default 10 s. */
+    fun connectTimeout(timeout: Duration): SessionFactory = copy(connectTimeout = timeout)
+
+    /** Time allowed for each connection in milliseconds, default 10 s. */
+    fun connectTimeout(milliseconds: Long): SessionFactory = connectTimeout(Duration.ofMillis(milliseconds))
+
+    /** Close the session (reason `lost_messages`) rather than resume with a gap report. */
+    fun strict(strict: Boolean): SessionFactory = copy(strict = strict)
+
+    /** Bounds the requests kept until the server acknowledges them (default 10,000 or 8 MiB). */
+    fun sendQueue(maxRequests: Long, maxBytes: Long): SessionFactory =
+        copy(maxQueuedRequests = maxRequests, maxQueuedBytes = maxBytes)
+
+    /** This factory's settings as the generated [SessionConfiguration]. */
+    fun configuration(): SessionConfiguration = SessionConfiguration(
+        principal = principal,
+        credentials = credentials,
+        reconnectionTimeout = reconnectionTimeout,
+        reconnectionStrategy = strategy,
+        listener = when (listeners.size) {
+            0 -> null
+            1 -> listeners[0]
+            else -> AllListeners(listeners)
+        },
+        gapListener = gapListener,
+        connectTimeout = connectTimeout,
+        strict = strict,
+        maxQueuedRequests = maxQueuedRequests,
+        maxQueuedBytes = maxQueuedBytes,
+    )
+
+    /**
+     * Connects to [url] (`ws://host:port[/path]`) and opens a session, blocking until it is
+     * `CONNECTED_ACTIVE`. On failure the listeners see `CONNECTING -> CLOSED_FAILED` and the
+     * exception says why ([TetherException.Open] with its `reason`).
+     */
+    @Throws(TetherException::class)
+    fun open(url: String): Session = Session(openSession(url, configuration()))
+
+    private class AllListeners(private val listeners: List<SessionListener>) : SessionListener {
+        override fun onStateChanged(change: StateChange) {
+            var failure: Exception? = null
+            for (l in listeners) {
+                try {
+                    l.onStateChanged(change)
+                } catch (e: Exception) {
+                    failure = failure ?: e
+                }
+            }
+            if (failure != null) throw failure
+        }
+    }
+}
+
+/**
+ * A session with a Tether server. It survives lost connections (same session id, same
+ * subscriptions, nothing lost) until it is closed; [close] closes it (`CLOSED_BY_CLIENT`), so
+ * try-with-resources and `use {}` work.
+ *
+ * Methods that wait block the calling thread; they may be called from any thread, including
+ * listeners and strategies.
+ */
+class Session internal constructor(private val native: NativeSession) : AutoCloseable {
+    /** The session id, 32 hex digits; the same after every reconnection. */
+    val sessionId: String get() = native.sessionId()
+
+    /** The current state. */
+    val state: SessionState get() = native.state()
+
+    /** Whether the session is closed (for whatever reason). */
+    val isClosed: Boolean get() = native.state().isClosed()
+
+    /** Why the session closed, once it has. */
+    val closeReason: CloseReason? get() = native.closeReason()
+
+    /** The reconnection timeout in force (the smaller of the requested and the server's). */
+    val reconnectionTimeout: Duration get() = native.reconnectionTimeout()
+
+    /** Publishes [value] on [topic] and waits until the server has applied it. Sent exactly once,
+     * in order, across reconnections: while the session recovers, the call waits. */
+    @Throws(TetherException::class)
+    fun publish(topic: String, value: ByteArray) = native.publish(topic, value)
+
+    /** Publishes a UTF-8 string. */
+    @Throws(TetherException::class)
+    fun publish(topic: String, value: String) = native.publish(topic, value.toByteArray(Charsets.UTF_8))
+
+    /** Subscribes to [selector] and waits until the server confirms. A selector is a topic path
+     * (`a/b`), or a path whose last level is `*` (one level) or `**` (any depth). The current
+     * values of matching topics arrive first (as snapshots), then every update, on the session's
+     * callback thread, across reconnections. */
+    @Throws(TetherException::class)
+    fun subscribe(selector: String, listener: TopicListener) = native.subscribe(selector, listener)
+
+    /** Subscribes with a Kotlin lambda. */
+    @JvmSynthetic
+    fun subscribe(selector: String, listener: (TopicUpdate) -> Unit) =
+        subscribe(selector, object : TopicListener {
+            override fun onUpdate(update: TopicUpdate) = listener(update)
+        })
+
+    /** Removes the subscription made with the same selector text. */
+    @Throws(TetherException::class)
+    fun unsubscribe(selector: String) = native.unsubscribe(selector)
+
+    /** Waits until the session is in [state] or closed, for at most [timeout]; returns the state
+     * reached ([state], a closed state, or the current state when the time ran out). */
+    fun waitForState(state: SessionState, timeout: Duration): SessionState = native.waitForState(state, timeout)
+
+    /** Waits until the session is closed, for at most [timeout]; returns why, or `null`. */
+    fun awaitClosed(timeout: Duration): CloseReason? = native.awaitClosed(timeout)
+
+    /** Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Calling it again
+     * does nothing. The object stays usable for queries ([state], [closeReason]). */
+    override fun close() = native.closeSession()
+
+    override fun toString(): String = "Session($sessionId, $state)"
+}
+
+/**
+ * The built-in reconnection strategies, implemented in the core.
+ */
+object Strategies {
+    /** Waits [delay] before every attempt; with [maxAttempts], aborts instead of making attempt
+     * number `maxAttempts + 1`. */
+    @JvmStatic
+    @JvmOverloads
+    @Throws(TetherException::class)
+    fun constantDelay(delay: Duration, maxAttempts: Int? = null): ReconnectionStrategy =
+        io.tether.constantDelay(delay, maxAttempts)
+
+    /** Exponential backoff: [initial], `initial × multiplier`, ... capped at [maxDelay], spread
+     * by [jitter]; with [maxAttempts], aborts instead of making attempt `maxAttempts + 1`. */
+    @JvmStatic
+    @JvmOverloads
+    @Throws(TetherException::class)
+    fun exponentialBackoff(
+        initial: Duration = Duration.ofMillis(250),
+        multiplier: Double = 2.0,
+        maxDelay: Duration = Duration.ofSeconds(10),
+        jitter: Jitter = Jitter.FULL,
+        maxAttempts: Int? = null,
+    ): ReconnectionStrategy = io.tether.exponentialBackoff(initial, multiplier, maxDelay, jitter, maxAttempts)
+
+    /** Never reconnect: the first attempt aborts (`CLOSED_FAILED`, reason `reconnect_aborted`). */
+    @JvmStatic
+    fun abortImmediately(): ReconnectionStrategy = io.tether.abortImmediately()
+
+    /** The default: first attempt after a random 0-100 ms, then exponential backoff with full
+     * jitter from 250 ms, doubling, capped at 10 s. */
+    @JvmStatic
+    fun defaultStrategy(): ReconnectionStrategy = io.tether.defaultStrategy()
+}
+
+/** The value as UTF-8 text (Java: `TetherExtensions.getText(update)`). */
+val TopicUpdate.text: String get() = value.toString(Charsets.UTF_8)
