@@ -46,8 +46,8 @@ pub(crate) fn register(session: Weak<SessionInner>) {
     g.sessions.push(session);
 }
 
-/// Closes every open session, then stops Tether's runtime and joins its threads, waiting at
-/// most `timeout` in all. Call it before a host runtime (JVM, Mono, Node) exits. A later
+/// Closes every open session, lets their listeners hear the closed state, then stops Tether's
+/// runtime and joins its threads, waiting at most `timeout` in all. Call it before a host runtime (JVM, Mono, Node) exits. A later
 /// `open` starts a fresh runtime.
 ///
 /// Do not call it from inside a session callback or a Tether task.
@@ -69,6 +69,8 @@ pub fn shutdown(timeout: Duration) {
             }
             for s in &live {
                 s.wait_closed().await;
+                // Listeners hear about the closed state before the runtime goes away.
+                s.callbacks_done().await;
             }
         };
         if runtime

@@ -455,6 +455,15 @@ impl SessionInner {
         self.writer_wake.notify_one();
     }
 
+    /// Waits until every callback queued so far has run.
+    pub(crate) async fn callbacks_done(&self) {
+        let (tx, rx) = oneshot::channel::<()>();
+        self.callbacks.post(move || {
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
+    }
+
     pub(crate) async fn wait_closed(&self) {
         let mut rx = self.state_tx.subscribe();
         let _ = rx.wait_for(|s| s.is_closed()).await;
@@ -1056,11 +1065,7 @@ impl Session {
     /// Waits until every callback queued so far (listeners, strategy calls, subscription
     /// handlers) has run. Do not call it from a callback: it would wait for itself.
     pub async fn callbacks_done(&self) {
-        let (tx, rx) = oneshot::channel::<()>();
-        self.inner.callbacks.post(move || {
-            let _ = tx.send(());
-        });
-        let _ = rx.await;
+        self.inner.callbacks_done().await;
     }
 
     /// Removes a subscription made with the same selector text; its streams end.
