@@ -4,6 +4,7 @@
 //!   it happens.
 //! - `test`: format check, clippy with `-D warnings`, and every test in every language.
 
+mod bench;
 mod chaos;
 mod demo;
 mod fuzz;
@@ -56,6 +57,8 @@ enum Job {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Benchmarks against raw tokio-tungstenite, measured in the same run (see BENCHMARKS.md).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Job::Demo { seconds } => demo::run(seconds),
         Job::Test { no_lint } => test::run(!no_lint),
         Job::Fuzz { seconds } => fuzz::command(seconds),
+        Job::Bench(args) => bench::command(args),
         Job::Chaos {
             messages,
             cuts,

@@ -4,6 +4,7 @@
 use crate::test::Counts;
 
 mod c;
+mod dotnet;
 mod jvm;
 mod node;
 mod python;
@@ -17,4 +18,5 @@ pub(crate) const SUITES: &[(&str, Suite)] = &[
     ("Node.js", node::test),
     ("Python", python::test),
     ("Kotlin/Java + Swift (uniffi)", jvm::test),
+    ("C# (.NET over the C ABI)", dotnet::test),
 ];

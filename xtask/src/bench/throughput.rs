@@ -1,0 +1,210 @@
+//! (b) One session, 100 B messages per second, each direction, recovery on: topic updates the
+//! server publishes (`Server::publish`, in-process) to one subscriber, and publishes the
+//! client sends with a window of [`tether::Completion`]s; against a raw tokio-tungstenite
+//! stream of 100 B messages to an in-process raw server.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tether::Session;
+use tether_server::Server;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::raw::{self, PAYLOAD};
+use super::report::{Sample, Target, Unit};
+use super::{on_tether, server_config};
+
+/// Server → client: how far the publisher may run ahead of the subscriber.
+const DOWN_WINDOW: u64 = 8192;
+/// Client → server: publishes awaiting their completion.
+const UP_WINDOW: usize = 4096;
+/// No progress for this long is a failure.
+const STALL: Duration = Duration::from_secs(30);
+
+const TOPIC_DOWN: &str = "bench/down";
+const TOPIC_UP: &str = "bench/up";
+
+pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = Server::bind(server_config()?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw_listener = tokio::net::TcpListener::bind(any)
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw_addr = raw_listener.local_addr().map_err(|e| e.to_string())?;
+    let raw_server = tokio::spawn(raw::serve(raw_listener));
+    let url = server.url();
+    let session = on_tether(async move {
+        Session::builder(&url)
+            .open()
+            .await
+            .map_err(|e| format!("open: {e}"))
+    })
+    .await?;
+
+    let result = async {
+        let tether_down = down_tether(&server, session.clone(), n).await?;
+        let raw_down = on_tether(down_raw(raw_addr, n)).await?;
+        let tether_up = on_tether(up_tether(session.clone(), n)).await?;
+        let raw_up = on_tether(up_raw(raw_addr, n)).await?;
+        Ok::<_, String>((tether_down, raw_down, tether_up, raw_up))
+    }
+    .await;
+
+    let s = session.clone();
+    let _ = on_tether(async move {
+        s.close().await;
+        Ok(())
+    })
+    .await;
+    raw_server.abort();
+    server.shutdown(Duration::from_secs(1)).await;
+    let (tether_down, raw_down, tether_up, raw_up) = result?;
+    let note = format!("{n} messages of {PAYLOAD} B each way");
+    Ok(vec![
+        Sample::new(
+            "b.down",
+            "one session: topic updates server → client",
+            Unit::PerSec,
+            tether_down,
+        )
+        .baseline(raw_down)
+        .target(Target::RatioAtLeast(0.7))
+        .note(note.clone()),
+        Sample::new(
+            "b.up",
+            "one session: publishes client → server",
+            Unit::PerSec,
+            tether_up,
+        )
+        .baseline(raw_up)
+        .target(Target::RatioAtLeast(0.7))
+        .note(note),
+    ])
+}
+
+/// The publisher runs here (the server's runtime), the subscriber on Tether's runtime.
+async fn down_tether(server: &Server, session: Session, n: u64) -> Result<f64, String> {
+    let mut sub = on_tether(async move {
+        session
+            .subscribe(TOPIC_DOWN)
+            .await
+            .map_err(|e| format!("subscribe: {e}"))
+    })
+    .await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Notify::new());
+    let (r, p) = (received.clone(), progress.clone());
+    let handle = tether::runtime::handle().map_err(|e| e.to_string())?;
+    let consumer = handle.spawn(async move {
+        let mut got = 0u64;
+        while got < n {
+            match tokio::time::timeout(STALL, sub.next()).await {
+                Ok(Some(u)) if u.snapshot => {}
+                Ok(Some(_)) => {
+                    got += 1;
+                    if got.is_multiple_of(512) || got == n {
+                        r.store(got, Ordering::Release);
+                        p.notify_one();
+                    }
+                }
+                _ => return Err(format!("subscriber received {got} of {n}")),
+            }
+        }
+        Ok(Instant::now())
+    });
+    let payload = Bytes::from(vec![0x5a; PAYLOAD]);
+    let t0 = Instant::now();
+    for i in 0..n {
+        while i.saturating_sub(received.load(Ordering::Acquire)) >= DOWN_WINDOW {
+            if tokio::time::timeout(STALL, progress.notified())
+                .await
+                .is_err()
+            {
+                consumer.abort();
+                return Err(format!("server → client stalled after {i} messages"));
+            }
+        }
+        server
+            .publish(TOPIC_DOWN, payload.clone())
+            .map_err(|e| e.to_string())?;
+        if i % 256 == 255 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let end = consumer.await.map_err(|e| e.to_string())??;
+    Ok(n as f64 / end.duration_since(t0).as_secs_f64())
+}
+
+async fn up_tether(session: Session, n: u64) -> Result<f64, String> {
+    let payload = Bytes::from(vec![0x5a; PAYLOAD]);
+    let mut window: VecDeque<tether::Completion> = VecDeque::with_capacity(UP_WINDOW);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        if window.len() >= UP_WINDOW
+            && let Some(c) = window.pop_front()
+        {
+            tokio::time::timeout(STALL, c)
+                .await
+                .map_err(|_| "client → server stalled".to_string())?
+                .map_err(|e| format!("publish: {e}"))?;
+        }
+        window.push_back(
+            session
+                .send(TOPIC_UP, payload.clone())
+                .map_err(|e| format!("send: {e}"))?,
+        );
+    }
+    for c in window {
+        tokio::time::timeout(STALL, c)
+            .await
+            .map_err(|_| "client → server stalled".to_string())?
+            .map_err(|e| format!("publish: {e}"))?;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+async fn down_raw(addr: std::net::SocketAddr, n: u64) -> Result<f64, String> {
+    let mut ws = raw::connect(addr, &format!("/down/{n}")).await?;
+    let t0 = Instant::now();
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(STALL, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(_)))) => got += 1,
+            Ok(Some(Ok(_))) => {}
+            _ => return Err(format!("raw: received {got} of {n}")),
+        }
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let _ = ws.close(None).await;
+    Ok(rate)
+}
+
+async fn up_raw(addr: std::net::SocketAddr, n: u64) -> Result<f64, String> {
+    let mut ws = raw::connect(addr, &format!("/up/{n}")).await?;
+    let message = Message::Binary(Bytes::from(vec![0x5a; PAYLOAD]));
+    let t0 = Instant::now();
+    for i in 0..n {
+        ws.feed(message.clone()).await.map_err(|e| e.to_string())?;
+        if i % 256 == 255 {
+            ws.flush().await.map_err(|e| e.to_string())?;
+        }
+    }
+    ws.flush().await.map_err(|e| e.to_string())?;
+    loop {
+        match tokio::time::timeout(STALL, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(_)))) => break,
+            Ok(Some(Ok(_))) => {}
+            _ => return Err("raw: no answer after the upload".into()),
+        }
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let _ = ws.close(None).await;
+    Ok(rate)
+}
