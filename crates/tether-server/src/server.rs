@@ -90,6 +90,14 @@ impl PartialEq for SlotRef {
     }
 }
 
+impl Eq for SlotRef {}
+
+impl std::hash::Hash for SlotRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).hash(state);
+    }
+}
+
 impl std::fmt::Debug for SlotRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Slot({})", self.0.id)
@@ -455,7 +463,10 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
         return;
     }
     let max = shared.config.limits.max_frame_bytes;
+    // tungstenite's default 128 KiB read buffer, zero-filled per connection, would dominate an
+    // idle session's memory; 4 KiB holds dozens of typical frames per read.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     let ws =

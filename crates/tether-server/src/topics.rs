@@ -3,7 +3,8 @@
 //! The store sits behind [`TopicStore`] so that a shared store (one per cluster) can replace
 //! the in-memory one without touching the session code.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -102,7 +103,7 @@ impl<K> Default for SubscriptionIndex<K> {
     }
 }
 
-impl<K: PartialEq + Clone> SubscriptionIndex<K> {
+impl<K: Eq + Hash + Clone> SubscriptionIndex<K> {
     pub(crate) fn add(&mut self, selector: &Selector, key: K) {
         if selector.is_exact() {
             self.exact
@@ -133,24 +134,25 @@ impl<K: PartialEq + Clone> SubscriptionIndex<K> {
         }
     }
 
-    /// Every key subscribed to `topic`, once each.
+    /// Every key subscribed to `topic`, once each. Linear in the subscribers: fan-out to many
+    /// sessions must not cost the square of their number.
     pub(crate) fn matching(&self, topic: &str) -> Vec<K> {
+        // One session subscribes to one exact text at most once, so the exact list has no
+        // duplicates; wildcards may repeat a session, which the set catches.
         let mut keys: Vec<K> = self.exact.get(topic).cloned().unwrap_or_default();
-        for (selector, key) in &self.wildcard {
-            if selector.matches(topic) && !keys.contains(key) {
+        let mut matched = self
+            .wildcard
+            .iter()
+            .filter(|(s, _)| s.matches(topic))
+            .peekable();
+        if matched.peek().is_none() {
+            return keys;
+        }
+        let mut seen: HashSet<K> = keys.iter().cloned().collect();
+        for (_, key) in matched {
+            if seen.insert(key.clone()) {
                 keys.push(key.clone());
             }
-        }
-        if keys.len() > 1 {
-            // A session subscribed through two exact selectors is impossible (same text), but
-            // keep the list duplicate-free whatever the index holds.
-            let mut unique: Vec<K> = Vec::with_capacity(keys.len());
-            for k in keys {
-                if !unique.contains(&k) {
-                    unique.push(k);
-                }
-            }
-            return unique;
         }
         keys
     }

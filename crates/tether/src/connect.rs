@@ -163,6 +163,7 @@ impl Connector {
         let accepted = SessionAccepted::from_headers(|name| response.header(name))
             .map_err(|e| (e.reason(), format!("bad upgrade response: {e}")))?;
         let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
             .max_message_size(Some(MAX_INCOMING))
             .max_frame_size(Some(MAX_INCOMING));
         let ws =
