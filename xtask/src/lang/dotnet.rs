@@ -161,15 +161,3 @@ mod tests {
         assert_eq!((c.passed, c.failed, c.ignored), (23, 3, 0));
     }
 }
-
-#[cfg(test)]
-mod tmp_whole_suite {
-    #[test]
-    #[ignore]
-    fn tmp_run_dotnet_suite() {
-        let mut c = crate::test::Counts::default();
-        let ok = super::test(&mut c);
-        println!("RESULT {:?} passed={} failed={}", ok, c.passed, c.failed);
-        assert_eq!(ok, Some(true));
-    }
-}

@@ -1,0 +1,129 @@
+using System;
+using System.Runtime.InteropServices;
+using System.Threading;
+using Tether.Interop;
+
+namespace Tether
+{
+    /// <summary>
+    /// The entry points native code calls. The delegates live in static readonly fields for the
+    /// life of the process, so the garbage collector never frees one that native code may still
+    /// call; the function pointers handed to native code are taken from them once. Managed
+    /// objects are reached through GCHandles passed as the C ABI's user pointers (listener
+    /// context, strategy args, subscription context), freed only after session_free /
+    /// session_unsubscribe returned. No exception ever propagates into native code.
+    /// </summary>
+    internal static class Callbacks
+    {
+        private static readonly StateChangedCallback StateChangedDelegate = OnStateChanged;
+        private static readonly PerformReconnectionCallback PerformReconnectionDelegate = OnPerformReconnection;
+        private static readonly TopicHandlerCallback TopicDelegate = OnTopic;
+
+        internal static readonly IntPtr StateChangedPointer = Marshal.GetFunctionPointerForDelegate(StateChangedDelegate);
+        internal static readonly IntPtr PerformReconnectionPointer = Marshal.GetFunctionPointerForDelegate(PerformReconnectionDelegate);
+        internal static readonly IntPtr TopicPointer = Marshal.GetFunctionPointerForDelegate(TopicDelegate);
+
+        private static void OnStateChanged(IntPtr session, int oldState, int newState)
+        {
+            try
+            {
+                Session.FromContext(NativeMethods.session_listener_context(session))
+                    ?.OnStateChanged(session, oldState, newState);
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("tether: state callback failed: " + e);
+            }
+        }
+
+        private static int OnPerformReconnection(IntPtr session, IntPtr args)
+        {
+            try
+            {
+                var managed = Session.FromContext(args);
+                return managed == null ? NativeMethods.ActionAbort : managed.PerformReconnection(session);
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("tether: reconnection callback failed, aborting: " + e);
+                return NativeMethods.ActionAbort;
+            }
+        }
+
+        private static void OnTopic(IntPtr topic, IntPtr value, UIntPtr length, IntPtr context)
+        {
+            try
+            {
+                if (context == IntPtr.Zero || !(GCHandle.FromIntPtr(context).Target is Subscription subscription))
+                {
+                    return;
+                }
+                ulong size = length.ToUInt64();
+                if (size > int.MaxValue)
+                {
+                    throw new InvalidOperationException("a topic value over 2 GiB cannot be delivered");
+                }
+                var bytes = new byte[(int)size];
+                if (size > 0)
+                {
+                    Marshal.Copy(value, bytes, 0, (int)size);
+                }
+                subscription.Session.OnTopic(subscription, new TopicUpdate(Utf8.Decode(topic), bytes));
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("tether: topic callback failed: " + e);
+            }
+        }
+    }
+
+    /// <summary>Tether's native runtime: its threads, and their shutdown.</summary>
+    public static class TetherRuntime
+    {
+        private static int hooked;
+
+        /// <summary>Closes every open session and stops Tether's runtime, joining its threads,
+        /// waiting at most <paramref name="timeout"/>. Done automatically when the process exits
+        /// normally; call it yourself before unloading the library. Sessions still need
+        /// <c>Dispose</c>; a later <c>Open</c> starts a fresh runtime. Throws
+        /// <see cref="TetherException"/> (<see cref="TetherErrorCode.WrongThread"/>) when
+        /// called from a session's handler.</summary>
+        public static void Shutdown(TimeSpan timeout)
+        {
+            double ms = timeout.TotalMilliseconds;
+            if (ms < 0)
+            {
+                throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "must not be negative");
+            }
+            var error = default(TetherErrorNative);
+            if (!NativeMethods.tether_shutdown(ms > uint.MaxValue ? uint.MaxValue : (uint)ms, ref error))
+            {
+                throw Errors.Take(ref error, "cannot shut Tether down");
+            }
+        }
+
+        /// <summary>The name of a state as the C ABI spells it (<c>"CONNECTED_ACTIVE"</c>, ...,
+        /// <c>"UNKNOWN"</c> for any other value).</summary>
+        public static string StateName(SessionState state) =>
+            Utf8.Decode(NativeMethods.session_state_as_string((int)state));
+
+        internal static void SessionOpened()
+        {
+            if (Interlocked.Exchange(ref hooked, 1) == 0)
+            {
+                // Mono waits at exit for the native threads that called managed code (Tether's
+                // callback threads) until they end: shut the library down first, which closes
+                // the sessions the application forgot to dispose and joins those threads.
+                AppDomain.CurrentDomain.ProcessExit += (sender, args) =>
+                {
+                    var error = default(TetherErrorNative);
+                    if (!NativeMethods.tether_shutdown(5000, ref error))
+                    {
+                        NativeMethods.tether_error_free(ref error);
+                    }
+                };
+            }
+        }
+
+    }
+}

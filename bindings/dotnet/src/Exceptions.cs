@@ -1,0 +1,146 @@
+using System;
+using Tether.Interop;
+
+namespace Tether
+{
+    /// <summary>The C ABI's error codes (<c>TETHER_ERROR_*</c>).</summary>
+    public enum TetherErrorCode
+    {
+        /// <summary>No error.</summary>
+        None = NativeMethods.ErrorNone,
+
+        /// <summary>A required argument was missing.</summary>
+        NullArgument = NativeMethods.ErrorNullArgument,
+
+        /// <summary>A string was not valid UTF-8.</summary>
+        InvalidUtf8 = NativeMethods.ErrorInvalidUtf8,
+
+        /// <summary>An argument was out of range or malformed.</summary>
+        InvalidArgument = NativeMethods.ErrorInvalidArgument,
+
+        /// <summary>The URL could not be used (Tether speaks <c>ws://host:port[/path]</c>).</summary>
+        InvalidUrl = NativeMethods.ErrorInvalidUrl,
+
+        /// <summary>A topic path or selector is malformed.</summary>
+        InvalidTopic = NativeMethods.ErrorInvalidTopic,
+
+        /// <summary>The session could not be opened: the server could not be reached, the
+        /// handshake failed, ...</summary>
+        ConnectionFailed = NativeMethods.ErrorConnectionFailed,
+
+        /// <summary>The server refused the principal or its credentials.</summary>
+        AuthenticationFailed = NativeMethods.ErrorAuthenticationFailed,
+
+        /// <summary>The principal may not do this.</summary>
+        AccessDenied = NativeMethods.ErrorAccessDenied,
+
+        /// <summary>The server refused the request for another reason; the session stays
+        /// open.</summary>
+        Rejected = NativeMethods.ErrorRejected,
+
+        /// <summary>The session is closed (or closed while the call waited).</summary>
+        SessionClosed = NativeMethods.ErrorSessionClosed,
+
+        /// <summary>The send queue is full while disconnected; nothing was queued.</summary>
+        QueueFull = NativeMethods.ErrorQueueFull,
+
+        /// <summary>Tether's runtime could not be started.</summary>
+        Runtime = NativeMethods.ErrorRuntime,
+
+        /// <summary>A bug in Tether. Please report it.</summary>
+        Internal = NativeMethods.ErrorInternal,
+
+        /// <summary>The call is not allowed where it was made (e.g. shutdown from a
+        /// callback).</summary>
+        WrongThread = NativeMethods.ErrorWrongThread,
+    }
+
+    /// <summary>A failure reported by Tether. Invalid arguments are reported as
+    /// <see cref="ArgumentException"/> instead (including a malformed URL, topic or selector).</summary>
+    public class TetherException : Exception
+    {
+        /// <summary>Creates an exception with a code and a message.</summary>
+        public TetherException(TetherErrorCode code, string message)
+            : base(message)
+        {
+            Code = code;
+        }
+
+        /// <summary>The C ABI's error code.</summary>
+        public TetherErrorCode Code { get; }
+    }
+
+    /// <summary>A session could not be opened (<see cref="TetherErrorCode.ConnectionFailed"/>
+    /// or <see cref="TetherErrorCode.AuthenticationFailed"/>).</summary>
+    public class SessionEstablishmentException : TetherException
+    {
+        /// <summary>Creates an exception with a code and a message.</summary>
+        public SessionEstablishmentException(TetherErrorCode code, string message)
+            : base(code, message)
+        {
+        }
+    }
+
+    /// <summary>The server refused the principal or its credentials.</summary>
+    public sealed class AuthenticationFailedException : SessionEstablishmentException
+    {
+        /// <summary>Creates an exception with a message.</summary>
+        public AuthenticationFailedException(string message)
+            : base(TetherErrorCode.AuthenticationFailed, message)
+        {
+        }
+    }
+
+    /// <summary>The principal may not subscribe to or publish on this topic.</summary>
+    public sealed class AccessDeniedException : TetherException
+    {
+        /// <summary>Creates an exception with a message.</summary>
+        public AccessDeniedException(string message)
+            : base(TetherErrorCode.AccessDenied, message)
+        {
+        }
+    }
+
+    /// <summary>The session is closed (or closed while the call waited).</summary>
+    public sealed class SessionClosedException : TetherException
+    {
+        /// <summary>Creates an exception with a message.</summary>
+        public SessionClosedException(string message)
+            : base(TetherErrorCode.SessionClosed, message)
+        {
+        }
+    }
+
+    internal static class Errors
+    {
+        /// <summary>Turns a filled-in TETHER_ERROR_T into the matching exception and frees its
+        /// message. <paramref name="parameter"/> names the argument a URL / topic error is
+        /// about.</summary>
+        internal static Exception Take(ref TetherErrorNative error, string operation, string parameter = null)
+        {
+            string detail = Utf8.Decode(error.Message) ?? "no details";
+            var code = (TetherErrorCode)error.Code;
+            NativeMethods.tether_error_free(ref error);
+            string message = operation + ": " + detail;
+            switch (code)
+            {
+                case TetherErrorCode.NullArgument:
+                case TetherErrorCode.InvalidUtf8:
+                case TetherErrorCode.InvalidArgument:
+                case TetherErrorCode.InvalidUrl:
+                case TetherErrorCode.InvalidTopic:
+                    return new ArgumentException(message, parameter);
+                case TetherErrorCode.ConnectionFailed:
+                    return new SessionEstablishmentException(code, message);
+                case TetherErrorCode.AuthenticationFailed:
+                    return new AuthenticationFailedException(message);
+                case TetherErrorCode.AccessDenied:
+                    return new AccessDeniedException(message);
+                case TetherErrorCode.SessionClosed:
+                    return new SessionClosedException(message);
+                default:
+                    return new TetherException(code, message);
+            }
+        }
+    }
+}

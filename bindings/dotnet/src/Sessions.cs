@@ -1,0 +1,191 @@
+using System;
+using System.Threading.Tasks;
+
+namespace Tether
+{
+    /// <summary>
+    /// Configures and opens sessions. Immutable: every method returns a new factory, so a
+    /// factory may be shared and reused. Start from <see cref="Sessions"/>.
+    /// </summary>
+    public interface ISessionFactory
+    {
+        /// <summary>The principal to authenticate as (none: anonymous).</summary>
+        ISessionFactory Principal(string principal);
+
+        /// <summary>The principal's password (needs a principal).</summary>
+        ISessionFactory Password(string password);
+
+        /// <summary>How long a disconnected session keeps trying to reconnect, in milliseconds
+        /// (default 60 000; the server may impose a shorter maximum). When it elapses the
+        /// session closes (<c>CLOSED_FAILED</c>, reason <c>reconnect_timeout</c>) whatever the
+        /// strategy is doing. 0 disables reconnection.</summary>
+        ISessionFactory ReconnectionTimeout(int milliseconds);
+
+        /// <summary>Disables reconnection: a lost connection closes the session
+        /// (<c>ReconnectionTimeout(0)</c>).</summary>
+        ISessionFactory NoReconnection();
+
+        /// <summary>The strategy that decides when to try to reconnect: your own
+        /// <see cref="IReconnectionStrategy"/> or one of <see cref="ReconnectionStrategies"/>.
+        /// Default: the core's (first attempt within 100 ms, then exponential backoff with full
+        /// jitter from 250 ms to 10 s); with a <see cref="ReconnectionTimeout"/> but no strategy,
+        /// <c>ExponentialBackoff(250, 2, 10000, Jitter.Full)</c>, since the C ABI cannot combine
+        /// its default strategy with a timeout.</summary>
+        ISessionFactory ReconnectionStrategy(IReconnectionStrategy strategy);
+
+        /// <summary>Adds a handler of the session's state changes, attached before the session
+        /// opens so it sees every transition from <c>CONNECTING</c> on. Called on a Tether
+        /// library thread, one change at a time, in order.</summary>
+        ISessionFactory SessionStateChangedHandler(EventHandler<SessionListenerEventArgs> handler);
+
+        /// <summary>Adds a handler of exceptions thrown by the application's callbacks (state
+        /// and topic handlers, the reconnection strategy). Without one they are written to
+        /// standard error.</summary>
+        ISessionFactory ErrorHandler(EventHandler<SessionErrorEventArgs> handler);
+
+        /// <summary>Opens a session synchronously: returns once it is <c>CONNECTED_ACTIVE</c>.
+        /// Throws <see cref="ArgumentNullException"/> / <see cref="ArgumentException"/> for a
+        /// missing or malformed URL, <see cref="SessionEstablishmentException"/> when the server
+        /// cannot be reached or refuses the handshake, <see cref="AuthenticationFailedException"/>
+        /// when it refuses the credentials.</summary>
+        /// <param name="url"><c>ws://host:port[/path]</c>.</param>
+        ISession Open(string url);
+
+        /// <summary><see cref="Open"/> on a thread-pool thread.</summary>
+        Task<ISession> OpenAsync(string url);
+    }
+
+    /// <summary>
+    /// The entry point: <c>Tether.Sessions.Principal("control").Password("password")
+    /// .ReconnectionTimeout(600000).ReconnectionStrategy(strategy)
+    /// .SessionStateChangedHandler(handler).Open(url)</c>.
+    /// </summary>
+    public static class Sessions
+    {
+        /// <summary>A factory with nothing configured (anonymous, default strategy and timeout).</summary>
+        public static ISessionFactory Factory => SessionFactory.Empty;
+
+        /// <inheritdoc cref="ISessionFactory.Principal"/>
+        public static ISessionFactory Principal(string principal) => Factory.Principal(principal);
+
+        /// <inheritdoc cref="ISessionFactory.Password"/>
+        public static ISessionFactory Password(string password) => Factory.Password(password);
+
+        /// <inheritdoc cref="ISessionFactory.ReconnectionTimeout"/>
+        public static ISessionFactory ReconnectionTimeout(int milliseconds) => Factory.ReconnectionTimeout(milliseconds);
+
+        /// <inheritdoc cref="ISessionFactory.NoReconnection"/>
+        public static ISessionFactory NoReconnection() => Factory.NoReconnection();
+
+        /// <inheritdoc cref="ISessionFactory.ReconnectionStrategy"/>
+        public static ISessionFactory ReconnectionStrategy(IReconnectionStrategy strategy) =>
+            Factory.ReconnectionStrategy(strategy);
+
+        /// <inheritdoc cref="ISessionFactory.SessionStateChangedHandler"/>
+        public static ISessionFactory SessionStateChangedHandler(EventHandler<SessionListenerEventArgs> handler) =>
+            Factory.SessionStateChangedHandler(handler);
+
+        /// <inheritdoc cref="ISessionFactory.ErrorHandler"/>
+        public static ISessionFactory ErrorHandler(EventHandler<SessionErrorEventArgs> handler) =>
+            Factory.ErrorHandler(handler);
+
+        /// <inheritdoc cref="ISessionFactory.Open"/>
+        public static ISession Open(string url) => Factory.Open(url);
+
+        /// <inheritdoc cref="ISessionFactory.OpenAsync"/>
+        public static Task<ISession> OpenAsync(string url) => Factory.OpenAsync(url);
+    }
+
+    internal sealed class SessionFactory : ISessionFactory
+    {
+        internal static readonly SessionFactory Empty = new SessionFactory();
+
+        internal string PrincipalName { get; private set; }
+        internal string PasswordText { get; private set; }
+        internal int? TimeoutMs { get; private set; }
+        internal IReconnectionStrategy Strategy { get; private set; }
+        internal EventHandler<SessionListenerEventArgs> StateHandlers { get; private set; }
+        internal EventHandler<SessionErrorEventArgs> ErrorHandlers { get; private set; }
+
+        private SessionFactory With(Action<SessionFactory> change)
+        {
+            var copy = (SessionFactory)MemberwiseClone();
+            change(copy);
+            return copy;
+        }
+
+        public ISessionFactory Principal(string principal)
+        {
+            if (principal == null)
+            {
+                throw new ArgumentNullException(nameof(principal));
+            }
+            return With(f => f.PrincipalName = principal);
+        }
+
+        public ISessionFactory Password(string password)
+        {
+            if (password == null)
+            {
+                throw new ArgumentNullException(nameof(password));
+            }
+            return With(f => f.PasswordText = password);
+        }
+
+        public ISessionFactory ReconnectionTimeout(int milliseconds)
+        {
+            if (milliseconds < 0)
+            {
+                throw new ArgumentOutOfRangeException(nameof(milliseconds), milliseconds, "must be 0 (no reconnection) or more");
+            }
+            return With(f => f.TimeoutMs = milliseconds);
+        }
+
+        public ISessionFactory NoReconnection() => ReconnectionTimeout(0);
+
+        public ISessionFactory ReconnectionStrategy(IReconnectionStrategy strategy)
+        {
+            if (strategy == null)
+            {
+                throw new ArgumentNullException(nameof(strategy));
+            }
+            return With(f => f.Strategy = strategy);
+        }
+
+        public ISessionFactory SessionStateChangedHandler(EventHandler<SessionListenerEventArgs> handler)
+        {
+            if (handler == null)
+            {
+                throw new ArgumentNullException(nameof(handler));
+            }
+            return With(f => f.StateHandlers += handler);
+        }
+
+        public ISessionFactory ErrorHandler(EventHandler<SessionErrorEventArgs> handler)
+        {
+            if (handler == null)
+            {
+                throw new ArgumentNullException(nameof(handler));
+            }
+            return With(f => f.ErrorHandlers += handler);
+        }
+
+        public ISession Open(string url)
+        {
+            if (url == null)
+            {
+                throw new ArgumentNullException(nameof(url));
+            }
+            return Session.Open(this, url);
+        }
+
+        public Task<ISession> OpenAsync(string url)
+        {
+            if (url == null)
+            {
+                throw new ArgumentNullException(nameof(url));
+            }
+            return Task.Run(() => Open(url));
+        }
+    }
+}
