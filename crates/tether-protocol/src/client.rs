@@ -363,6 +363,11 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Whether [`ClientSession::poll_transmit`] has something to write now.
+    pub fn has_pending_transmit(&self) -> bool {
+        self.conn.is_some() && (!self.control.is_empty() || self.out.has_unsent())
+    }
+
     /// When [`ClientSession::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn = self.conn.as_ref()?;

@@ -41,5 +41,18 @@ pub use state::SessionState;
 pub use timing::{ACK_DELAY, ACK_EVERY};
 pub use topic::{Selector, TopicError};
 
+/// Whether the timer deadline `after` is earlier than `before` (a writer waiting for `before`
+/// must be woken to re-arm its timer).
+pub fn deadline_moved_earlier(
+    before: Option<std::time::Instant>,
+    after: Option<std::time::Instant>,
+) -> bool {
+    match (before, after) {
+        (Some(b), Some(a)) => a < b,
+        (None, Some(_)) => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests;

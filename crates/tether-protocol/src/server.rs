@@ -424,6 +424,11 @@ impl ServerSession {
         Ok(())
     }
 
+    /// Whether [`ServerSession::poll_transmit`] has something to write now.
+    pub fn has_pending_transmit(&self) -> bool {
+        self.conn.is_some() && (!self.control.is_empty() || self.out.has_unsent())
+    }
+
     /// When [`ServerSession::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn = self.conn.as_ref()?;

@@ -870,6 +870,7 @@ impl Shared {
         if inner.generation != generation {
             return Handled::Superseded;
         }
+        let deadline_before = inner.proto.poll_timeout();
         let request = match inner.proto.handle_decoded(now, frame) {
             Ok(Some(r)) => r,
             Ok(None) => return Handled::Continue,
@@ -911,7 +912,13 @@ impl Shared {
             self.kick(slot, &mut inner);
             return Handled::Superseded;
         }
-        slot.notify.notify_one();
+        // Fan-out already woke every subscriber's writer; this one needs waking only for a
+        // rejection to write or an ack timer that moved earlier.
+        if inner.proto.has_pending_transmit()
+            || tether_protocol::deadline_moved_earlier(deadline_before, inner.proto.poll_timeout())
+        {
+            slot.notify.notify_one();
+        }
         Handled::Continue
     }
 

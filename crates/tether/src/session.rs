@@ -472,6 +472,7 @@ impl SessionInner {
     /// Feeds one server frame; `Err` ends the connection.
     fn handle_frame(&self, bytes: &[u8]) -> Result<(), ConnEnd> {
         let mut s = lock(&self.shared);
+        let deadline_before = s.proto.poll_timeout();
         let result = s.proto.handle_frame(Instant::now(), bytes);
         let mut end = result.err().map(fault_end);
         let mut freed = false;
@@ -496,11 +497,17 @@ impl SessionInner {
                 }
             }
         }
+        // Wake the writer only when it has something to do: most frames just count towards
+        // the next ack, whose timer the writer already waits for.
+        let wake = s.proto.has_pending_transmit()
+            || tether_protocol::deadline_moved_earlier(deadline_before, s.proto.poll_timeout());
         drop(s);
         if freed {
             self.space.notify_waiters();
         }
-        self.writer_wake.notify_one();
+        if wake || end.is_some() {
+            self.writer_wake.notify_one();
+        }
         match end {
             Some(e) => Err(e),
             None => Ok(()),
