@@ -171,6 +171,9 @@ namespace Tether.Interop
             IntPtr onFailure);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr make_reconnection_strategy_default();
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr make_reconnection_strategy_repeating_attempt(uint count, uint delayMs);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]

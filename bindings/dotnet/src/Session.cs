@@ -190,9 +190,8 @@ namespace Tether
             }
             else if (factory.TimeoutMs.HasValue)
             {
-                // The C ABI carries the timeout inside a strategy and cannot name its default
-                // strategy: this is the closest one (see README: "Not done").
-                strategy = NativeMethods.make_reconnection_strategy_exponential_backoff(250, 2.0, 10000, (int)Jitter.Full, 0);
+                // The timeout travels inside a strategy: the core's default one.
+                strategy = NativeMethods.make_reconnection_strategy_default();
             }
             else
             {

@@ -28,9 +28,7 @@ namespace Tether
         /// <summary>The strategy that decides when to try to reconnect: your own
         /// <see cref="IReconnectionStrategy"/> or one of <see cref="ReconnectionStrategies"/>.
         /// Default: the core's (first attempt within 100 ms, then exponential backoff with full
-        /// jitter from 250 ms to 10 s); with a <see cref="ReconnectionTimeout"/> but no strategy,
-        /// <c>ExponentialBackoff(250, 2, 10000, Jitter.Full)</c>, since the C ABI cannot combine
-        /// its default strategy with a timeout.</summary>
+        /// jitter from 250 ms to 10 s), with or without a <see cref="ReconnectionTimeout"/>.</summary>
         ISessionFactory ReconnectionStrategy(IReconnectionStrategy strategy);
 
         /// <summary>Adds a handler of the session's state changes, attached before the session

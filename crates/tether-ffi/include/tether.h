@@ -579,6 +579,15 @@ RECONNECTION_STRATEGY_T *make_reconnection_strategy_user_function(PERFORM_RECONN
                                                                   PERFORM_RECONNECTION_FAILURE_CB_T on_failure);
 
 /**
+ * The library's default strategy: the first attempt after a random 0–100 ms, then
+ * exponential backoff with full jitter from 250 ms, doubling, capped at 10 s. Combine it with
+ * `reconnection_strategy_set_timeout` to change only the timeout.
+ *
+ * Ownership: the caller owns the result (see `RECONNECTION_STRATEGY_T`).
+ */
+RECONNECTION_STRATEGY_T *make_reconnection_strategy_default(void);
+
+/**
  * A strategy that makes an attempt every `delay_ms` milliseconds (0: at once), at most `count`
  * times (0: no limit other than the reconnection timeout), then aborts.
  *

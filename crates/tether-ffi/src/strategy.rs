@@ -75,6 +75,7 @@ const _: () = assert!(!std::mem::needs_drop::<ReconnectionStrategyC>());
 
 #[derive(Clone, Copy)]
 enum Kind {
+    Default,
     User {
         perform: unsafe extern "C" fn(*mut SessionHandle, *mut c_void) -> AttemptAction,
         args: UserData,
@@ -138,6 +139,18 @@ pub extern "C" fn make_reconnection_strategy_user_function(
             }),
             None => std::ptr::null_mut(),
         })
+    })
+}
+
+/// The library's default strategy: the first attempt after a random 0–100 ms, then
+/// exponential backoff with full jitter from 250 ms, doubling, capped at 10 s. Combine it with
+/// `reconnection_strategy_set_timeout` to change only the timeout.
+///
+/// Ownership: the caller owns the result (see `RECONNECTION_STRATEGY_T`).
+#[unsafe(no_mangle)]
+pub extern "C" fn make_reconnection_strategy_default() -> *mut ReconnectionStrategyC {
+    crate::boundary::boundary(std::ptr::null_mut(), std::ptr::null_mut(), || {
+        Ok(allocate(Kind::Default))
     })
 }
 
@@ -241,6 +254,9 @@ impl ReconnectionStrategyC {
             None => builder,
         };
         match self.kind {
+            Kind::Default => {
+                builder.reconnection_strategy_arc(tether::strategy::default_strategy())
+            }
             Kind::User {
                 perform,
                 args,

@@ -553,11 +553,13 @@ done:
 }
 
 static void test_built_in_strategies(void) {
-    RECONNECTION_STRATEGY_T *strategies[2] = {
+    RECONNECTION_STRATEGY_T *strategies[3] = {
         make_reconnection_strategy_repeating_attempt(5, 10),
         make_reconnection_strategy_exponential_backoff(10, 2.0, 100, RECONNECTION_JITTER_FULL, 0),
+        make_reconnection_strategy_default(),
     };
-    for (int i = 0; i < 2; i++) {
+    reconnection_strategy_set_timeout(strategies[2], 30000);
+    for (int i = 0; i < 3; i++) {
         recorder_t r;
         recorder_init(&r);
         CHECK(strategies[i] != NULL);
