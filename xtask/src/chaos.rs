@@ -192,6 +192,8 @@ pub(crate) async fn run(
                 {
                     break;
                 }
+                // Subscribed before the fault: the change that reports it cannot be missed.
+                let mut changes = session.state_changes();
                 let (pause, kind) = {
                     let mut rng = rand::rng();
                     (
@@ -221,10 +223,10 @@ pub(crate) async fn run(
                     }
                 }
                 // Wait until the session noticed, so that every fault counts.
-                while session.state() == SessionState::ConnectedActive
-                    && !session.state().is_closed()
-                {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                while let Some(change) = changes.next().await {
+                    if change.old == SessionState::ConnectedActive {
+                        break;
+                    }
                 }
                 if kind == 2 {
                     proxy.heal();

@@ -13,9 +13,9 @@ use tether::{
     SessionState, StateChange as CoreStateChange, StateChanges, Subscription as CoreSubscription,
     TopicUpdate,
 };
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 
-use crate::bridge::{Out, awaitable, block, runtime_handle};
+use crate::bridge::{Out, awaitable, block};
 use crate::{convert, strategy};
 
 /// A state, converted to `tether.SessionState` when delivered.
@@ -554,26 +554,12 @@ fn builder(
     Ok(b)
 }
 
-/// Opens the session in a task of its own, so that a caller that stops waiting (a cancelled
-/// `await`, Ctrl-C) never leaves an open session behind: a session that opens after nobody
-/// waits for it any more is closed at once.
-async fn open_detached(
-    handle: tokio::runtime::Handle,
-    b: SessionBuilder,
-) -> Result<NativeSession, Error> {
-    let (tx, rx) = oneshot::channel();
-    handle.spawn(async move {
-        if let Err(Ok(orphan)) = tx.send(b.open().await) {
-            orphan.close().await;
-        }
-    });
-    match rx.await {
-        Ok(result) => result.map(|s| NativeSession(Owner(s))),
-        Err(_) => Err(Error::Open {
-            reason: CloseReason::ConnectionError,
-            message: "the Tether runtime stopped while connecting".into(),
-        }),
-    }
+/// Opens the session. A caller that stops waiting (a cancelled `await`, Ctrl-C) never leaves an
+/// open session behind: that guarantee lives in the core.
+async fn open_detached(b: SessionBuilder) -> Result<NativeSession, Error> {
+    // Cancel-safe as it is: the core opens on its own runtime, and a session opened after
+    // nobody waits for it any more is dropped, which closes it.
+    b.open().await.map(|s| NativeSession(Owner(s)))
 }
 
 /// Opens a session; returns an awaitable of a `NativeSession`.
@@ -604,8 +590,7 @@ pub(crate) fn open<'py>(
         connect_timeout,
         strict,
     )?;
-    let handle = runtime_handle(py)?;
-    awaitable(py, async move { Out(open_detached(handle, b).await) })
+    awaitable(py, async move { Out(open_detached(b).await) })
 }
 
 /// Opens a session, blocking (with the GIL released) until it is open.
@@ -636,6 +621,5 @@ pub(crate) fn open_blocking(
         connect_timeout,
         strict,
     )?;
-    let handle = runtime_handle(py)?;
-    block(py, None, open_detached(handle, b))
+    block(py, None, open_detached(b))
 }

@@ -1007,13 +1007,18 @@ impl Shared {
         mut own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) -> Position {
         let stored = topics.store.set(topic, value);
+        let targets = topics.index.matching(topic);
+        if targets.is_empty() {
+            return stored.position;
+        }
+        // Encoded once, shared by every subscriber's buffer.
         let encoded = Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
             topic: stored.topic.to_string(),
             value: stored.value.clone(),
             position: stored.position,
             snapshot: false,
         })));
-        for SlotRef(target) in topics.index.matching(topic) {
+        for SlotRef(target) in targets {
             if !target.perms.may_read(topic) {
                 continue;
             }
