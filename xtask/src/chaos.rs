@@ -187,13 +187,15 @@ pub(crate) async fn run(
         tokio::spawn(async move {
             let mut cuts = Cuts::default();
             for i in 0..count {
+                // Subscribed before anything else: whichever change ends this connection (the
+                // fault, or a spontaneous one racing it) is in the stream, so the loop below
+                // always ends.
+                let mut changes = session.state_changes();
                 if session.wait_for_state(SessionState::ConnectedActive).await
                     != SessionState::ConnectedActive
                 {
                     break;
                 }
-                // Subscribed before the fault: the change that reports it cannot be missed.
-                let mut changes = session.state_changes();
                 let (pause, kind) = {
                     let mut rng = rand::rng();
                     (
@@ -298,8 +300,11 @@ pub(crate) async fn run(
     let down_tally = collect(&mut down_sub, config.messages, idle).await;
     let mut up_tally = collect(&mut up_sub, config.messages, idle).await;
     up_tally.missing += failed_publishes.min(up_tally.sent - up_tally.missing);
-    let same_session =
-        session.session_id() == id && session.state() == SessionState::ConnectedActive;
+    // Still the same session, active again once any late reconnection (say, a liveness
+    // timeout on a loaded machine) has finished: nothing closed or replaced it.
+    let same_session = session.session_id() == id
+        && session.wait_for_state(SessionState::ConnectedActive).await
+            == SessionState::ConnectedActive;
     session.close().await;
     observer.close().await;
     let mut gap_count = 0;
@@ -397,14 +402,18 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
+        let config = ChaosConfig {
+            messages: 20_000,
+            cuts: 100,
+            seconds: 10,
+            ping: Duration::from_millis(150),
+            verbose: false,
+        };
+        // A watchdog, not a timing: it takes about 20 s even on a loaded machine; a hang must
+        // fail here, naming itself, rather than stall the whole suite.
         let report = runtime
-            .block_on(run(&ChaosConfig {
-                messages: 20_000,
-                cuts: 100,
-                seconds: 10,
-                ping: Duration::from_millis(150),
-                verbose: false,
-            }))
+            .block_on(async { tokio::time::timeout(Duration::from_secs(600), run(&config)).await })
+            .expect("the chaos run hung for 10 minutes")
             .expect("chaos run");
         assert_eq!(
             report.cuts.total(),

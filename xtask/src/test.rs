@@ -2,8 +2,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// No single step may take longer than this (a fresh clone builds and runs the slowest one,
+/// `cargo test --workspace`, in about 5 minutes).
+const STEP_LIMIT: Duration = Duration::from_secs(25 * 60);
+/// The whole run stays under the 40 minutes CI allows (about 10 minutes on a fresh clone).
+const RUN_LIMIT: Duration = Duration::from_secs(38 * 60);
+static RUN_STARTED: OnceLock<Instant> = OnceLock::new();
 
 /// The workspace root (xtask lives one level below it).
 pub(crate) fn root() -> PathBuf {
@@ -68,22 +77,110 @@ pub(crate) fn run_parsed(
             return false;
         }
     };
+    let watchdog = Watchdog::start(name, &child);
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             println!("{line}");
             parse(&line, counts);
         }
     }
-    child.wait().map(|s| s.success()).unwrap_or(false)
+    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+    watchdog.finish() && ok
 }
 
 pub(crate) fn run_step(name: &str, mut cmd: Command) -> bool {
     println!("\n==> {name}");
-    cmd.status().map(|s| s.success()).unwrap_or(false)
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot run {name}: {e}");
+            return false;
+        }
+    };
+    let watchdog = Watchdog::start(name, &child);
+    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+    watchdog.finish() && ok
+}
+
+/// Kills a step (with every process it started) that outlives its deadline, so that a hang
+/// fails the run with its name instead of stalling CI.
+struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(name: &str, child: &Child) -> Watchdog {
+        let started = *RUN_STARTED.get_or_init(Instant::now);
+        Watchdog::with_limit(
+            name,
+            child,
+            STEP_LIMIT.min(RUN_LIMIT.saturating_sub(started.elapsed())),
+        )
+    }
+
+    fn with_limit(name: &str, child: &Child, limit: Duration) -> Watchdog {
+        let (done, wait) = mpsc::channel::<()>();
+        let (name, pid) = (name.to_string(), child.id());
+        let thread = std::thread::spawn(move || match wait.recv_timeout(limit) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!(
+                    "\nTIMED OUT: `{name}` ran past its {} s deadline; killing it",
+                    limit.as_secs()
+                );
+                kill_tree(pid);
+                false
+            }
+            _ => true,
+        });
+        Watchdog { done, thread }
+    }
+
+    /// Whether the step ended before its deadline.
+    fn finish(self) -> bool {
+        let _ = self.done.send(());
+        self.thread.join().unwrap_or(false)
+    }
+}
+
+/// SIGKILLs `pid` and all its descendants (found through /proc), children first seen first.
+fn kill_tree(pid: u32) {
+    let mut parents = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            // The field after the parenthesised command name is the state, then the parent.
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                && let Some((_, rest)) = stat.rsplit_once(')')
+                && let Some(ppid) = rest.split_whitespace().nth(1)
+                && let Ok(ppid) = ppid.parse::<u32>()
+            {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .args(tree.iter().map(u32::to_string))
+        .status();
 }
 
 pub(crate) fn run(lint: bool) -> bool {
-    let started = Instant::now();
+    let started = *RUN_STARTED.get_or_init(Instant::now);
     let mut steps: Vec<(String, bool)> = Vec::new();
     let mut counts = Counts::default();
     if lint {
@@ -137,4 +234,35 @@ pub(crate) fn run(lint: bool) -> bool {
         counts.passed, counts.failed, counts.ignored
     );
     all_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_past_its_deadline_is_killed_with_its_children() {
+        // A shell whose own child would keep the step's output open forever.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 600 & wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let watchdog = Watchdog::with_limit("sleeper", &child, Duration::from_millis(200));
+        let mut rest = String::new();
+        // Reaching the end of the output means every holder of the pipe, grandchild included,
+        // is gone.
+        std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut rest)
+            .expect("read");
+        assert!(!child.wait().expect("wait").success());
+        assert!(!watchdog.finish(), "the step is reported as timed out");
+    }
+
+    #[test]
+    fn a_step_within_its_deadline_is_left_alone() {
+        let mut child = Command::new("true").spawn().expect("true");
+        let watchdog = Watchdog::with_limit("quick", &child, Duration::from_secs(600));
+        assert!(child.wait().expect("wait").success());
+        assert!(watchdog.finish());
+    }
 }

@@ -427,6 +427,9 @@ impl SessionInner {
             if new.is_closed() {
                 s.close_reason = reason;
             }
+            // Under the lock and before any stream hears of it, so that `state()`,
+            // `wait_for_state` and the streams never disagree about the current state.
+            self.state_tx.send_replace(new);
             let change = StateChange { old, new, reason };
             s.state_streams.retain(|tx| tx.send(change).is_ok());
             if new.is_closed() {
@@ -439,7 +442,6 @@ impl SessionInner {
             change
         };
         debug!(session = %self.id, old = %change.old, new = %change.new, reason = ?change.reason, "state");
-        self.state_tx.send_replace(new);
     }
 
     pub(crate) fn request_close(&self) {
