@@ -358,6 +358,16 @@ pub fn refusal_reason(status: u16, reason_header: Option<&str>) -> CloseReason {
     }
 }
 
+/// The bytes read past an upgrade head, in a buffer with `capacity` room: the buffer to hand a
+/// WebSocket library (tungstenite's `from_partially_read`) together with the connection.
+/// tungstenite keeps the capacity of the buffer it starts from as the size of its later reads;
+/// handed a bare leftover (usually empty), it read one frame per system call.
+pub fn read_buffer_after_upgrade(rest: &[u8], capacity: usize) -> Vec<u8> {
+    let mut part = Vec::with_capacity(capacity.max(rest.len()));
+    part.extend_from_slice(rest);
+    part
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -465,13 +465,14 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
     let max = shared.config.limits.max_frame_bytes;
     // tungstenite's default 128 KiB read buffer, zero-filled per connection, would dominate an
     // idle session's memory; 4 KiB holds dozens of typical frames per read.
+    const READ_BUFFER: usize = 4 * 1024;
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
+    let rest = tether_protocol::handshake::read_buffer_after_upgrade(&request.rest, READ_BUFFER);
     let ws =
-        WebSocketStream::from_partially_read(stream, request.rest, Role::Server, Some(ws_config))
-            .await;
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
     let span = tracing::info_span!("session", session = %id);
     run_connection(shared.clone(), admitted.slot, admitted.generation, ws)
         .instrument(span)

@@ -162,12 +162,14 @@ impl Connector {
         }
         let accepted = SessionAccepted::from_headers(|name| response.header(name))
             .map_err(|e| (e.reason(), format!("bad upgrade response: {e}")))?;
+        const READ_BUFFER: usize = 16 * 1024;
         let config = WebSocketConfig::default()
-            .read_buffer_size(16 * 1024)
+            .read_buffer_size(READ_BUFFER)
             .max_message_size(Some(MAX_INCOMING))
             .max_frame_size(Some(MAX_INCOMING));
+        let part = tether_protocol::handshake::read_buffer_after_upgrade(&rest, READ_BUFFER);
         let ws =
-            WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(config)).await;
+            WebSocketStream::from_partially_read(stream, part, Role::Client, Some(config)).await;
         Ok((ws, accepted))
     }
 
@@ -406,5 +408,81 @@ fn classify_tls(e: std::io::Error) -> Failure {
         (CloseReason::HandshakeError, format!("TLS: {e}"))
     } else {
         (CloseReason::ConnectionError, format!("TLS: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::ReadBuf;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// Serves `data` and records how much room each read offered.
+    struct RecordingReader {
+        data: std::io::Cursor<Vec<u8>>,
+        offered: Vec<usize>,
+    }
+
+    impl tokio::io::AsyncRead for RecordingReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.offered.push(buf.remaining());
+            Pin::new(&mut self.data).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for RecordingReader {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_after_the_upgrade_fill_the_read_buffer_not_one_frame() {
+        // 300 small binary frames from a server (unmasked), 118 bytes each on the wire.
+        let mut wire = Vec::new();
+        for _ in 0..300 {
+            wire.extend_from_slice(&[0x82, 116]);
+            wire.extend_from_slice(&[0x5a; 116]);
+        }
+        let reader = RecordingReader {
+            data: std::io::Cursor::new(wire),
+            offered: Vec::new(),
+        };
+        let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+        let mut ws = WebSocketStream::from_partially_read(
+            reader,
+            tether_protocol::handshake::read_buffer_after_upgrade(&[], 16 * 1024),
+            Role::Client,
+            Some(config),
+        )
+        .await;
+        // Kept, as a subscriber keeps the values it was handed: their bytes share the buffer.
+        let mut kept = Vec::new();
+        for _ in 0..300 {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => kept.push(b),
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        }
+        let offered = &ws.get_ref().offered;
+        // 35 KiB of frames: a handful of reads of kilobytes (4 here), not one read per frame.
+        assert!(offered.len() <= 10, "reads: {offered:?}");
     }
 }

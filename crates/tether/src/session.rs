@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
@@ -471,32 +471,24 @@ impl SessionInner {
         let _ = rx.wait_for(|s| s.is_closed()).await;
     }
 
-    /// Feeds one server frame; `Err` ends the connection.
-    fn handle_frame(&self, bytes: &[u8]) -> Result<(), ConnEnd> {
+    /// Feeds server frames, in order; `Err` ends the connection (frames after a fault are
+    /// not looked at).
+    fn handle_frames(&self, frames: &[Bytes]) -> Result<(), ConnEnd> {
+        if frames.is_empty() {
+            return Ok(());
+        }
         let mut s = lock(&self.shared);
         let deadline_before = s.proto.poll_timeout();
-        let result = s.proto.handle_frame(Instant::now(), bytes);
-        let mut end = result.err().map(fault_end);
+        let now = Instant::now();
+        let mut end = None;
         let mut freed = false;
-        while let Some(event) = s.proto.poll_event() {
-            match event {
-                ClientEvent::Update(update) => route_update(&mut s, update, &self.callbacks),
-                ClientEvent::Completed { request, result } => {
-                    freed = true;
-                    complete(&mut s, request, result.map_err(Error::Rejected));
-                }
-                ClientEvent::Gap(report) => {
-                    warn!(session = %self.id, lost = report.lost_count(), "messages lost during the outage; snapshots follow");
-                    s.gap_streams.retain(|tx| tx.send(report.clone()).is_ok());
-                    for l in &s.listeners {
-                        let (l, r) = (l.clone(), report.clone());
-                        self.callbacks.post(move || l.on_gap(&r));
-                    }
-                }
-                ClientEvent::ServerClosed { reason, message } => {
-                    info!(session = %self.id, %reason, %message, "closed by the server");
-                    end.get_or_insert(ConnEnd::Fatal(reason));
-                }
+        for bytes in frames {
+            if let Err(fault) = s.proto.handle_frame(now, bytes) {
+                end = Some(fault_end(fault));
+            }
+            freed |= self.drain_events(&mut s, &mut end);
+            if end.is_some() {
+                break;
             }
         }
         // Wake the writer only when it has something to do: most frames just count towards
@@ -514,6 +506,33 @@ impl SessionInner {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Routes what the protocol produced; returns whether a request completed (room freed).
+    fn drain_events(&self, s: &mut Shared, end: &mut Option<ConnEnd>) -> bool {
+        let mut freed = false;
+        while let Some(event) = s.proto.poll_event() {
+            match event {
+                ClientEvent::Update(update) => route_update(s, update, &self.callbacks),
+                ClientEvent::Completed { request, result } => {
+                    freed = true;
+                    complete(s, request, result.map_err(Error::Rejected));
+                }
+                ClientEvent::Gap(report) => {
+                    warn!(session = %self.id, lost = report.lost_count(), "messages lost during the outage; snapshots follow");
+                    s.gap_streams.retain(|tx| tx.send(report.clone()).is_ok());
+                    for l in &s.listeners {
+                        let (l, r) = (l.clone(), report.clone());
+                        self.callbacks.post(move || l.on_gap(&r));
+                    }
+                }
+                ClientEvent::ServerClosed { reason, message } => {
+                    info!(session = %self.id, %reason, %message, "closed by the server");
+                    end.get_or_insert(ConnEnd::Fatal(reason));
+                }
+            }
+        }
+        freed
     }
 
     /// Ends the session: final state, pending requests fail, streams end.
@@ -653,6 +672,7 @@ async fn run_connection(
     let (sink, mut stream) = ws.split();
     let mut writer = inner.handle.spawn(write_loop(inner.clone(), sink));
     let closing = *close_rx.borrow();
+    let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
     loop {
         tokio::select! {
             end = &mut writer => {
@@ -675,19 +695,35 @@ async fn run_connection(
                 }
             }
             message = stream.next() => {
-                let bytes = match message {
-                    Some(Ok(Message::Binary(b))) => b,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Text(_))) => {
-                        writer.abort();
-                        return ConnEnd::Lost(CloseReason::TransportError);
+                // Every frame already read is handled in one go: one lock, one clock read and
+                // at most one writer wake-up per batch instead of per frame.
+                let mut next = Some(message);
+                let mut end = None;
+                while let Some(message) = next.take() {
+                    match message {
+                        Some(Ok(Message::Binary(b))) => batch.push(b),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                        Some(Ok(Message::Text(_))) => {
+                            end = Some(ConnEnd::Lost(CloseReason::TransportError));
+                            break;
+                        }
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                            end = Some(if closing {
+                                ConnEnd::ClosedByClient
+                            } else {
+                                ConnEnd::Lost(CloseReason::TransportError)
+                            });
+                            break;
+                        }
                     }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                        writer.abort();
-                        return if closing { ConnEnd::ClosedByClient } else { ConnEnd::Lost(CloseReason::TransportError) };
+                    if batch.len() < READ_BATCH {
+                        next = stream.next().now_or_never();
                     }
-                };
-                if let Err(end) = inner.handle_frame(&bytes) {
+                }
+                // Frames that arrived before the end still count (acks, a close frame's reason).
+                let handled = inner.handle_frames(&batch);
+                batch.clear();
+                if let Some(end) = handled.err().or(end) {
                     // Let the writer flush an ack or close frame it already has, briefly.
                     writer.abort();
                     return end;
@@ -696,6 +732,10 @@ async fn run_connection(
         }
     }
 }
+
+/// Frames handled under one lock at most (enough to amortise it, few enough to stay fair to
+/// the writer and the callbacks waiting for that lock).
+const READ_BATCH: usize = 64;
 
 enum WriterEnd {
     Closed,
