@@ -1014,7 +1014,7 @@ impl Shared {
         }
         // Encoded once, shared by every subscriber's buffer.
         let encoded = Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
-            topic: stored.topic.to_string(),
+            topic: String::from(&*stored.topic),
             value: stored.value.clone(),
             position: stored.position,
             snapshot: false,
@@ -1027,6 +1027,9 @@ impl Shared {
                 if inner.closed {
                     return;
                 }
+                // With frames already waiting, the writer has been woken for them and takes
+                // this one too: a wake-up per update was a visible share of its cost.
+                let writer_idle = !inner.proto.has_pending_transmit();
                 if let Err(ServerFault::SlowConsumer) = inner
                     .proto
                     .push_encoded_update(stored.topic.clone(), encoded.clone())
@@ -1037,7 +1040,9 @@ impl Shared {
                         .proto
                         .push_encoded_update(stored.topic.clone(), encoded.clone());
                 }
-                target.notify.notify_one();
+                if writer_idle {
+                    target.notify.notify_one();
+                }
             };
             match own.as_mut() {
                 Some((slot, inner)) if Arc::ptr_eq(slot, &target) => deliver(inner),

@@ -580,19 +580,26 @@ fn route_update(s: &mut Shared, update: Update, callbacks: &Callbacks) {
         && s.subscriptions
             .iter()
             .any(|l| l.pending && l.selector.matches(&u.topic));
-    for l in &s.subscriptions {
-        if !l.selector.matches(&u.topic) || (for_pending && !l.pending) {
-            continue;
+    let wants = |l: &LocalSubscription| l.selector.matches(&u.topic) && (!for_pending || l.pending);
+    // The last taker gets the update itself, the others a copy (usually there is one taker).
+    let Some(last) = s.subscriptions.iter().rposition(wants) else {
+        return;
+    };
+    for l in s.subscriptions[..last].iter().filter(|l| wants(l)) {
+        deliver(&l.sink, u.clone(), callbacks);
+    }
+    deliver(&s.subscriptions[last].sink, u, callbacks);
+}
+
+fn deliver(sink: &Sink, u: TopicUpdate, callbacks: &Callbacks) {
+    match sink {
+        // A dropped receiver just stops receiving; the subscription stays on the server.
+        Sink::Stream(tx) => {
+            let _ = tx.send(u);
         }
-        match &l.sink {
-            // A dropped receiver just stops receiving; the subscription stays on the server.
-            Sink::Stream(tx) => {
-                let _ = tx.send(u.clone());
-            }
-            Sink::Handler(h) => {
-                let (h, u) = (h.clone(), u.clone());
-                callbacks.post(move || h(u));
-            }
+        Sink::Handler(h) => {
+            let h = h.clone();
+            callbacks.post(move || h(u));
         }
     }
 }
@@ -1052,12 +1059,18 @@ impl Session {
             if s.state.is_closed() || s.closing {
                 return Err(Self::closed_error(&s));
             }
+            // With frames already waiting, the writer has been woken for them and takes this
+            // one too: a wake-up per publish was a visible share of its cost.
+            let writer_idle = !s.proto.has_pending_transmit();
             let seq = s.proto.publish(topic, value.into())?;
             let (tx, rx) = oneshot::channel();
             s.pending.insert(seq, Pending::Publish(tx));
-            rx
+            (rx, writer_idle)
         };
-        self.inner.writer_wake.notify_one();
+        let (rx, writer_idle) = rx;
+        if writer_idle {
+            self.inner.writer_wake.notify_one();
+        }
         Ok(Completion { rx })
     }
 
