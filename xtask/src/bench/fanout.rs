@@ -89,7 +89,9 @@ async fn subscriber(
     let mut latencies = Vec::with_capacity(updates as usize);
     let mut last = None;
     while (latencies.len() as u64) < updates {
-        let Ok(Some(u)) = tokio::time::timeout(STALL, sub.next()).await else {
+        // No timer per delivery (10,000 of them per update would cost more than the delivery):
+        // `measure` bounds the whole run instead.
+        let Some(u) = sub.next().await else {
             break;
         };
         if u.snapshot {
@@ -171,10 +173,22 @@ async fn measure(url: String, subscribers: usize, updates: u64) -> Result<Outcom
     }
     let mut latencies = Vec::with_capacity(subscribers * updates as usize);
     let mut end = t0;
-    for t in tasks {
-        let (l, last) = t.await.map_err(|e| e.to_string())?;
-        latencies.extend(l);
-        end = end.max(last.unwrap_or(t0));
+    let deadline = tokio::time::Instant::now() + STALL;
+    for t in &mut tasks {
+        if failure.is_some() {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, t).await {
+            Ok(joined) => {
+                let (l, last) = joined.map_err(|e| e.to_string())?;
+                latencies.extend(l);
+                end = end.max(last.unwrap_or(t0));
+            }
+            Err(_) => failure = Some("subscribers still waiting 30 s after the last update".into()),
+        }
+    }
+    for t in &tasks {
+        t.abort();
     }
     close_all(sessions).await;
     if let Some(f) = failure {
