@@ -43,17 +43,18 @@ pub(crate) async fn read_request<S: AsyncRead + Unpin>(
 }
 
 async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<UpgradeRequest, RequestError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    // Read straight into the heap buffer: a stack array here would live in every
+    // connection's task for as long as the connection, long after the upgrade.
+    let mut buf = Vec::with_capacity(2048);
     loop {
+        buf.reserve(1024);
         let n = stream
-            .read(&mut chunk)
+            .read_buf(&mut buf)
             .await
             .map_err(|_| RequestError::Gone)?;
         if n == 0 {
             return Err(RequestError::Gone);
         }
-        buf.extend_from_slice(&chunk[..n]);
         if let Some(request) = parse_head(&buf)? {
             return Ok(request);
         }

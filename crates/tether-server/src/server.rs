@@ -392,6 +392,36 @@ struct Admitted {
 }
 
 async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    // The upgrade's state (TLS, reading the head, authentication) is boxed: it is needed for
+    // a moment, and inline it would size every connection's task for the connection's life.
+    let Some((stream, admitted, rest)) = Box::pin(upgrade(shared, tcp, peer)).await else {
+        return;
+    };
+    let id = admitted.slot.id;
+    let max = shared.config.limits.max_frame_bytes;
+    // tungstenite's default 128 KiB read buffer, zero-filled per connection, would dominate an
+    // idle session's memory; 4 KiB holds dozens of typical frames per read.
+    const READ_BUFFER: usize = 4 * 1024;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let rest = tether_protocol::handshake::read_buffer_after_upgrade(&rest, READ_BUFFER);
+    let ws =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
+    let span = tracing::info_span!("session", session = %id);
+    run_connection(shared.clone(), admitted.slot, admitted.generation, ws)
+        .instrument(span)
+        .await;
+}
+
+/// TLS, the upgrade head, admission and the accept: the connection's stream, its session and
+/// the bytes read past the head.
+async fn upgrade(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(BoxIo, Admitted, Vec<u8>)> {
     let timeout = Duration::from_millis(shared.config.limits.handshake_timeout_ms);
     let over_rate = !shared.admit_attempt(peer.ip());
     let mut stream: BoxIo = match &shared.tls {
@@ -399,11 +429,11 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_) => {
                 debug!(%peer, "TLS handshake too slow");
-                return;
+                return None;
             }
         },
         None => Box::new(tcp),
@@ -417,19 +447,19 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
             "too many connection attempts from this address",
         )
         .await;
-        return;
+        return None;
     }
     let request = match read_request(&mut stream, timeout).await {
         Ok(r) => r,
         Err(UpgradeError::Gone) => {
             debug!(%peer, "connection closed or too slow before the upgrade");
-            return;
+            return None;
         }
         Err(UpgradeError::Refuse(reason, message)) => {
             debug!(%peer, %reason, %message, "upgrade refused");
             shared.metrics.refused(reason);
             write_refusal(&mut stream, reason, &message).await;
-            return;
+            return None;
         }
     };
     let parsed = SessionRequest::from_headers(|name| request.headers.get(name).map(String::as_str));
@@ -453,30 +483,15 @@ async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAdd
             info!(%peer, %reason, %message, "session refused");
             shared.metrics.refused(reason);
             write_refusal(&mut stream, reason, &message).await;
-            return;
+            return None;
         }
     };
-    let id = admitted.slot.id;
     if let Err(e) = write_accept(&mut stream, &request.key, &admitted.headers).await {
-        debug!(session = %id, error = %e, "peer left during the upgrade");
+        debug!(session = %admitted.slot.id, error = %e, "peer left during the upgrade");
         shared.connection_lost(&admitted.slot, admitted.generation);
-        return;
+        return None;
     }
-    let max = shared.config.limits.max_frame_bytes;
-    // tungstenite's default 128 KiB read buffer, zero-filled per connection, would dominate an
-    // idle session's memory; 4 KiB holds dozens of typical frames per read.
-    const READ_BUFFER: usize = 4 * 1024;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
-    let rest = tether_protocol::handshake::read_buffer_after_upgrade(&request.rest, READ_BUFFER);
-    let ws =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
-    let span = tracing::info_span!("session", session = %id);
-    run_connection(shared.clone(), admitted.slot, admitted.generation, ws)
-        .instrument(span)
-        .await;
+    Some((stream, admitted, request.rest))
 }
 
 /// How a connection's reader ended.
