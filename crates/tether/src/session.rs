@@ -1054,7 +1054,7 @@ impl Session {
     /// when the send queue is full, connected or not.
     pub fn send(&self, topic: &str, value: impl Into<Bytes>) -> Result<Completion, Error> {
         validate_topic(topic)?;
-        let rx = {
+        let (rx, writer_idle) = {
             let mut s = lock(&self.inner.shared);
             if s.state.is_closed() || s.closing {
                 return Err(Self::closed_error(&s));
@@ -1067,7 +1067,6 @@ impl Session {
             s.pending.insert(seq, Pending::Publish(tx));
             (rx, writer_idle)
         };
-        let (rx, writer_idle) = rx;
         if writer_idle {
             self.inner.writer_wake.notify_one();
         }
