@@ -427,17 +427,19 @@ impl SessionInner {
             if new.is_closed() {
                 s.close_reason = reason;
             }
-            // Under the lock and before any stream hears of it, so that `state()`,
-            // `wait_for_state` and the streams never disagree about the current state.
-            self.state_tx.send_replace(new);
             let change = StateChange { old, new, reason };
-            s.state_streams.retain(|tx| tx.send(change).is_ok());
-            if new.is_closed() {
-                s.state_streams.clear();
-            }
+            // Order matters, all under the lock. Listener callbacks are queued first: whoever
+            // sees the new state through `wait_for_state` (shutdown, then flushing the
+            // callbacks) finds them queued. The watch is updated before any stream hears of
+            // the change: `state()`, `wait_for_state` and the streams never disagree.
             for l in &s.listeners {
                 let l = l.clone();
                 self.callbacks.post(move || l.on_state_changed(&change));
+            }
+            self.state_tx.send_replace(new);
+            s.state_streams.retain(|tx| tx.send(change).is_ok());
+            if new.is_closed() {
+                s.state_streams.clear();
             }
             change
         };
