@@ -68,27 +68,24 @@ pub(crate) fn run_parsed(
     counts: &mut Counts,
     parse: LineParser,
 ) -> bool {
-    println!("\n==> {name}");
     cmd.stdout(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cannot run {name}: {e}");
-            return false;
+    supervise(name, cmd, |child| {
+        if let Some(out) = child.stdout.take() {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("{line}");
+                parse(&line, counts);
+            }
         }
-    };
-    let watchdog = Watchdog::start(name, &child);
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("{line}");
-            parse(&line, counts);
-        }
-    }
-    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    watchdog.finish() && ok
+    })
 }
 
-pub(crate) fn run_step(name: &str, mut cmd: Command) -> bool {
+pub(crate) fn run_step(name: &str, cmd: Command) -> bool {
+    supervise(name, cmd, |_| {})
+}
+
+/// Runs a step under its [`Watchdog`]: `read` consumes the child's output, if piped; the step
+/// succeeds when the child exits with success before its deadline.
+fn supervise(name: &str, mut cmd: Command, read: impl FnOnce(&mut Child)) -> bool {
     println!("\n==> {name}");
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -98,6 +95,7 @@ pub(crate) fn run_step(name: &str, mut cmd: Command) -> bool {
         }
     };
     let watchdog = Watchdog::start(name, &child);
+    read(&mut child);
     let ok = child.wait().map(|s| s.success()).unwrap_or(false);
     watchdog.finish() && ok
 }
