@@ -37,8 +37,17 @@ pub const TETHER_ERROR_QUEUE_FULL: ErrorCode = 11;
 pub const TETHER_ERROR_RUNTIME: ErrorCode = 12;
 /// A bug in Tether (a Rust panic, stopped at the boundary). Please report it.
 pub const TETHER_ERROR_INTERNAL: ErrorCode = 13;
-/// The function may not be called from where it was (e.g. `tether_shutdown` from a callback).
+/// The function may not be called from where it was (e.g. `session_free` from the session's
+/// own callback), or could not do all of its work from there (`tether_shutdown` from a
+/// callback cannot join the calling thread).
 pub const TETHER_ERROR_WRONG_THREAD: ErrorCode = 14;
+/// The session closed after the request was written and before the server confirmed it: the
+/// server may or may not have applied it. (A request never written fails with
+/// `TETHER_ERROR_SESSION_CLOSED` and was certainly not applied.)
+pub const TETHER_ERROR_OUTCOME_UNKNOWN: ErrorCode = 15;
+/// The call's time ran out before all of its work was done (`tether_shutdown`: a callback or a
+/// session was still busy at the deadline).
+pub const TETHER_ERROR_TIMED_OUT: ErrorCode = 16;
 
 /// What went wrong, filled in by functions that take a `TETHER_ERROR_T *error` argument (which
 /// may be NULL when the caller does not want details).
@@ -71,6 +80,8 @@ pub(crate) enum FfiError {
     Internal(String),
     #[error("{0}")]
     WrongThread(&'static str),
+    #[error("{0}")]
+    TimedOut(&'static str),
 }
 
 impl FfiError {
@@ -81,6 +92,7 @@ impl FfiError {
             FfiError::Runtime(_) => TETHER_ERROR_RUNTIME,
             FfiError::Internal(_) => TETHER_ERROR_INTERNAL,
             FfiError::WrongThread(_) => TETHER_ERROR_WRONG_THREAD,
+            FfiError::TimedOut(_) => TETHER_ERROR_TIMED_OUT,
             FfiError::Core(e) => core_code(e),
         }
     }
@@ -97,6 +109,7 @@ fn core_code(e: &tether::Error) -> ErrorCode {
             _ => TETHER_ERROR_CONNECTION_FAILED,
         },
         tether::Error::Closed { .. } => TETHER_ERROR_SESSION_CLOSED,
+        tether::Error::OutcomeUnknown { .. } => TETHER_ERROR_OUTCOME_UNKNOWN,
         tether::Error::QueueFull(_) => TETHER_ERROR_QUEUE_FULL,
         tether::Error::Rejected(r) if r.kind == RequestErrorKind::AccessDenied => {
             TETHER_ERROR_ACCESS_DENIED

@@ -692,24 +692,24 @@ pub unsafe extern "C" fn session_publish(
     })
 }
 
-/// Closes every open session and stops Tether's runtime, joining its threads, waiting at most
-/// `timeout_ms` in all. Call it before the process exits (or before unloading the library).
-/// Sessions are not freed: `session_free` them afterwards (or before). A later
-/// `session_create` starts a fresh runtime. Returns false with `TETHER_ERROR_WRONG_THREAD`
-/// when called from a callback.
+/// Closes every open session (requests queued before are sent and confirmed first) and stops
+/// Tether's runtime, joining its threads, all within `timeout_ms`. Call it before the process
+/// exits (or before unloading the library). Sessions are not freed: `session_free` them
+/// afterwards (or before). A later `session_create` starts a fresh runtime.
+///
+/// Returns true when everything stopped in time. Returns false, with the runtime stopped all
+/// the same, when something was left behind: `TETHER_ERROR_TIMED_OUT` if a callback or a
+/// session was still busy at the deadline; `TETHER_ERROR_WRONG_THREAD` when called from a
+/// callback (a handler that exits the process, say), whose own thread cannot be joined.
 ///
 /// # Safety
 /// `error` is NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tether_shutdown(timeout_ms: u32, error: *mut ErrorC) -> bool {
     boundary(error, false, || {
-        if in_any_callback() {
-            return Err(FfiError::WrongThread(
-                "tether_shutdown may not be called from a callback",
-            ));
-        }
+        let from_callback = in_any_callback();
         SHUTDOWNS.fetch_add(1, Ordering::SeqCst);
-        tether::shutdown(Duration::from_millis(timeout_ms.into()));
+        let all = tether::shutdown(Duration::from_millis(timeout_ms.into()));
         // Notifications still queued died with the runtime: nobody may wait for them.
         // Take the whole vector (not drain): no stale copy of a pointer may stay behind in its
         // buffer, so that a session the application forgot to free shows up as leaked.
@@ -717,6 +717,18 @@ pub unsafe extern "C" fn tether_shutdown(timeout_ms: u32, error: *mut ErrorC) ->
         let live: Vec<_> = registered.into_iter().filter_map(|w| w.upgrade()).collect();
         for h in live {
             h.set_closed_seen();
+        }
+        if from_callback {
+            return Err(FfiError::WrongThread(
+                "tether_shutdown was called from a callback: every session is closed and the \
+                 runtime stopped, but the calling thread cannot be joined",
+            ));
+        }
+        if !all {
+            return Err(FfiError::TimedOut(
+                "tether_shutdown: a callback or a session was still busy at the deadline; \
+                 the runtime is stopped without them",
+            ));
         }
         Ok(true)
     })

@@ -134,6 +134,22 @@ pub struct ClientSession {
     control: VecDeque<Bytes>,
     events: VecDeque<ClientEvent>,
     conn: Option<Connection>,
+    /// Highest request sequence number written on any connection: a request at or below it
+    /// may have reached the server, one above it certainly did not.
+    sent_through: u64,
+    close: CloseProgress,
+}
+
+/// Where the application's close stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseProgress {
+    /// Not asked for.
+    Open,
+    /// Asked for: the close frame goes out after every request queued before it.
+    Requested,
+    /// The close frame was written on the current connection; the server answers with a final
+    /// ack and hangs up.
+    Sent,
 }
 
 impl ClientSession {
@@ -149,6 +165,8 @@ impl ClientSession {
             control: VecDeque::new(),
             events: VecDeque::new(),
             conn: None,
+            sent_through: 0,
+            close: CloseProgress::Open,
         }
     }
 
@@ -173,6 +191,18 @@ impl ClientSession {
     /// Requests not yet acknowledged by the server.
     pub fn unacknowledged(&self) -> usize {
         self.out.len()
+    }
+
+    /// Whether request `seq` (not yet confirmed) may have reached the server: it was written
+    /// on some connection. A request that never was is certainly not applied.
+    pub fn may_have_reached_server(&self, seq: u64) -> bool {
+        seq <= self.sent_through
+    }
+
+    /// Whether the close frame has been written on the current connection (the server now
+    /// answers with its final ack and ends the connection).
+    pub fn is_close_sent(&self) -> bool {
+        self.close == CloseProgress::Sent
     }
 
     /// An upgrade succeeded: replay what the server lacks and start the liveness clock.
@@ -201,6 +231,7 @@ impl ClientSession {
             liveness: Liveness::new(accepted.ping_period, now),
             acks: AckSchedule::default(),
         });
+        self.reset_close();
         Ok(())
     }
 
@@ -208,6 +239,14 @@ impl ClientSession {
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.control.clear();
+        self.reset_close();
+    }
+
+    /// A close frame written on a connection that ended must be written again on the next.
+    fn reset_close(&mut self) {
+        if self.close == CloseProgress::Sent {
+            self.close = CloseProgress::Requested;
+        }
     }
 
     fn push_request(&mut self, frame: &ClientFrame) -> Result<u64, QueueFull> {
@@ -244,10 +283,14 @@ impl ClientSession {
         })
     }
 
-    /// The application closes the session: a close frame goes out first.
+    /// The application closes the session. Requests queued before are written first, in
+    /// order, then the close frame; the server applies them, answers with a final ack that
+    /// completes them, and ends the connection. Requests queued after this call are the
+    /// shell's to refuse.
     pub fn close(&mut self) {
-        self.control
-            .push_back(Bytes::from(frame::encode_to_vec(&ClientFrame::Close)));
+        if self.close == CloseProgress::Open {
+            self.close = CloseProgress::Requested;
+        }
     }
 
     /// Feeds one binary message from the server.
@@ -365,7 +408,10 @@ impl ClientSession {
 
     /// Whether [`ClientSession::poll_transmit`] has something to write now.
     pub fn has_pending_transmit(&self) -> bool {
-        self.conn.is_some() && (!self.control.is_empty() || self.out.has_unsent())
+        self.conn.is_some()
+            && (!self.control.is_empty()
+                || self.out.has_unsent()
+                || self.close == CloseProgress::Requested)
     }
 
     /// When [`ClientSession::handle_timeout`] wants to be called next.
@@ -382,12 +428,23 @@ impl ClientSession {
     }
 
     /// The next message to write on the current connection: control frames first, then
-    /// requests (new or replayed) in sequence order.
+    /// requests (new or replayed) in sequence order, then the close frame once every request
+    /// queued before it is written. Nothing follows the close frame.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         let conn = self.conn.as_mut()?;
-        let bytes = match self.control.pop_front() {
-            Some(b) => b,
-            None => self.out.next_unsent().map(|(_, b)| b.clone())?,
+        if self.close == CloseProgress::Sent {
+            return None;
+        }
+        let bytes = if let Some(b) = self.control.pop_front() {
+            b
+        } else if let Some((seq, b)) = self.out.next_unsent() {
+            self.sent_through = self.sent_through.max(seq);
+            b.clone()
+        } else if self.close == CloseProgress::Requested {
+            self.close = CloseProgress::Sent;
+            Bytes::from(frame::encode_to_vec(&ClientFrame::Close))
+        } else {
+            return None;
         };
         conn.liveness.sent(now);
         Some(bytes)

@@ -396,8 +396,26 @@ impl ServerSession {
                 }
                 None
             }
-            ClientFrame::Close => Some(ServerRequest::Close),
+            ClientFrame::Close => {
+                // Every request before the close frame has been carried out (the shell handles
+                // them in order): the final ack completes them all, and goes out before the
+                // connection ends.
+                self.queue_ack();
+                Some(ServerRequest::Close)
+            }
         })
+    }
+
+    /// The shell has handled every client message that was ready: if an ack is owed, it is
+    /// due now rather than after the ack delay. A client waiting for its requests' completion
+    /// (and sending nothing more until then) is answered at once, as TCP's quick ack does,
+    /// while a client that keeps sending still gets one ack per batch of input.
+    pub fn handle_input_drained(&mut self, now: Instant) {
+        if let Some(conn) = self.conn.as_mut()
+            && conn.acks.deadline().is_some()
+        {
+            conn.acks.force(now);
+        }
     }
 
     /// Time passed: sends due acks and pings; reports a dead connection.

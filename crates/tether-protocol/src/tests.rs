@@ -554,3 +554,93 @@ fn a_gap_counts_only_what_the_client_really_lacks() {
         other => panic!("expected a gap, got {other:?}"),
     }
 }
+
+/// Runs the server shell over every client frame in flight; returns whether the client closed.
+fn serve_until_close(pair: &mut Pair) -> bool {
+    while let Some(b) = pair.client.poll_transmit(pair.now) {
+        pair.c2s.push_back(b);
+    }
+    while let Some(b) = pair.c2s.pop_front() {
+        match pair.server.handle_frame(pair.now, &b).expect("valid") {
+            Some(ServerRequest::Publish { value, .. }) => pair.applied.push(value),
+            Some(ServerRequest::Close) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+#[test]
+fn close_goes_out_after_the_requests_queued_before_it_and_the_final_ack_completes_them() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.echo = false;
+    let seqs: Vec<u64> = (1..=5)
+        .map(|i| pair.client.publish("t", value(i)).expect("room"))
+        .collect();
+    pair.client.close();
+    assert!(pair.client.has_pending_transmit());
+    assert!(serve_until_close(&mut pair), "the close frame was written");
+    assert!(pair.client.is_close_sent());
+    assert_eq!(
+        pair.applied.len(),
+        5,
+        "every request was applied before the close"
+    );
+    assert!(
+        pair.client.poll_transmit(pair.now).is_none(),
+        "nothing follows the close frame"
+    );
+    // The server's last words: the ack that completes every request, without waiting for the
+    // ack delay.
+    while let Some(b) = pair.server.poll_transmit(pair.now) {
+        pair.client_process(&b);
+    }
+    let done: Vec<u64> = pair.completed.iter().map(|(s, _)| *s).collect();
+    assert_eq!(done, seqs);
+    assert!(pair.completed.iter().all(|(_, r)| r.is_ok()));
+}
+
+#[test]
+fn a_close_frame_lost_with_its_connection_is_written_again_after_the_requests() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.echo = false;
+    pair.client.publish("t", value(1)).expect("room");
+    pair.client.close();
+    // Both frames are written, then the connection dies before the server reads them.
+    while pair.client.poll_transmit(pair.now).is_some() {}
+    assert!(pair.client.is_close_sent());
+    assert!(pair.client.may_have_reached_server(1));
+    pair.cut(0);
+    pair.client.publish("t", value(2)).expect("room");
+    assert!(!pair.client.may_have_reached_server(2), "never written");
+    pair.resume();
+    assert!(serve_until_close(&mut pair));
+    assert_eq!(
+        pair.applied,
+        vec![value(1), value(2)],
+        "in order, before the close"
+    );
+}
+
+#[test]
+fn an_owed_ack_leaves_at_once_when_the_server_has_read_everything() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.echo = false;
+    pair.client.publish("t", value(1)).expect("room");
+    let frame = pair.client.poll_transmit(pair.now).expect("publish");
+    pair.server.handle_frame(pair.now, &frame).expect("valid");
+    // Nothing is due before the ack delay...
+    pair.server.handle_timeout(pair.now).expect("alive");
+    assert!(pair.server.poll_transmit(pair.now).is_none());
+    // ...unless the reader found no more input: then the ack is due at the same instant.
+    pair.server.handle_input_drained(pair.now);
+    assert_eq!(pair.server.poll_timeout(), Some(pair.now));
+    pair.server.handle_timeout(pair.now).expect("alive");
+    let ack = pair.server.poll_transmit(pair.now).expect("the ack");
+    pair.client_process(&ack);
+    assert_eq!(pair.completed, vec![(1, Ok(()))]);
+    // With nothing owed, a drained reader sends nothing.
+    pair.server.handle_input_drained(pair.now);
+    pair.server.handle_timeout(pair.now).expect("alive");
+    assert!(pair.server.poll_transmit(pair.now).is_none());
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -553,8 +553,13 @@ async fn read_loop(
     generation: u64,
     mut stream: futures_util::stream::SplitStream<WebSocketStream<BoxIo>>,
 ) -> ReaderEnd {
+    let mut ready = None;
     loop {
-        let message = match stream.next().await {
+        let message = match ready.take() {
+            Some(m) => m,
+            None => stream.next().await,
+        };
+        let message = match message {
             Some(Ok(m)) => m,
             Some(Err(WsError::Capacity(e))) => {
                 shared.close_slot(
@@ -595,6 +600,12 @@ async fn read_loop(
             Handled::Continue => {}
             Handled::Superseded => return ReaderEnd::Superseded,
             Handled::Closed => return ReaderEnd::Closed,
+        }
+        // Nothing more to read for now: an owed ack leaves at once (a client waiting for its
+        // request's completion is answered without the ack delay).
+        match stream.next().now_or_never() {
+            Some(m) => ready = Some(m),
+            None => shared.input_drained(slot, generation),
         }
     }
 }
@@ -854,6 +865,18 @@ impl Shared {
             generation: inner.generation,
             headers: accepted.to_headers(),
         })
+    }
+
+    fn input_drained(&self, slot: &Slot, generation: u64) {
+        let mut inner = lock(&slot.inner);
+        if inner.generation != generation {
+            return;
+        }
+        let before = inner.proto.poll_timeout();
+        inner.proto.handle_input_drained(Instant::now());
+        if tether_protocol::deadline_moved_earlier(before, inner.proto.poll_timeout()) {
+            slot.notify.notify_one();
+        }
     }
 
     fn handle_client_frame(

@@ -35,6 +35,17 @@ pub enum Error {
         /// Why the session closed.
         reason: CloseReason,
     },
+    /// The session closed after this request was written and before the server confirmed
+    /// it: the server may or may not have applied it (a request that was never written fails
+    /// with [`Error::Closed`] instead, and was certainly not applied). Check the application's
+    /// state before retrying it.
+    #[error(
+        "session closed ({reason}) before the server confirmed the request; it may have been applied"
+    )]
+    OutcomeUnknown {
+        /// Why the session closed.
+        reason: CloseReason,
+    },
     /// The send queue is full while disconnected; nothing was queued.
     #[error(transparent)]
     QueueFull(#[from] QueueFull),
@@ -50,7 +61,9 @@ impl Error {
     /// The close reason, for errors that carry one.
     pub fn reason(&self) -> Option<CloseReason> {
         match self {
-            Error::Open { reason, .. } | Error::Closed { reason } => Some(*reason),
+            Error::Open { reason, .. }
+            | Error::Closed { reason }
+            | Error::OutcomeUnknown { reason } => Some(*reason),
             _ => None,
         }
     }
@@ -78,7 +91,7 @@ impl From<Error> for std::io::Error {
             Error::Open { reason, .. } if *reason == CloseReason::ConnectionError => {
                 std::io::ErrorKind::ConnectionRefused
             }
-            Error::Closed { .. } => std::io::ErrorKind::NotConnected,
+            Error::Closed { .. } | Error::OutcomeUnknown { .. } => std::io::ErrorKind::NotConnected,
             Error::QueueFull(_) => std::io::ErrorKind::WouldBlock,
             Error::Rejected(r) if r.kind == RequestErrorKind::AccessDenied => {
                 std::io::ErrorKind::PermissionDenied

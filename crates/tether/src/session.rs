@@ -89,7 +89,10 @@ impl Callbacks {
         let h = handle.clone();
         handle.spawn(async move {
             while let Some(job) = rx.recv().await {
-                if h.spawn_blocking(job).await.is_err() {
+                if h.spawn_blocking(move || runtime::run_callback(job))
+                    .await
+                    .is_err()
+                {
                     warn!("a session callback panicked; the session carries on");
                 }
             }
@@ -141,6 +144,7 @@ pub struct SessionBuilder {
     buffer: BufferLimits,
     strict: bool,
     connect_timeout: Duration,
+    close_timeout: Duration,
     tls: TlsOptions,
 }
 
@@ -156,6 +160,7 @@ impl SessionBuilder {
             buffer: ClientSessionConfig::default().buffer,
             strict: false,
             connect_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
             tls: TlsOptions::default(),
         }
     }
@@ -248,6 +253,14 @@ impl SessionBuilder {
         self
     }
 
+    /// How long [`Session::close`] waits for the requests queued before it to be written and
+    /// confirmed by the server (default 5 s). Past it the connection is dropped: requests that
+    /// were written fail with [`Error::OutcomeUnknown`], the others with [`Error::Closed`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
     /// Connects and opens the session. On failure the listeners see `CONNECTING` →
     /// `CLOSED_FAILED` and the error says why (authentication failed, connection error, ...).
     pub async fn open(self) -> Result<Session, Error> {
@@ -321,6 +334,7 @@ async fn open_on_runtime(
         id: accepted.session,
         connector,
         strategy: b.strategy,
+        close_timeout: b.close_timeout,
         handle: handle.clone(),
         callbacks,
         writer_wake: Notify::new(),
@@ -386,7 +400,8 @@ struct Shared {
     close_reason: Option<CloseReason>,
     token: ResumeToken,
     reconnect_timeout: Duration,
-    /// `close()` was called: the writer sends the close frame and hangs up.
+    /// `close()` was called: requests queued before it go out, then the close frame; the
+    /// server's final ack completes them and it hangs up.
     closing: bool,
     listeners: Vec<Arc<dyn SessionListener>>,
     state_streams: Vec<mpsc::UnboundedSender<StateChange>>,
@@ -400,6 +415,7 @@ pub(crate) struct SessionInner {
     id: SessionId,
     connector: Connector,
     strategy: Arc<dyn ReconnectionStrategy>,
+    close_timeout: Duration,
     handle: tokio::runtime::Handle,
     callbacks: Callbacks,
     writer_wake: Notify,
@@ -537,18 +553,25 @@ impl SessionInner {
         freed
     }
 
-    /// Ends the session: final state, pending requests fail, streams end.
+    /// Ends the session: final state, pending requests fail, streams end. A pending request
+    /// that was written may have been applied: it fails as [`Error::OutcomeUnknown`], never as
+    /// a plain failure.
     fn finish(&self, reason: CloseReason) {
         {
             let mut s = lock(&self.shared);
             s.proto.disconnected();
-            for (_, p) in s.pending.drain() {
+            let pending = std::mem::take(&mut s.pending);
+            for (seq, p) in pending {
                 let tx = match p {
                     Pending::Publish(tx)
                     | Pending::Subscribe { done: tx, .. }
                     | Pending::Unsubscribe { done: tx, .. } => tx,
                 };
-                let _ = tx.send(Err(Error::Closed { reason }));
+                let _ = tx.send(Err(if s.proto.may_have_reached_server(seq) {
+                    Error::OutcomeUnknown { reason }
+                } else {
+                    Error::Closed { reason }
+                }));
             }
             s.subscriptions.clear();
             s.gap_streams.clear();
@@ -680,28 +703,42 @@ async fn run_connection(
 ) -> ConnEnd {
     let (sink, mut stream) = ws.split();
     let mut writer = inner.handle.spawn(write_loop(inner.clone(), sink));
-    let closing = *close_rx.borrow();
+    // Once the application closes, the connection has `close_timeout` to carry the requests
+    // queued before the close and the close frame, and to bring back the server's final ack.
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let close_by = tokio::time::sleep_until(far);
+    tokio::pin!(close_by);
+    let mut closing = false;
+    if *close_rx.borrow() {
+        closing = true;
+        close_by
+            .as_mut()
+            .reset(tokio::time::Instant::now() + inner.close_timeout);
+    }
     let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
     loop {
         tokio::select! {
             end = &mut writer => {
+                if closing {
+                    return ConnEnd::ClosedByClient;
+                }
                 return match end {
-                    Ok(WriterEnd::Closed) => ConnEnd::ClosedByClient,
                     Ok(WriterEnd::Fault(f)) => fault_end(f),
                     Ok(WriterEnd::Io) | Err(_) => ConnEnd::Lost(CloseReason::TransportError),
                 };
             }
             changed = close_rx.changed(), if !closing => {
                 if changed.is_err() || *close_rx.borrow() {
-                    // The writer sends the close frame; a dead connection gets a second.
-                    let limit = tokio::time::sleep(Duration::from_secs(1));
-                    tokio::pin!(limit);
-                    tokio::select! {
-                        _ = &mut writer => {}
-                        _ = &mut limit => writer.abort(),
-                    }
-                    return ConnEnd::ClosedByClient;
+                    closing = true;
+                    close_by
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + inner.close_timeout);
                 }
+            }
+            _ = &mut close_by, if closing => {
+                info!(session = %inner.id, "close timeout elapsed before the server confirmed the close");
+                writer.abort();
+                return ConnEnd::ClosedByClient;
             }
             message = stream.next() => {
                 // Every frame already read is handled in one go: one lock, one clock read and
@@ -747,7 +784,6 @@ async fn run_connection(
 const READ_BATCH: usize = 64;
 
 enum WriterEnd {
-    Closed,
     Fault(ConnectionFault),
     Io,
 }
@@ -758,7 +794,7 @@ async fn write_loop(
 ) -> WriterEnd {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
     loop {
-        let (deadline, closing, more) = {
+        let (deadline, more) = {
             let mut s = lock(&inner.shared);
             let now = Instant::now();
             if let Err(fault) = s.proto.handle_timeout(now) {
@@ -770,7 +806,7 @@ async fn write_loop(
                     None => break,
                 }
             }
-            (s.proto.poll_timeout(), s.closing, batch.len() == 256)
+            (s.proto.poll_timeout(), batch.len() == 256)
         };
         for bytes in batch.drain(..) {
             if sink.feed(Message::Binary(bytes)).await.is_err() {
@@ -783,10 +819,8 @@ async fn write_loop(
         if more {
             continue;
         }
-        if closing {
-            let _ = sink.close().await;
-            return WriterEnd::Closed;
-        }
+        // After the close frame nothing more is written: the server answers with its final
+        // ack and ends the connection, which the reader sees.
         let wake = inner.writer_wake.notified();
         match deadline {
             Some(d) => {
@@ -1030,9 +1064,7 @@ impl Session {
             space.await;
         };
         self.inner.writer_wake.notify_one();
-        rx.await.unwrap_or(Err(Error::Closed {
-            reason: CloseReason::ClosedByClient,
-        }))
+        rx.await.unwrap_or(Err(ANSWER_LOST))
     }
 
     /// Publishes `value` on `topic` and waits until the server has applied it (or refused it:
@@ -1172,6 +1204,12 @@ impl Session {
     }
 }
 
+/// A request whose answer was dropped unsent: Tether's runtime was shut down while it was in
+/// flight, so nobody can tell whether the server applied it.
+const ANSWER_LOST: Error = Error::OutcomeUnknown {
+    reason: CloseReason::ClosedByClient,
+};
+
 /// Resolves when a request queued with [`Session::send`] has been applied or refused.
 #[derive(Debug)]
 pub struct Completion {
@@ -1181,11 +1219,9 @@ pub struct Completion {
 impl std::future::Future for Completion {
     type Output = Result<(), Error>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or(Err(Error::Closed {
-                reason: CloseReason::ClosedByClient,
-            }))
-        })
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ANSWER_LOST)))
     }
 }
 
