@@ -3,12 +3,14 @@
 //! - `demo`: an embedded server, the fault proxy and a session that survives cuts, printed as
 //!   it happens.
 //! - `test`: format check, clippy with `-D warnings`, and every test in every language.
+//! - `soak`: every language's exit scenarios, repeated.
 
 mod bench;
 mod chaos;
 mod demo;
 mod fuzz;
 mod lang;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -59,6 +61,16 @@ enum Job {
     },
     /// Benchmarks against raw tokio-tungstenite, measured in the same run (see BENCHMARKS.md).
     Bench(bench::Args),
+    /// Repeat every language's exit scenarios (work in flight at exit, close with queued
+    /// requests, exit from a callback); fail on any crash, hang or wrong outcome.
+    Soak {
+        /// Runs per scenario.
+        #[arg(long, default_value_t = 50)]
+        runs: u32,
+        /// Only the languages whose name contains this (c, node, python, java, c#).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +80,7 @@ fn main() -> ExitCode {
         Job::Test { no_lint } => test::run(!no_lint),
         Job::Fuzz { seconds } => fuzz::command(seconds),
         Job::Bench(args) => bench::command(args),
+        Job::Soak { runs, only } => soak::command(runs, only.as_deref()),
         Job::Chaos {
             messages,
             cuts,

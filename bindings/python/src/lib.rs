@@ -27,15 +27,15 @@ mod strategy;
 
 use pyo3::prelude::*;
 
-/// Closes every open session, then stops Tether's runtime and joins its threads, waiting at
-/// most `timeout` seconds. The package registers it with `atexit`. A later `connect` starts
-/// the runtime again.
+/// Closes every open session (requests queued before are sent and confirmed first), then
+/// stops Tether's runtime and joins its threads, all within `timeout` seconds. Returns whether
+/// everything stopped in time. The package registers it with `atexit`. A later `connect`
+/// starts the runtime again.
 #[pyfunction]
 #[pyo3(signature = (timeout = 5.0))]
-fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<()> {
+fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<bool> {
     let timeout = convert::seconds(py, "timeout", timeout)?;
-    py.detach(|| tether::shutdown(timeout));
-    Ok(())
+    Ok(py.detach(|| tether::shutdown(timeout)))
 }
 
 #[pymodule]

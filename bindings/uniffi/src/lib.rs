@@ -886,11 +886,13 @@ async fn tokio_timeout<F: std::future::Future>(limit: Duration, f: F) -> Option<
     tokio::time::timeout(limit, f).await.ok()
 }
 
-/// Closes every open session, then stops Tether's runtime and joins its threads, waiting at
-/// most `timeout` in all. Call it before the host exits; a later `open` starts afresh. Do not
-/// call it from a listener or strategy.
+/// Closes every open session (requests queued before are sent and confirmed first), then
+/// stops Tether's runtime and joins its threads, all within `timeout`. Returns whether
+/// everything stopped in time (`false`: a callback or a session was still busy, or it was
+/// called from a callback, whose own thread cannot be joined). Call it before the host exits;
+/// a later `open` starts afresh.
 #[uniffi::export]
-pub fn shutdown(timeout: Duration) {
+pub fn shutdown(timeout: Duration) -> bool {
     tether::shutdown(timeout)
 }
 

@@ -256,9 +256,24 @@ typedef int RECONNECTION_JITTER_T;
 #define TETHER_ERROR_INTERNAL 13
 
 /**
- * The function may not be called from where it was (e.g. `tether_shutdown` from a callback).
+ * The function may not be called from where it was (e.g. `session_free` from the session's
+ * own callback), or could not do all of its work from there (`tether_shutdown` from a
+ * callback cannot join the calling thread).
  */
 #define TETHER_ERROR_WRONG_THREAD 14
+
+/**
+ * The session closed after the request was written and before the server confirmed it: the
+ * server may or may not have applied it. (A request never written fails with
+ * `TETHER_ERROR_SESSION_CLOSED` and was certainly not applied.)
+ */
+#define TETHER_ERROR_OUTCOME_UNKNOWN 15
+
+/**
+ * The call's time ran out before all of its work was done (`tether_shutdown`: a callback or a
+ * session was still busy at the deadline).
+ */
+#define TETHER_ERROR_TIMED_OUT 16
 
 /**
  * Not a state: what `session_state_get(NULL)` answers.
@@ -543,11 +558,15 @@ bool session_publish(SESSION_T *session,
                      TETHER_ERROR_T *error);
 
 /**
- * Closes every open session and stops Tether's runtime, joining its threads, waiting at most
- * `timeout_ms` in all. Call it before the process exits (or before unloading the library).
- * Sessions are not freed: `session_free` them afterwards (or before). A later
- * `session_create` starts a fresh runtime. Returns false with `TETHER_ERROR_WRONG_THREAD`
- * when called from a callback.
+ * Closes every open session (requests queued before are sent and confirmed first) and stops
+ * Tether's runtime, joining its threads, all within `timeout_ms`. Call it before the process
+ * exits (or before unloading the library). Sessions are not freed: `session_free` them
+ * afterwards (or before). A later `session_create` starts a fresh runtime.
+ *
+ * Returns true when everything stopped in time. Returns false, with the runtime stopped all
+ * the same, when something was left behind: `TETHER_ERROR_TIMED_OUT` if a callback or a
+ * session was still busy at the deadline; `TETHER_ERROR_WRONG_THREAD` when called from a
+ * callback (a handler that exits the process, say), whose own thread cannot be joined.
  *
  * # Safety
  * `error` is NULL or writable.

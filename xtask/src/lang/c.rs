@@ -129,6 +129,11 @@ fn add(part: &str, counts: &mut Counts) {
     }
 }
 
+/// The exit scenarios, each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -216,6 +216,11 @@ fn ffi_symbols(swift: &str) -> BTreeSet<String> {
     found
 }
 
+/// The exit scenarios, each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,3 +20,16 @@ pub(crate) const SUITES: &[(&str, Suite)] = &[
     ("Kotlin/Java + Swift (uniffi)", jvm::test),
     ("C# (.NET over the C ABI)", dotnet::test),
 ];
+
+/// A language's exit soak: its exit scenarios, each repeated `runs` times (through
+/// `TETHER_EXIT_RUNS`); `None` when the language has none yet.
+pub(crate) type Soak = fn(u32) -> Option<bool>;
+
+/// Every language's exit soak, run by `cargo xtask soak`.
+pub(crate) const SOAKS: &[(&str, Soak)] = &[
+    ("C", c::exit_soak),
+    ("Node.js", node::exit_soak),
+    ("Python", python::exit_soak),
+    ("Java/Kotlin", jvm::exit_soak),
+    ("C#", dotnet::exit_soak),
+];

@@ -88,6 +88,11 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
     ))
 }
 
+/// The exit scenarios, each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,6 +128,11 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
     Some(typed && stubs && ok && ran)
 }
 
+/// The exit scenarios, each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,8 +49,9 @@ def open_blocking(
     connect_timeout: float = 10.0,
     strict: bool = False,
 ) -> NativeSession: ...
-def shutdown(timeout: float = 5.0) -> None:
-    """Closes every open session, then stops Tether's runtime and joins its threads."""
+def shutdown(timeout: float = 5.0) -> bool:
+    """Closes every open session, then stops Tether's runtime and joins its threads, all within
+    ``timeout`` seconds; returns whether everything stopped in time."""
 
 @final
 class NativeSession:

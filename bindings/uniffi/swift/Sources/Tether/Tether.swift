@@ -3633,16 +3633,19 @@ public func exponentialBackoff(initial: TimeInterval, multiplier: Double, maxDel
 })
 }
 /**
- * Closes every open session, then stops Tether's runtime and joins its threads, waiting at
- * most `timeout` in all. Call it before the host exits; a later `open` starts afresh. Do not
- * call it from a listener or strategy.
+ * Closes every open session (requests queued before are sent and confirmed first), then
+ * stops Tether's runtime and joins its threads, all within `timeout`. Returns whether
+ * everything stopped in time (`false`: a callback or a session was still busy, or it was
+ * called from a callback, whose own thread cannot be joined). Call it before the host exits;
+ * a later `open` starts afresh.
  */
-public func shutdown(timeout: TimeInterval)  {try! rustCall() {
+public func shutdown(timeout: TimeInterval) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_tether_uniffi_fn_func_shutdown(
         FfiConverterDuration.lower(timeout),uniffiCallStatus
     )
-}
+})
 }
 
 private enum InitializationResult {
@@ -3672,7 +3675,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tether_uniffi_checksum_func_exponential_backoff() != 31107) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tether_uniffi_checksum_func_shutdown() != 51217) {
+    if (uniffi_tether_uniffi_checksum_func_shutdown() != 4259) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_gaplistener_on_gap() != 60280) {

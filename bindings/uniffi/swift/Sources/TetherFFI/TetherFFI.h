@@ -546,7 +546,7 @@ uint64_t uniffi_tether_uniffi_fn_func_exponential_backoff(RustBuffer initial, do
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_FUNC_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_FUNC_SHUTDOWN
-void uniffi_tether_uniffi_fn_func_shutdown(RustBuffer timeout, RustCallStatus *_Nonnull out_status
+int8_t uniffi_tether_uniffi_fn_func_shutdown(RustBuffer timeout, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_TETHER_UNIFFI_RUSTBUFFER_ALLOC

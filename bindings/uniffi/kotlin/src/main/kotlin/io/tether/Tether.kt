@@ -30,14 +30,13 @@ object Tether {
     @JvmStatic
     fun sessions(): SessionFactory = SessionFactory.DEFAULT
 
-    /** Closes every open session, then stops Tether's runtime and joins its threads, waiting at
-     * most [timeout] in all. A later `open` starts afresh. Do not call it from a listener or a
-     * strategy. */
+    /** Closes every open session (requests queued before are sent and confirmed first), then
+     * stops Tether's runtime and joins its threads, all within [timeout]. Returns whether
+     * everything stopped in time (`false`: a callback or a session was still busy, or it was
+     * called from a callback, whose own thread cannot be joined). A later `open` starts afresh. */
     @JvmStatic
     @JvmOverloads
-    fun shutdown(timeout: Duration = Duration.ofSeconds(5)) {
-        io.tether.shutdown(timeout)
-    }
+    fun shutdown(timeout: Duration = Duration.ofSeconds(5)): Boolean = io.tether.shutdown(timeout)
 }
 
 /**
