@@ -1,53 +1,62 @@
 //! Running the core's async calls for Python, on the runtime Tether owns.
 //!
-//! * [`awaitable`]: an `asyncio.Future` on the caller's running loop, resolved (thread-safely,
-//!   through `loop.call_soon_threadsafe`) when the Rust future completes. Cancelling the
-//!   Python future drops the Rust future. Built on `pyo3_async_runtimes::generic` with
-//!   [`TetherRuntime`], so no second tokio runtime ever exists.
+//! * [`awaitable`]: an `asyncio.Future` of the caller's running loop, resolved when the Rust
+//!   future completes: the future is polled on the binding's results thread
+//!   ([`crate::results`], never on an async worker), where the result is converted with the
+//!   GIL and handed to the loop with `loop.call_soon_threadsafe`. Cancelling the Python
+//!   future drops the Rust future. A result for a loop that has closed is dropped
+//!   quietly (nobody can await it any more), and so is every result once the interpreter is
+//!   exiting (see [`crate::exit`]).
 //! * [`block`]: the blocking form for `tether.sync`, which waits with the GIL released and
 //!   checks for signals (Ctrl-C) every 100 ms.
 //!
-//! Rust futures never touch the GIL: they return [`Out`], whose conversion to a Python object
-//! (or to the right `tether` exception) happens in the delivery step, with the GIL held, off
-//! the async workers.
+//! Rust futures never touch the GIL: they return the core's `Result`, which becomes a Python
+//! object (or the right `tether` exception) in the delivery step, with the GIL held.
 
-use std::any::Any;
-use std::cell::OnceCell;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use pyo3::IntoPyObjectExt;
-use pyo3::exceptions::PyTimeoutError;
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError};
 use pyo3::prelude::*;
-use pyo3_async_runtimes::TaskLocals;
-use pyo3_async_runtimes::generic::{self, ContextExt, Runtime};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyNone;
 use tokio::runtime::Handle;
 
-use crate::convert;
+use crate::results::{Canceller, Delivery, Slot};
+use crate::{convert, exit};
 
-/// The result of a core call, converted to Python once the GIL is held.
-pub(crate) struct Out<T>(pub(crate) Result<T, tether::Error>);
+/// A request's "no value": Python's `None` (pyo3 would make `()` an empty tuple).
+pub(crate) struct Done;
 
-impl<'py, T> IntoPyObject<'py> for Out<T>
-where
-    T: IntoPyObject<'py>,
-{
-    type Target = PyAny;
-    type Output = Bound<'py, PyAny>;
-    type Error = PyErr;
+impl<'py> IntoPyObject<'py> for Done {
+    type Target = PyNone;
+    type Output = Borrowed<'py, 'py, PyNone>;
+    type Error = std::convert::Infallible;
 
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match self.0 {
-            Ok(value) => value.into_bound_py_any(py),
-            Err(e) => Err(convert::error(py, &e)),
-        }
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyNone::get(py))
     }
 }
 
-/// Tether's runtime, starting it on first use.
+/// Why no new work may start: the interpreter is exiting and Tether was shut down.
+fn exit_error(py: Python<'_>) -> PyErr {
+    convert::tether_error(
+        py,
+        "TetherError",
+        "Tether was shut down: the interpreter is exiting",
+    )
+}
+
+/// Tether's runtime, starting it on first use (never once the interpreter is exiting: the
+/// exit-time shutdown has stopped it for good).
 pub(crate) fn runtime_handle(py: Python<'_>) -> PyResult<Handle> {
+    if exit::exiting() {
+        return Err(exit_error(py));
+    }
     tether::runtime::handle().map_err(|e| {
         convert::tether_error(
             py,
@@ -57,95 +66,152 @@ pub(crate) fn runtime_handle(py: Python<'_>) -> PyResult<Handle> {
     })
 }
 
-/// `pyo3_async_runtimes`' view of Tether's runtime.
-pub(crate) struct TetherRuntime;
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-tokio::task_local! {
-    static TASK_LOCALS: OnceCell<TaskLocals>;
+/// `asyncio.get_running_loop()`: raises `RuntimeError` without a running loop.
+pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    GET_RUNNING_LOOP
+        .import(py, "asyncio", "get_running_loop")?
+        .call0()
 }
 
-/// A task spawned on Tether's runtime, or the note that there was no runtime to spawn on.
-pub(crate) enum Join {
-    Spawned(tokio::task::JoinHandle<()>),
-    NoRuntime,
-}
+/// Called by the Python future when it is done: if it was cancelled, drops the Rust future.
+#[pyclass(frozen, module = "tether._tether")]
+struct CancelOnDone(Canceller);
 
-/// Why a [`Join`] ended without completing.
-pub(crate) struct JoinFailure(Option<tokio::task::JoinError>);
-
-impl generic::JoinError for JoinFailure {
-    fn is_panic(&self) -> bool {
-        self.0.as_ref().is_some_and(|e| e.is_panic())
-    }
-
-    fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        match self.0 {
-            Some(e) if e.is_panic() => e.into_panic(),
-            _ => Box::new("the task did not run"),
+#[pymethods]
+impl CancelOnDone {
+    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        if future.call_method0("cancelled")?.is_truthy()? {
+            self.0.cancel();
         }
+        Ok(())
     }
 }
 
-impl Future for Join {
-    type Output = Result<(), JoinFailure>;
+/// Run on the loop: sets the future's result or exception, unless it is already done
+/// (cancelled meanwhile).
+#[pyclass(frozen, module = "tether._tether")]
+struct Resolve {
+    future: Py<PyAny>,
+    outcome: Py<PyAny>,
+    failed: bool,
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Join::Spawned(handle) => Pin::new(handle)
-                .poll(cx)
-                .map(|r| r.map_err(|e| JoinFailure(Some(e)))),
-            Join::NoRuntime => Poll::Ready(Err(JoinFailure(None))),
+#[pymethods]
+impl Resolve {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let future = self.future.bind(py);
+        if future.call_method0("done")?.is_truthy()? {
+            return Ok(());
         }
+        let method = if self.failed {
+            "set_exception"
+        } else {
+            "set_result"
+        };
+        future.call_method1(method, (self.outcome.clone_ref(py),))?;
+        Ok(())
     }
 }
 
-fn current_handle() -> Option<Handle> {
-    tether::runtime::handle()
-        .ok()
-        .or_else(|| Handle::try_current().ok())
+/// Where a result goes: a future of an event loop.
+struct Target {
+    event_loop: Py<PyAny>,
+    future: Py<PyAny>,
 }
 
-impl Runtime for TetherRuntime {
-    type JoinError = JoinFailure;
-    type JoinHandle = Join;
-
-    fn spawn<F>(fut: F) -> Join
+impl Target {
+    /// Hands `result` to the loop (on the results thread, attached).
+    fn deliver<T>(self, py: Python<'_>, result: Result<T, tether::Error>)
     where
-        F: Future<Output = ()> + Send + 'static,
+        T: for<'a> IntoPyObject<'a>,
     {
-        // `awaitable` started the runtime just before; only a concurrent `tether.shutdown()`
-        // followed by a failure to start threads again could leave none.
-        match current_handle() {
-            Some(handle) => Join::Spawned(handle.spawn(fut)),
-            None => Join::NoRuntime,
+        let event_loop = self.event_loop.bind(py);
+        let closed = event_loop
+            .call_method0("is_closed")
+            .and_then(|c| c.is_truthy())
+            .unwrap_or(true);
+        if closed {
+            return;
         }
-    }
-
-    fn spawn_blocking<F>(f: F) -> Join
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        match current_handle() {
-            Some(handle) => Join::Spawned(handle.spawn_blocking(f)),
-            None => Join::NoRuntime,
+        let (outcome, failed) = match result
+            .map_err(|e| convert::error(py, &e))
+            .and_then(|v| v.into_py_any(py))
+        {
+            Ok(value) => (value, false),
+            Err(e) => (e.into_value(py).into_any(), true),
+        };
+        let resolve = Resolve {
+            future: self.future.clone_ref(py),
+            outcome,
+            failed,
+        };
+        match event_loop.call_method1("call_soon_threadsafe", (resolve,)) {
+            Ok(_) => {}
+            // The loop closed meanwhile: nobody is waiting any more.
+            Err(e) if e.is_instance_of::<PyRuntimeError>(py) => {}
+            Err(e) => e.write_unraisable(py, Some(event_loop)),
         }
     }
 }
 
-impl ContextExt for TetherRuntime {
-    fn scope<F, R>(locals: TaskLocals, fut: F) -> Pin<Box<dyn Future<Output = R> + Send>>
-    where
-        F: Future<Output = R> + Send + 'static,
-    {
-        let cell = OnceCell::new();
-        let _ = cell.set(locals);
-        Box::pin(TASK_LOCALS.scope(cell, fut))
+/// An `asyncio.Future` of the caller's running loop, not yet tied to any work: everything
+/// that can fail (no running loop, the interpreter exiting) fails here, before the caller
+/// starts anything (a publish is queued at once, for instance).
+pub(crate) struct Pending<'py> {
+    event_loop: Bound<'py, PyAny>,
+    future: Bound<'py, PyAny>,
+    /// `None`: a daemon thread's loop at interpreter exit, whose future never resolves (the
+    /// thread is about to be stopped).
+    slot: Option<Slot>,
+}
+
+impl<'py> Pending<'py> {
+    /// Raises `RuntimeError` without a running event loop.
+    pub(crate) fn new(py: Python<'py>) -> PyResult<Self> {
+        let event_loop = running_loop(py)?;
+        let future = event_loop.call_method0("create_future")?;
+        let slot = if exit::exiting() && !exit::on_exit_thread() {
+            None
+        } else {
+            // The core's calls start Tether's runtime as they need it; this one says why it
+            // cannot start (and refuses at interpreter exit) before anything is queued.
+            runtime_handle(py)?;
+            Some(Slot::new().map_err(|e| {
+                convert::tether_error(py, "TetherError", &format!("cannot start a thread: {e}"))
+            })?)
+        };
+        Ok(Pending {
+            event_loop,
+            future,
+            slot,
+        })
     }
 
-    fn get_task_locals() -> Option<TaskLocals> {
-        TASK_LOCALS
-            .try_with(|c| c.get().cloned())
-            .unwrap_or_default()
+    /// Calls `start` and waits for the future it returns on the results thread; the Python
+    /// future resolves with its output. (At interpreter exit, on a daemon thread: calls
+    /// nothing.)
+    pub(crate) fn run<F, T>(self, start: impl FnOnce() -> F) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = Result<T, tether::Error>> + Send + 'static,
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+    {
+        let Some(slot) = self.slot else {
+            return Ok(self.future);
+        };
+        let fut = start();
+        let target = Target {
+            event_loop: self.event_loop.unbind(),
+            future: self.future.clone().unbind(),
+        };
+        let canceller = slot.start(Box::pin(async move {
+            let result = fut.await;
+            Box::new(move |py: Python<'_>| target.deliver(py, result)) as Delivery
+        }));
+        self.future
+            .call_method1("add_done_callback", (CancelOnDone(canceller),))?;
+        Ok(self.future)
     }
 }
 
@@ -153,25 +219,34 @@ impl ContextExt for TetherRuntime {
 /// `RuntimeError` when called without a running event loop.
 pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
-    F: Future<Output = Out<T>> + Send + 'static,
+    F: Future<Output = Result<T, tether::Error>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    runtime_handle(py)?;
-    generic::future_into_py::<TetherRuntime, _, _>(py, async move { Ok(fut.await) })
+    Pending::new(py)?.run(|| fut)
+}
+
+/// At interpreter exit, parks a daemon thread about to make a blocking call, until the
+/// process ends (see [`exit::must_park`]).
+pub(crate) fn park_if_exiting(py: Python<'_>) {
+    if exit::must_park() {
+        py.detach(|| exit::park_forever());
+    }
 }
 
 /// How often a blocking wait wakes up to let Python handle signals (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
-/// Runs `fut` to completion on Tether's runtime, blocking the calling thread with the GIL
-/// released. `timeout` (seconds) raises `TimeoutError`; the future is dropped then, as it is
-/// when a signal handler raises.
+/// Waits for `fut` (a call of the core, whose work runs on Tether's runtime) on the calling
+/// thread, with the GIL released. `timeout` (seconds) raises `TimeoutError`; the future is dropped then, as it is
+/// when a signal handler raises. Once the interpreter is exiting, a call from a daemon thread
+/// never returns (see [`exit::must_park`]): the thread is stopped with the interpreter rather
+/// than woken with the exit-time shutdown's `SessionClosedError`.
 pub(crate) fn block<F, T>(py: Python<'_>, timeout: Option<f64>, fut: F) -> PyResult<T>
 where
     F: Future<Output = Result<T, tether::Error>> + Send,
     T: Send,
 {
-    let handle = runtime_handle(py)?;
+    park_if_exiting(py);
     let deadline = match timeout {
         Some(t) => Some(Instant::now() + convert::seconds(py, "timeout", t)?),
         None => None,
@@ -184,16 +259,53 @@ where
                 .min(SIGNAL_CHECK),
             None => SIGNAL_CHECK,
         };
-        let step = py
-            .detach(|| handle.block_on(async { tokio::time::timeout(slice, fut.as_mut()).await }));
+        let step = py.detach(|| {
+            let step = poll_for(fut.as_mut(), slice);
+            if exit::must_park() {
+                exit::park_forever();
+            }
+            step
+        });
         match step {
-            Ok(result) => return result.map_err(|e| convert::error(py, &e)),
-            Err(_elapsed) => {
+            Some(result) => return result.map_err(|e| convert::error(py, &e)),
+            None => {
                 py.check_signals()?;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(PyTimeoutError::new_err("timed out"));
                 }
             }
         }
+    }
+}
+
+/// Wakes a thread parked in [`poll_for`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `fut` on the calling thread for at most `slice`: its output, or `None` if it is
+/// still pending. The core's futures need no runtime context (they wait on channels), so this
+/// also works after `tether.shutdown()` (they then complete with an error).
+fn poll_for<F: Future>(mut fut: Pin<&mut F>, slice: Duration) -> Option<F::Output> {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let until = Instant::now() + slice;
+    loop {
+        if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+            return Some(output);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
     }
 }

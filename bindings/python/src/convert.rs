@@ -107,6 +107,7 @@ pub(crate) fn error(py: Python<'_>, e: &Error) -> PyErr {
             None,
         ),
         Error::Closed { .. } => ("SessionClosedError", None),
+        Error::OutcomeUnknown { .. } => ("OutcomeUnknownError", None),
         Error::QueueFull(_) => ("QueueFullError", None),
         Error::Rejected(r) => (
             if r.kind == RequestErrorKind::AccessDenied {

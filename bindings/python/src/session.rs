@@ -15,8 +15,8 @@ use tether::{
 };
 use tokio::sync::Mutex;
 
-use crate::bridge::{Out, awaitable, block};
-use crate::{convert, strategy};
+use crate::bridge::{self, Done, Pending, awaitable, block};
+use crate::{convert, exit, strategy};
 
 /// A state, converted to `tether.SessionState` when delivered.
 pub(crate) struct State(SessionState);
@@ -209,8 +209,8 @@ fn deliver<T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>>>(
     let Some(callback) = callback else {
         return;
     };
-    // `None`: the interpreter is shutting down; nobody is left to tell.
-    let _ = Python::try_attach(|py| {
+    // `None`: the interpreter is exiting; nobody is left to tell.
+    let _ = exit::attach(|py| {
         if let Err(e) = Bound::new(py, value).and_then(|v| callback.bind(py).call1((v,))) {
             e.write_unraisable(py, Some(callback.bind(py)));
         }
@@ -233,7 +233,8 @@ struct Owner(Session);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if self.0.state().is_closed() {
+        // At interpreter exit the exit-time shutdown closes it; no runtime may start then.
+        if self.0.state().is_closed() || exit::exiting() {
             return;
         }
         if let Ok(handle) = tether::runtime::handle() {
@@ -283,17 +284,21 @@ impl NativeSession {
         self.0.0.reconnection_timeout().as_secs_f64()
     }
 
-    /// Queues the publish now, in call order, and returns an awaitable of its completion.
+    /// Queues the publish now, in call order, and returns a future of its completion
+    /// (`None` once the server applied it). Raises, with nothing queued, without a running
+    /// event loop.
     fn publish<'py>(
         &self,
         py: Python<'py>,
         topic: String,
         value: &[u8],
     ) -> PyResult<Bound<'py, PyAny>> {
-        // Before queueing: without a running loop nothing must be sent.
-        pyo3_async_runtimes::get_running_loop(py)?;
-        let completion = publish(self.session(), topic, Bytes::copy_from_slice(value));
-        awaitable(py, async move { Out(completion.await) })
+        // Everything that can fail, before queueing.
+        let value = Bytes::copy_from_slice(value);
+        Pending::new(py)?.run(|| {
+            let completion = publish(self.session(), topic, value);
+            async move { completion.await.map(|()| Done) }
+        })
     }
 
     #[pyo3(signature = (topic, value, timeout = None))]
@@ -311,10 +316,10 @@ impl NativeSession {
     fn subscribe<'py>(&self, py: Python<'py>, selector: String) -> PyResult<Bound<'py, PyAny>> {
         let session = self.session();
         awaitable(py, async move {
-            Out(session
+            session
                 .subscribe(&selector)
                 .await
-                .map(NativeSubscription::new))
+                .map(NativeSubscription::new)
         })
     }
 
@@ -336,7 +341,9 @@ impl NativeSession {
 
     fn unsubscribe<'py>(&self, py: Python<'py>, selector: String) -> PyResult<Bound<'py, PyAny>> {
         let session = self.session();
-        awaitable(py, async move { Out(session.unsubscribe(&selector).await) })
+        awaitable(py, async move {
+            session.unsubscribe(&selector).await.map(|()| Done)
+        })
     }
 
     #[pyo3(signature = (selector, timeout = None))]
@@ -358,7 +365,7 @@ impl NativeSession {
         let session = self.session();
         awaitable(py, async move {
             session.close().await;
-            Out(Ok(()))
+            Ok(Done)
         })
     }
 
@@ -373,7 +380,7 @@ impl NativeSession {
 
     fn closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let session = self.session();
-        awaitable(py, async move { Out(Ok(Reason(session.closed().await))) })
+        awaitable(py, async move { Ok(Reason(session.closed().await)) })
     }
 
     #[pyo3(signature = (timeout = None))]
@@ -394,9 +401,10 @@ impl NativeSession {
     ) -> PyResult<Bound<'py, PyAny>> {
         let state = convert::parse_state(py, state)?;
         let session = self.session();
-        awaitable(py, async move {
-            Out(Ok(State(session.wait_for_state(state).await)))
-        })
+        awaitable(
+            py,
+            async move { Ok(State(session.wait_for_state(state).await)) },
+        )
     }
 
     #[pyo3(signature = (state, timeout = None))]
@@ -451,7 +459,7 @@ impl NativeSubscription {
         let inner = self.inner.clone();
         awaitable(py, async move {
             let mut sub = inner.lock().await;
-            Out(Ok(sub.next().await.map(Update)))
+            Ok(sub.next().await.map(Update))
         })
     }
 
@@ -485,7 +493,7 @@ impl NativeStateChanges {
         let inner = self.0.clone();
         awaitable(py, async move {
             let mut changes = inner.lock().await;
-            Out(Ok(changes.next().await.map(StateChange)))
+            Ok(changes.next().await.map(StateChange))
         })
     }
 
@@ -590,7 +598,7 @@ pub(crate) fn open<'py>(
         connect_timeout,
         strict,
     )?;
-    awaitable(py, async move { Out(open_detached(b).await) })
+    awaitable(py, open_detached(b))
 }
 
 /// Opens a session, blocking (with the GIL released) until it is open.
@@ -621,5 +629,8 @@ pub(crate) fn open_blocking(
         connect_timeout,
         strict,
     )?;
+    // Says why Tether cannot start (or that the interpreter is exiting) before connecting.
+    bridge::park_if_exiting(py);
+    bridge::runtime_handle(py)?;
     block(py, None, open_detached(b))
 }

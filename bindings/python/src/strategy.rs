@@ -81,15 +81,15 @@ impl Attempt {
 /// Hands each attempt to a Python callable, on the session's callback thread. The Python
 /// package passes a callable that forwards the attempt to the event loop (asyncio) or runs the
 /// user's strategy directly (`tether.sync`), and reports the strategy's exceptions itself. If
-/// the callable raises anyway (or Python is gone), the exception goes to
-/// `sys.unraisablehook` and the attempt is aborted rather than left undecided.
+/// the callable raises anyway, the exception goes to `sys.unraisablehook`; either way, or
+/// when the interpreter is exiting, the attempt is aborted rather than left undecided.
 pub(crate) struct PyStrategy {
     invoke: Py<PyAny>,
 }
 
 impl ReconnectionStrategy for PyStrategy {
     fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
-        let handed = Python::try_attach(|py| {
+        let handed = crate::exit::attach(|py| {
             let result = Bound::new(py, Attempt(attempt.clone()))
                 .and_then(|a| self.invoke.bind(py).call1((a,)));
             match result {

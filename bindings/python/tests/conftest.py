@@ -143,6 +143,9 @@ class Proxy:
     def cut(self, mode: str = "rst") -> int:
         return int(self._request("POST", f"/cut?mode={mode}")["cut"])
 
+    def stall(self) -> int:
+        return int(self._request("POST", "/stall")["stalled"])
+
     def refuse(self, ms: int = 0) -> None:
         self._request("POST", f"/refuse?ms={ms}")
 

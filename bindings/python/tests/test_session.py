@@ -241,7 +241,8 @@ async def test_cancelled_publish_is_still_delivered_and_the_session_goes_on(
     proxy.refuse()
     proxy.cut()
     attempt = await manual.next()
-    pending = session.publish(f"{topic}/p", "queued")
+    pending = asyncio.create_task(session.publish(f"{topic}/p", "queued"))
+    await asyncio.sleep(0)  # the task now waits for the outcome
     pending.cancel()
     with pytest.raises(asyncio.CancelledError):
         await pending

@@ -4,7 +4,8 @@
 //! source, debug profile, into the shared target/) with pytest, pytest-asyncio and mypy, checks
 //! the types (mypy `--strict` over the package and the example, stubtest of the native
 //! module's `.pyi`), then runs pytest over `bindings/python/tests` (through the fault proxy,
-//! the example included).
+//! the example included). `cargo xtask soak` makes the same venv, then runs only
+//! `tests/test_exit.py` with `TETHER_EXIT_RUNS` set.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,11 +60,27 @@ fn venv_bin(venv: &Path, name: &str) -> PathBuf {
     venv.join("bin").join(name)
 }
 
-pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+/// A venv with the package and the test tools, ready to run the tests.
+enum Setup {
+    /// The binding is not in the tree.
+    Absent,
+    /// A step failed (it said why).
+    Failed,
+    Ready {
+        /// `bindings/python`.
+        dir: PathBuf,
+        /// The venv's interpreter.
+        py: PathBuf,
+    },
+}
+
+/// Builds the test servers, creates a fresh venv and installs the package (built from
+/// source) and the test tools into it.
+fn setup() -> Setup {
     let root = root();
     let dir = root.join("bindings").join("python");
     if !dir.join("pyproject.toml").is_file() {
-        return None;
+        return Setup::Absent;
     }
     let mut servers = cargo();
     servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
@@ -71,14 +88,14 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "cargo build -p tether-server -p tether-testkit (for the Python tests)",
         servers,
     ) {
-        return Some(false);
+        return Setup::Failed;
     }
 
     let venv = root.join("target").join("python-venv");
     let mut create = Command::new(python());
     create.arg("-m").arg("venv").arg("--clear").arg(&venv);
     if !run_step("python3 -m venv --clear target/python-venv", create) {
-        return Some(false);
+        return Setup::Failed;
     }
     let py = venv_bin(&venv, "python");
     let mut install = Command::new(&py);
@@ -93,9 +110,30 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "pip install ./bindings/python (maturin builds the native module) + pytest, pytest-asyncio, mypy",
         install,
     ) {
-        return Some(false);
+        return Setup::Failed;
     }
+    Setup::Ready { dir, py }
+}
 
+/// Runs `cmd` (a pytest command line); passes when pytest passed and ran some test.
+fn pytest(name: &str, mut cmd: Command, counts: &mut Counts) -> bool {
+    cmd.args(["-p", "no:cacheprovider"]);
+    let before = *counts;
+    let ok = run_parsed(name, cmd, counts, pytest_line);
+    let ran = counts.passed + counts.failed > before.passed + before.failed;
+    if !ran {
+        eprintln!("pytest ran no test");
+    }
+    ok && ran
+}
+
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    let (dir, py) = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready { dir, py } => (dir, py),
+    };
+    let root = root();
     let mut mypy = Command::new(&py);
     mypy.current_dir(&root).args([
         "-m",
@@ -115,22 +153,30 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         stubtest,
     );
 
-    let before = *counts;
-    let mut pytest = Command::new(&py);
-    pytest
-        .current_dir(&dir)
-        .args(["-m", "pytest", "-p", "no:cacheprovider", "tests"]);
-    let ok = run_parsed("pytest bindings/python/tests", pytest, counts, pytest_line);
-    let ran = counts.passed + counts.failed > before.passed + before.failed;
-    if !ran {
-        eprintln!("pytest ran no test");
-    }
-    Some(typed && stubs && ok && ran)
+    let mut all = Command::new(&py);
+    all.current_dir(&dir).args(["-m", "pytest", "tests"]);
+    let ok = pytest("pytest bindings/python/tests", all, counts);
+    Some(typed && stubs && ok)
 }
 
-/// The exit scenarios, each `runs` times (`cargo xtask soak`).
-pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
-    None
+/// The exit scenarios (`tests/test_exit.py`: programs that end with work in flight, each run
+/// in a child interpreter), each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(runs: u32) -> Option<bool> {
+    let (dir, py) = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready { dir, py } => (dir, py),
+    };
+    let mut soak = Command::new(&py);
+    soak.current_dir(&dir)
+        // -s: each scenario prints "N/N runs clean".
+        .args(["-m", "pytest", "-s", "tests/test_exit.py"])
+        .env("TETHER_EXIT_RUNS", runs.to_string());
+    Some(pytest(
+        &format!("pytest tests/test_exit.py, {runs} runs per scenario"),
+        soak,
+        &mut Counts::default(),
+    ))
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ from ._errors import (
     ConnectionFailedError,
     InvalidArgumentError,
     OpenError,
+    OutcomeUnknownError,
     QueueFullError,
     RequestRejectedError,
     SessionClosedError,
@@ -46,8 +47,9 @@ from ._reconnect import (
     Strategy,
     StrategyFunction,
 )
-from ._session import Connecting, Session, StateChanges, Subscription, connect
+from ._session import Connecting, Publish, Session, StateChanges, Subscription, connect
 from ._tether import (
+    at_exit as _at_exit,
     AbortImmediately,
     ConstantDelay,
     DefaultStrategy,
@@ -61,8 +63,9 @@ from ._tether import (
 )
 from ._types import CloseReason, Jitter, SessionState
 
-# Close every session and stop Tether's threads before the interpreter goes away.
-atexit.register(shutdown)
+# Close every session and stop Tether's threads before the interpreter goes away; from then
+# on no thread of Tether's touches the interpreter (see ``shutdown`` and the README).
+atexit.register(_at_exit)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -80,6 +83,8 @@ __all__ = [
     "InvalidArgumentError",
     "Jitter",
     "OpenError",
+    "OutcomeUnknownError",
+    "Publish",
     "QueueFullError",
     "Reconnect",
     "ReconnectOption",

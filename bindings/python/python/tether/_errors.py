@@ -16,6 +16,7 @@ __all__ = [
     "ConnectionFailedError",
     "InvalidArgumentError",
     "OpenError",
+    "OutcomeUnknownError",
     "QueueFullError",
     "RequestRejectedError",
     "SessionClosedError",
@@ -63,6 +64,13 @@ class ConnectionFailedError(OpenError, builtins.ConnectionError):
 
 class SessionClosedError(TetherError):
     """The session is closed, or closed while the call waited; ``reason`` says why."""
+
+
+class OutcomeUnknownError(SessionClosedError):
+    """The session closed after the request was sent and before the server confirmed it: the
+    server may or may not have applied it. Check the application's state before retrying it.
+    (A request that fails with a plain :class:`SessionClosedError` was certainly not
+    applied.)"""
 
 
 class QueueFullError(TetherError):

@@ -114,6 +114,7 @@ class Events:
         self.error: List[Callable[[BaseException], Any]] = []
         self.gap: List[Callable[[GapReport], Any]] = []
         self.tasks: Set["asyncio.Future[Any]"] = set()
+        self._told_loop_closed = False
 
     @staticmethod
     def add(callbacks: List[T], callback: T) -> Callable[[], None]:
@@ -176,8 +177,10 @@ class Events:
         for cb in list(self.error):
             self._call(cb, exc, report=False)
 
-    def _to_loop(self, fn: Callable[[T], None]) -> Callable[[T], None]:
-        """``fn`` for the core's callback thread: forwards to the loop, or calls directly."""
+    def _to_loop(self, fn: Callable[[T], None], callbacks: List[Any]) -> Callable[[T], None]:
+        """``fn`` for the core's callback thread: forwards to the loop, or calls directly.
+        Once the loop has closed, ``callbacks`` cannot run any more: if there are any, the
+        user is told so (once per session) rather than left guessing."""
         loop = self.loop
         if loop is None:
             return fn
@@ -185,16 +188,22 @@ class Events:
         def forward(value: T) -> None:
             try:
                 loop.call_soon_threadsafe(fn, value)
-            except RuntimeError:
-                _log.debug("event loop closed; dropped %r", value)
+            except RuntimeError:  # the loop is closed
+                if callbacks and not self._told_loop_closed:
+                    self._told_loop_closed = True
+                    _log.warning(
+                        "the event loop this tether session was opened on is closed: its "
+                        "on_state_change/on_gap callbacks are no longer called (dropped: %r)",
+                        value,
+                    )
 
         return forward
 
     def state_listener(self) -> Callable[[StateChange], None]:
-        return self._to_loop(self.emit_state)
+        return self._to_loop(self.emit_state, self.state)
 
     def gap_listener(self) -> Callable[[GapReport], None]:
-        return self._to_loop(self.emit_gap)
+        return self._to_loop(self.emit_gap, self.gap)
 
     def strategy_failed(self, exc: BaseException, attempt: ReconnectionAttempt) -> None:
         """An exception raised in a strategy: logged, delivered as an error event, and the

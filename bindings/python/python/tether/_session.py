@@ -1,4 +1,8 @@
-"""The asyncio API: ``connect``, ``Session``, ``Subscription``, ``StateChanges``."""
+"""The asyncio API: ``connect``, ``Session``, ``Publish``, ``Subscription``, ``StateChanges``.
+
+Everything awaitable that the API returns is also a coroutine as far as asyncio is concerned
+(:class:`_CoroutineProtocol`), so it can be awaited, or passed to ``asyncio.create_task``,
+``asyncio.gather``, ``asyncio.wait_for`` or ``asyncio.run``."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import (
     Any,
     Awaitable,
     Callable,
+    Coroutine,
     Generator,
     Generic,
     Optional,
@@ -22,9 +27,43 @@ from ._reconnect import Events, ReconnectOption, payload, resolve, strategy_argu
 from ._tether import GapReport, NativeSession, StateChange, Update
 from ._types import CloseReason, SessionState
 
-__all__ = ["Connecting", "Session", "StateChanges", "Subscription", "connect"]
+__all__ = ["Connecting", "Publish", "Session", "StateChanges", "Subscription", "connect"]
 
 T = TypeVar("T")
+
+
+class _CoroutineProtocol(Coroutine[Any, Any, T]):
+    """``send``/``throw``/``close`` over ``__await__``: what ``asyncio.create_task`` (and
+    ``ensure_future``, ``gather``, ``wait_for``, ``run``) require of an object besides being
+    awaitable. Subclasses define ``__await__``; awaiting the object works as often as wanted.
+    """
+
+    _steps: Optional[Generator[Any, None, T]] = None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        raise NotImplementedError
+
+    def _iterator(self) -> Generator[Any, None, T]:
+        if self._steps is None:
+            self._steps = self.__await__()
+        return self._steps
+
+    def send(self, value: Any) -> Any:
+        """Coroutine protocol: runs the object's wait one step (asyncio's tasks call it)."""
+        return self._iterator().send(value)
+
+    def throw(
+        self, typ: Any, val: Any = None, tb: Optional[TracebackType] = None, /
+    ) -> Any:
+        """Coroutine protocol: raises an exception into the wait (a task's cancellation)."""
+        if val is None and tb is None:
+            return self._iterator().throw(typ)
+        return self._iterator().throw(typ, val, tb)
+
+    def close(self) -> None:
+        """Coroutine protocol: abandons a wait started with :meth:`send`."""
+        if self._steps is not None:
+            self._steps.close()
 
 
 class _NextQueue(Generic[T]):
@@ -83,9 +122,9 @@ class StateChanges:
         return change
 
 
-class Subscription:
-    """The updates of one selector, as an async iterator. Await it to make sure the server
-    has confirmed the subscription (iterating does that too)::
+class Subscription(_CoroutineProtocol["Subscription"]):
+    """The updates of one selector, as an async iterator. Await it (or make it a task) to
+    make sure the server has confirmed the subscription (iterating does that too)::
 
         sub = await session.subscribe("prices/**")     # confirmed
         async for update in sub:
@@ -94,9 +133,13 @@ class Subscription:
         async with session.subscribe("news/*") as sub:  # unsubscribes on exit
             first = await sub.__anext__()
 
-    The current values of matching topics arrive first (``update.snapshot`` is ``True``),
-    then every update, in order, across reconnections. The iteration ends when the session
-    closes or the selector is unsubscribed.
+        task = asyncio.create_task(session.subscribe("a/b"))  # subscribes in the background
+
+    The subscription is requested when first awaited or iterated. The current values of
+    matching topics arrive first (``update.snapshot`` is ``True``), then every update, in
+    order, across reconnections. The iteration ends when the session closes or the selector
+    is unsubscribed. (``send``, ``throw`` and ``close`` are the coroutine protocol, for
+    asyncio's tasks; ``close`` does not unsubscribe.)
     """
 
     def __init__(self, session: "Session", selector: str) -> None:
@@ -154,6 +197,30 @@ class Subscription:
 
     def __repr__(self) -> str:
         return f"Subscription({self._selector!r})"
+
+
+class Publish(_CoroutineProtocol[None]):
+    """A publish, queued when :meth:`Session.publish` returned it (publishes go out in the
+    order of the calls, whoever awaits them). Await it, or pass it to
+    ``asyncio.create_task``/``gather``/``wait_for``, for the outcome: ``None`` once the server
+    applied it; :class:`RequestRejectedError` if the server refused it;
+    :class:`SessionClosedError` if the session closed before it was sent (not applied), or
+    :class:`OutcomeUnknownError` if it closed after the publish was sent and before the server
+    confirmed it (it may have been applied). Not awaiting it is fine: the publish is delivered
+    all the same. Cancelling a task that awaits it stops the wait only."""
+
+    def __init__(self, completion: "asyncio.Future[None]") -> None:
+        self._completion = completion
+
+    def done(self) -> bool:
+        """Whether the outcome is known (awaiting it will not wait)."""
+        return self._completion.done()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._completion.__await__()
+
+    def __repr__(self) -> str:
+        return f"<tether.Publish {'done' if self.done() else 'pending'}>"
 
 
 class Session:
@@ -219,22 +286,25 @@ class Session:
         or use it with ``async with``."""
         return Subscription(self, selector)
 
-    def publish(
-        self, topic: str, value: Union[bytes, bytearray, memoryview, str]
-    ) -> "asyncio.Future[None]":
+    def publish(self, topic: str, value: Union[bytes, bytearray, memoryview, str]) -> Publish:
         """Publishes ``value`` (``str`` is sent as UTF-8): queued at once, so publishes go
-        out in the order of the calls, exactly once, across reconnections. Await the result
-        to know the server applied it (or why not). Cancelling it stops waiting only: the
-        publish is still delivered."""
-        return self._native.publish(topic, payload(value))
+        out in the order of the calls, exactly once, across reconnections. Await the
+        :class:`Publish` (or make it a task) to know the server applied it, or why not.
+        Raises at the call, with nothing queued, for a value that is not bytes or str, or
+        without a running event loop."""
+        return Publish(self._native.publish(topic, payload(value)))
 
     async def unsubscribe(self, selector: str) -> None:
         """Removes the subscriptions made with the same selector text."""
         await self._native.unsubscribe(selector)
 
     async def close(self) -> None:
-        """Closes the session (``CLOSED_BY_CLIENT``) and returns once it is closed. Calling
-        it again does nothing."""
+        """Closes the session (``CLOSED_BY_CLIENT``) and returns once it is closed. Requests
+        made before (publishes queued and not yet confirmed, say) are sent and confirmed
+        first; those the server has not confirmed when the session closes fail with
+        :class:`OutcomeUnknownError` (or :class:`SessionClosedError` if never sent). Requests
+        made afterwards fail with :class:`SessionClosedError`. Calling it again does
+        nothing."""
         await self._native.close()
 
     async def closed(self) -> CloseReason:
@@ -260,9 +330,9 @@ class Session:
         return f"<tether.Session {self.session_id} {self.state.value}>"
 
 
-class Connecting:
-    """What :func:`connect` returns: await it for the :class:`Session`, or use it with
-    ``async with`` to close the session on exit."""
+class Connecting(_CoroutineProtocol[Session]):
+    """What :func:`connect` returns: await it (or make it a task) for the :class:`Session`,
+    or use it with ``async with`` to close the session on exit. Nothing happens until then."""
 
     def __init__(
         self,

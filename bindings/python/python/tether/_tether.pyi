@@ -18,6 +18,7 @@ __all__ = [
     "StateChange",
     "Update",
     "__version__",
+    "at_exit",
     "open",
     "open_blocking",
     "shutdown",
@@ -50,8 +51,13 @@ def open_blocking(
     strict: bool = False,
 ) -> NativeSession: ...
 def shutdown(timeout: float = 5.0) -> bool:
-    """Closes every open session, then stops Tether's runtime and joins its threads, all within
-    ``timeout`` seconds; returns whether everything stopped in time."""
+    """Closes every open session (requests made before are sent and confirmed first), then
+    stops Tether's runtime and joins its threads, all within ``timeout`` seconds; returns
+    whether everything stopped in time."""
+
+def at_exit(timeout: float = 5.0) -> bool:
+    """The package's ``atexit`` hook: ``shutdown(timeout)``, after which no thread of Tether's
+    touches the interpreter again."""
 
 @final
 class NativeSession:

@@ -20,6 +20,10 @@ interrupts a wait. ``timeout`` arguments are in seconds and raise the builtin
 Strategies and callbacks run on Tether's callback thread (one per session, in order), where
 blocking is allowed: a strategy may ``time.sleep(d)`` before ``attempt.start()``. They must
 be plain functions, not coroutine functions.
+
+At interpreter exit (the ``atexit`` hook closes every session), a daemon thread that is in,
+or enters, a blocking call stays blocked until the process ends: it stops with the
+interpreter, as daemon threads do, rather than waking up to a ``SessionClosedError``.
 """
 
 from __future__ import annotations
