@@ -8,8 +8,15 @@ use crate::lang::SOAKS;
 /// Runs every language's exit soak (or only `only`), `runs` times per scenario.
 pub(crate) fn command(runs: u32, only: Option<&str>) -> bool {
     let mut results = Vec::new();
+    // `--only c` means C, not every name with a c in it: an exact name wins over a part.
+    let exact = only.is_some_and(|o| SOAKS.iter().any(|(n, _)| n.eq_ignore_ascii_case(o)));
     for (name, soak) in SOAKS {
-        if only.is_some_and(|o| !name.to_lowercase().contains(&o.to_lowercase())) {
+        let chosen = match only {
+            None => true,
+            Some(o) if exact => name.eq_ignore_ascii_case(o),
+            Some(o) => name.to_lowercase().contains(&o.to_lowercase()),
+        };
+        if !chosen {
             continue;
         }
         println!("\n==> exit soak: {name}, {runs} runs per scenario");

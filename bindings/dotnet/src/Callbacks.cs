@@ -80,15 +80,24 @@ namespace Tether
     /// <summary>Tether's native runtime: its threads, and their shutdown.</summary>
     public static class TetherRuntime
     {
+        /// <summary>The deadline of the shutdown at process exit.</summary>
+        private const uint ExitShutdownMs = 5000;
+
         private static int hooked;
 
-        /// <summary>Closes every open session and stops Tether's runtime, joining its threads,
-        /// waiting at most <paramref name="timeout"/>. Done automatically when the process exits
-        /// normally; call it yourself before unloading the library. Sessions still need
-        /// <c>Dispose</c>; a later <c>Open</c> starts a fresh runtime. Throws
-        /// <see cref="TetherException"/> (<see cref="TetherErrorCode.WrongThread"/>) when
-        /// called from a session's handler.</summary>
-        public static void Shutdown(TimeSpan timeout)
+        /// <summary>Closes every open session (requests sent before are confirmed first) and
+        /// stops Tether's runtime, joining its threads, all within <paramref name="timeout"/>.
+        /// Done automatically when the process exits; call it yourself before unloading the
+        /// library. Sessions still need <c>Dispose</c>; a later <c>Open</c> starts a fresh
+        /// runtime.</summary>
+        /// <returns>true when everything stopped in time. false when something was left
+        /// behind, the sessions being closed and the runtime stopped all the same: called from
+        /// a session's handler (a handler that exits the process, say), whose own thread cannot
+        /// be joined; or a handler or a session still busy at the deadline.</returns>
+        /// <exception cref="ArgumentOutOfRangeException">A negative timeout.</exception>
+        /// <exception cref="TetherException">A failure of the library itself
+        /// (<see cref="TetherErrorCode.Internal"/>).</exception>
+        public static bool Shutdown(TimeSpan timeout)
         {
             double ms = timeout.TotalMilliseconds;
             if (ms < 0)
@@ -96,9 +105,18 @@ namespace Tether
                 throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "must not be negative");
             }
             var error = default(TetherErrorNative);
-            if (!NativeMethods.tether_shutdown(ms > uint.MaxValue ? uint.MaxValue : (uint)ms, ref error))
+            if (NativeMethods.tether_shutdown(ms > uint.MaxValue ? uint.MaxValue : (uint)ms, ref error))
             {
-                throw Errors.Take(ref error, "cannot shut Tether down");
+                return true;
+            }
+            switch ((TetherErrorCode)error.Code)
+            {
+                case TetherErrorCode.WrongThread:
+                case TetherErrorCode.TimedOut:
+                    NativeMethods.tether_error_free(ref error);
+                    return false;
+                default:
+                    throw Errors.Take(ref error, "cannot shut Tether down");
             }
         }
 
@@ -113,11 +131,14 @@ namespace Tether
             {
                 // Mono waits at exit for the native threads that called managed code (Tether's
                 // callback threads) until they end: shut the library down first, which closes
-                // the sessions the application forgot to dispose and joins those threads.
+                // the sessions the application forgot to dispose and joins those threads. From
+                // a handler that exits the process (the hook then runs on the handler's
+                // thread) it still closes the sessions and stops the runtime; only that thread
+                // is not joined (it is the one exiting).
                 AppDomain.CurrentDomain.ProcessExit += (sender, args) =>
                 {
                     var error = default(TetherErrorNative);
-                    if (!NativeMethods.tether_shutdown(5000, ref error))
+                    if (!NativeMethods.tether_shutdown(ExitShutdownMs, ref error))
                     {
                         NativeMethods.tether_error_free(ref error);
                     }

@@ -38,7 +38,8 @@ namespace Tether
         /// open.</summary>
         Rejected = NativeMethods.ErrorRejected,
 
-        /// <summary>The session is closed (or closed while the call waited).</summary>
+        /// <summary>The session is closed, or closed while the call waited, before the request
+        /// was sent: it was certainly not applied.</summary>
         SessionClosed = NativeMethods.ErrorSessionClosed,
 
         /// <summary>The send queue is full while disconnected; nothing was queued.</summary>
@@ -50,9 +51,17 @@ namespace Tether
         /// <summary>A bug in Tether. Please report it.</summary>
         Internal = NativeMethods.ErrorInternal,
 
-        /// <summary>The call is not allowed where it was made (e.g. shutdown from a
-        /// callback).</summary>
+        /// <summary>The call is not allowed where it was made, or could not do all of its work
+        /// from there (a shutdown from a handler cannot join the handler's own thread).</summary>
         WrongThread = NativeMethods.ErrorWrongThread,
+
+        /// <summary>The session closed after the request was sent and before the server
+        /// confirmed it: the server may or may not have applied it.</summary>
+        OutcomeUnknown = NativeMethods.ErrorOutcomeUnknown,
+
+        /// <summary>The call's time ran out before all of its work was done (a shutdown with a
+        /// handler or a session still busy at its deadline).</summary>
+        TimedOut = NativeMethods.ErrorTimedOut,
     }
 
     /// <summary>A failure reported by Tether. Invalid arguments are reported as
@@ -101,12 +110,35 @@ namespace Tether
         }
     }
 
-    /// <summary>The session is closed (or closed while the call waited).</summary>
-    public sealed class SessionClosedException : TetherException
+    /// <summary>The session is closed, or closed while the call waited. For a request
+    /// (<c>Publish</c>, <c>Subscribe</c>, <c>Unsubscribe</c>): the request was never sent, so
+    /// the server did not apply it, unless the exception is an
+    /// <see cref="OutcomeUnknownException"/> (catch that one first).</summary>
+    public class SessionClosedException : TetherException
     {
-        /// <summary>Creates an exception with a message.</summary>
+        /// <summary>Creates an exception with a message (<see cref="TetherErrorCode.SessionClosed"/>).</summary>
         public SessionClosedException(string message)
             : base(TetherErrorCode.SessionClosed, message)
+        {
+        }
+
+        /// <summary>Creates an exception with a code and a message, for subclasses.</summary>
+        protected SessionClosedException(TetherErrorCode code, string message)
+            : base(code, message)
+        {
+        }
+    }
+
+    /// <summary>The session closed after the request was sent and before the server confirmed
+    /// it: the server may or may not have applied it. Check the application's state before
+    /// retrying (a blind retry may apply it twice). A request still unsent when the session
+    /// closed fails with a plain <see cref="SessionClosedException"/> instead, and a request
+    /// the server confirmed never fails.</summary>
+    public sealed class OutcomeUnknownException : SessionClosedException
+    {
+        /// <summary>Creates an exception with a message.</summary>
+        public OutcomeUnknownException(string message)
+            : base(TetherErrorCode.OutcomeUnknown, message)
         {
         }
     }
@@ -138,6 +170,8 @@ namespace Tether
                     return new AccessDeniedException(message);
                 case TetherErrorCode.SessionClosed:
                     return new SessionClosedException(message);
+                case TetherErrorCode.OutcomeUnknown:
+                    return new OutcomeUnknownException(message);
                 default:
                     return new TetherException(code, message);
             }

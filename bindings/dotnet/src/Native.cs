@@ -73,6 +73,8 @@ namespace Tether.Interop
         internal const int ErrorRuntime = 12;
         internal const int ErrorInternal = 13;
         internal const int ErrorWrongThread = 14;
+        internal const int ErrorOutcomeUnknown = 15;
+        internal const int ErrorTimedOut = 16;
 
         // RECONNECTION_ATTEMPT_ACTION_*.
         internal const int ActionStart = 0;

@@ -61,7 +61,9 @@ namespace Tether
 
         /// <summary>Publishes <paramref name="value"/> (UTF-8) on <paramref name="topic"/> and
         /// returns once the server has applied it. While the session is recovering it waits
-        /// for the reconnection.</summary>
+        /// for the reconnection. If the session closes first it throws
+        /// <see cref="OutcomeUnknownException"/> when the publish was already sent (the server
+        /// may have applied it), else <see cref="SessionClosedException"/> (not applied).</summary>
         void Publish(string topic, string value);
 
         /// <summary>Publishes bytes (copied) on <paramref name="topic"/>; as
@@ -75,8 +77,11 @@ namespace Tether
         Task PublishAsync(string topic, byte[] value);
 
         /// <summary>Closes the session (<c>CLOSED_BY_CLIENT</c>) and returns once handlers have
-        /// been told (unless called from one of the session's own handlers). Closing a closed
-        /// session does nothing. <see cref="IDisposable.Dispose"/> also closes.</summary>
+        /// been told (unless called from one of the session's own handlers). Requests already
+        /// under way on other threads (a <c>Publish</c> waiting for its confirmation) are sent
+        /// and confirmed first, within 5 s; calls made after it throw
+        /// <see cref="SessionClosedException"/>. Closing a closed session does nothing.
+        /// <see cref="IDisposable.Dispose"/> also closes.</summary>
         void Close();
     }
 

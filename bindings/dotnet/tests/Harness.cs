@@ -475,27 +475,33 @@ namespace Tether.Tests
     internal sealed class Runner
     {
         private static readonly TimeSpan TestGuard = TimeSpan.FromSeconds(90);
-        private readonly List<KeyValuePair<string, Action>> tests = new List<KeyValuePair<string, Action>>();
+        private readonly List<Tuple<string, Action, TimeSpan>> tests = new List<Tuple<string, Action, TimeSpan>>();
 
-        internal void Add(string name, Action body) => tests.Add(new KeyValuePair<string, Action>(name, body));
+        internal void Add(string name, Action body) => Add(name, body, TestGuard);
+
+        /// <summary>A test with its own failure guard (one that repeats a scenario).</summary>
+        internal void Add(string name, Action body, TimeSpan guard) =>
+            tests.Add(Tuple.Create(name, body, guard));
 
         internal int Run(string filter)
         {
             int passed = 0, failed = 0;
             foreach (var test in tests)
             {
-                if (filter != null && !test.Key.Contains(filter))
+                string name = test.Item1;
+                TimeSpan guard = test.Item3;
+                if (filter != null && !name.Contains(filter))
                 {
                     continue;
                 }
                 var started = DateTime.UtcNow;
                 Exception failure = null;
-                var task = Task.Factory.StartNew(test.Value, TaskCreationOptions.LongRunning);
+                var task = Task.Factory.StartNew(test.Item2, TaskCreationOptions.LongRunning);
                 try
                 {
-                    if (!task.Wait(TestGuard))
+                    if (!task.Wait(guard))
                     {
-                        failure = new TestFailure("did not finish within " + TestGuard.TotalSeconds + " s (hung?)");
+                        failure = new TestFailure("did not finish within " + guard.TotalSeconds + " s (hung?)");
                     }
                 }
                 catch (AggregateException e)
@@ -506,12 +512,12 @@ namespace Tether.Tests
                 if (failure == null)
                 {
                     passed++;
-                    Console.WriteLine("ok   {0} ({1:0.00} s)", test.Key, seconds);
+                    Console.WriteLine("ok   {0} ({1:0.00} s)", name, seconds);
                 }
                 else
                 {
                     failed++;
-                    Console.WriteLine("FAIL {0} ({1:0.00} s)", test.Key, seconds);
+                    Console.WriteLine("FAIL {0} ({1:0.00} s)", name, seconds);
                     foreach (var line in failure.ToString().Split('\n'))
                     {
                         Console.WriteLine("     " + line);

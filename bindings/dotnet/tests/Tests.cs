@@ -63,6 +63,21 @@ namespace Tether.Tests
         private static ISessionFactory Authenticated =>
             Sessions.Principal(Principal).Password(Password);
 
+        /// <summary>How many times each exit scenario runs: TETHER_EXIT_RUNS (`cargo xtask
+        /// soak` sets it), 3 by default.</summary>
+        private static int ExitRuns
+        {
+            get
+            {
+                int runs;
+                var text = Environment.GetEnvironmentVariable("TETHER_EXIT_RUNS");
+                return int.TryParse(text, out runs) && runs > 0 ? runs : 3;
+            }
+        }
+
+        /// <summary>The failure guard of an exit scenario test: it runs ExitRuns times.</summary>
+        private static TimeSpan ExitGuard => TimeSpan.FromSeconds(60 + 30 * ExitRuns);
+
         private static string UniqueTopic(string name) =>
             "dotnet/" + Process.GetCurrentProcess().Id + "/" + Interlocked.Increment(ref topicCounter) + "/" + name;
 
@@ -106,9 +121,13 @@ namespace Tether.Tests
                 runner.Add("bad arguments give clear exceptions", BadArguments);
                 runner.Add("open failures: unreachable server, wrong password", OpenFailures);
                 runner.Add("OpenAsync, SubscribeAsync, PublishAsync", AsyncApi);
-                runner.Add("TetherRuntime.Shutdown: refused from a handler, closes sessions, a later Open starts afresh", Shutdown);
-                runner.Add("process exits by itself after Dispose()", () => ProcessExits("dispose"));
-                runner.Add("process exits by itself with a session never disposed", () => ProcessExits("forget"));
+                runner.Add("error codes: every TETHER_ERROR_* of tether.h maps to its TetherErrorCode and exception", ErrorCodes);
+                runner.Add("TetherRuntime.Shutdown: from a handler closes every session and returns false; a later Open starts afresh", Shutdown);
+                runner.Add("exit scenario: Close with publishes in flight completes the ones sent, refuses the rest", CloseWithPublishesInFlight, ExitGuard);
+                runner.Add("exit scenario: process exits by itself after Dispose()", () => ProcessExits("dispose"), ExitGuard);
+                runner.Add("exit scenario: process exits by itself with a session never disposed", () => ProcessExits("forget"), ExitGuard);
+                runner.Add("exit scenario: Main returns with publishes in flight, sessions never disposed", ReturnWithPublishesInFlight, ExitGuard);
+                runner.Add("exit scenario: Environment.Exit from a topic handler while two threads publish", ExitFromHandler, ExitGuard);
                 runner.Add("example SessionReconnection.cs reports the reconnection after a cut", Example);
                 failed = runner.Run(filter);
             }
@@ -718,12 +737,48 @@ namespace Tether.Tests
             }
         }
 
+        private static void ErrorCodes()
+        {
+            // The header is the reference: the enum and NativeMethods follow it by hand.
+            string header = Path.Combine(Binaries.Dir, "..", "..", "crates", "tether-ffi", "include", "tether.h");
+            var defined = System.Text.RegularExpressions.Regex.Matches(File.ReadAllText(header), @"#define TETHER_ERROR_([A-Z0-9_]+) (\d+)")
+                .Cast<System.Text.RegularExpressions.Match>()
+                .ToDictionary(m => m.Groups[1].Value.Replace("_", ""), m => int.Parse(m.Groups[2].Value));
+            Assert.True(defined.Count >= 17, "the header defines the error codes: " + defined.Count);
+            foreach (var kv in defined)
+            {
+                TetherErrorCode code;
+                Assert.True(Enum.TryParse(kv.Key, true, out code), "TetherErrorCode has TETHER_ERROR_" + kv.Key);
+                Assert.Equal(kv.Value, (int)code, "value of " + code);
+            }
+            Assert.Equal(defined.Count, Enum.GetValues(typeof(TetherErrorCode)).Length, "no TetherErrorCode beyond the header's");
+
+            Func<TetherErrorCode, Exception> take = code =>
+            {
+                var error = new Interop.TetherErrorNative { Code = (int)code, Message = IntPtr.Zero };
+                return Errors.Take(ref error, "op", "p");
+            };
+            var unknown = take(TetherErrorCode.OutcomeUnknown);
+            Assert.Equal(typeof(OutcomeUnknownException), unknown.GetType(), "OutcomeUnknown");
+            Assert.True(unknown is SessionClosedException closedToo && closedToo.Code == TetherErrorCode.OutcomeUnknown,
+                "an OutcomeUnknownException is a SessionClosedException with its own code");
+            Assert.Equal(typeof(SessionClosedException), take(TetherErrorCode.SessionClosed).GetType(), "SessionClosed");
+            var timedOut = take(TetherErrorCode.TimedOut);
+            Assert.True(timedOut.GetType() == typeof(TetherException) && ((TetherException)timedOut).Code == TetherErrorCode.TimedOut,
+                "TimedOut: " + timedOut);
+            Assert.Equal(typeof(AccessDeniedException), take(TetherErrorCode.AccessDenied).GetType(), "AccessDenied");
+            Assert.Equal(typeof(ArgumentException), take(TetherErrorCode.InvalidTopic).GetType(), "InvalidTopic");
+        }
+
         private static void Shutdown()
         {
             using (var proxy = new FaultProxy(server.Address))
             {
                 Exception fromHandler = null;
+                bool? returned = null;
+                bool closedInHandler = false;
                 var handlerDone = new ManualResetEvent(false);
+                var other = Authenticated.Open(proxy.Url);
                 var session = Authenticated.SessionStateChangedHandler((s, e) =>
                 {
                     if (e.NewState != SessionState.CONNECTED_ACTIVE)
@@ -732,7 +787,10 @@ namespace Tether.Tests
                     }
                     try
                     {
-                        TetherRuntime.Shutdown(TimeSpan.FromSeconds(1));
+                        // A handler that ends the program, say: the shutdown proceeds; only the
+                        // handler's own thread cannot be joined.
+                        returned = TetherRuntime.Shutdown(TimeSpan.FromSeconds(10));
+                        closedInHandler = ((ISession)s).State.IsClosed() && other.State.IsClosed();
                     }
                     catch (Exception ex)
                     {
@@ -743,15 +801,17 @@ namespace Tether.Tests
                 try
                 {
                     Assert.Signalled(handlerDone, "the handler");
-                    Assert.True(fromHandler is TetherException te && te.Code == TetherErrorCode.WrongThread,
-                        "WrongThread from a handler: " + fromHandler);
-                    Assert.Equal(SessionState.CONNECTED_ACTIVE, session.State, "the refused shutdown changed nothing");
-                    TetherRuntime.Shutdown(TimeSpan.FromSeconds(10));
-                    Assert.True(session.State.IsClosed(), "closed by the shutdown: " + session.State);
+                    Assert.Equal(null, fromHandler, "no exception from Shutdown in a handler");
+                    Assert.Equal((bool?)false, returned, "Shutdown from a handler reports that not everything stopped");
+                    Assert.True(closedInHandler, "every session closed when Shutdown returned in the handler");
+                    Assert.True(session.State.IsClosed() && other.State.IsClosed(), "closed by the shutdown: " + session.State + ", " + other.State);
+                    Assert.Throws<SessionClosedException>(() => other.Publish(UniqueTopic("after"), "x"), "publish after the shutdown");
+                    Assert.True(TetherRuntime.Shutdown(TimeSpan.FromSeconds(10)), "nothing left to stop");
                 }
                 finally
                 {
                     session.Dispose();
+                    other.Dispose();
                 }
                 using (var again = Authenticated.Open(proxy.Url))
                 {
@@ -761,7 +821,92 @@ namespace Tether.Tests
                     again.Subscribe(topic, updates.Handler);
                     again.Publish(topic, "alive");
                     updates.WaitForCount(1);
+                    Assert.True(TetherRuntime.Shutdown(TimeSpan.FromSeconds(10)), "a shutdown from a test thread stops everything");
+                    Assert.True(again.State.IsClosed(), "closed by the second shutdown");
                 }
+            }
+        }
+
+        /// <summary>Publishes from the thread pool, then Close while they are under way: every
+        /// publish reported applied was applied (an observer sees it), every one the server
+        /// applied is reported applied, and the others fail with a plain
+        /// SessionClosedException (never sent).</summary>
+        private static void CloseWithPublishesInFlight()
+        {
+            using (var observer = Authenticated.Open("ws://" + server.Address))
+            {
+                for (int run = 0; run < ExitRuns; run++)
+                {
+                    string topic = UniqueTopic("close-in-flight");
+                    var seen = new UpdateCollector();
+                    observer.Subscribe(topic, seen.Handler);
+                    var tasks = new List<Task>();
+                    using (var session = Authenticated.Open("ws://" + server.Address))
+                    {
+                        for (int i = 1; i <= 200; i++)
+                        {
+                            tasks.Add(session.PublishAsync(topic, i.ToString()));
+                        }
+                        // Under way: at least one applied before the close.
+                        Assert.True(Task.WaitAny(tasks.ToArray(), Assert.Guard) >= 0, "a publish completes");
+                        session.Close();
+                        Assert.True(Task.WaitAll(tasks.ToArray().Select(t => t.ContinueWith(_ => { })).ToArray(), Assert.Guard),
+                            "every publish completes after Close");
+                    }
+                    var applied = new HashSet<string>();
+                    for (int i = 0; i < tasks.Count; i++)
+                    {
+                        var t = tasks[i];
+                        if (t.Status == TaskStatus.RanToCompletion)
+                        {
+                            applied.Add((i + 1).ToString());
+                            continue;
+                        }
+                        var e = t.Exception?.InnerException;
+                        Assert.True(e != null && e.GetType() == typeof(SessionClosedException),
+                            "run " + run + ": publish " + (i + 1) + " failed with a SessionClosedException (not sent), not " + e);
+                    }
+                    Console.WriteLine("     run {0}: {1} of {2} publishes applied, the others refused after Close", run, applied.Count, tasks.Count);
+                    observer.Publish(topic, "end");
+                    seen.WaitForCount(applied.Count + 1);
+                    var values = seen.Values;
+                    Assert.Equal("end", values.Last(), "run " + run + ": the observer saw exactly the publishes reported applied, then its marker: "
+                        + string.Join(",", values));
+                    Assert.True(new HashSet<string>(values.Take(values.Count - 1)).SetEquals(applied) && values.Count == applied.Count + 1,
+                        "run " + run + ": applied [" + string.Join(",", values) + "], reported applied [" + string.Join(",", applied.OrderBy(v => int.Parse(v))) + "]");
+                    observer.Unsubscribe(topic);
+                }
+            }
+        }
+
+        /// <summary>A child that returns from Main while publishes are under way on the thread
+        /// pool and on two background threads, its session never disposed: it exits by itself
+        /// with status 0, printing nothing on stderr.</summary>
+        private static void ReturnWithPublishesInFlight()
+        {
+            for (int run = 0; run < ExitRuns; run++)
+            {
+                var child = RunChild("return-with-publishes", "ws://" + server.Address, "-");
+                Assert.Equal(0, child.ExitCode, "run " + run + ": exit status" + child);
+                Assert.Equal("main returns", child.Stdout.LastOrDefault(), "run " + run + ": last line" + child);
+                Assert.Equal("", child.Stderr, "run " + run + ": nothing on stderr" + child);
+            }
+        }
+
+        /// <summary>A child whose topic handler calls Environment.Exit(7) while two other
+        /// threads publish in a loop: it exits with 7, with no exception, and the exit hook's
+        /// shutdown ran (the child's own exit handler, which runs after it, sees both sessions
+        /// closed).</summary>
+        private static void ExitFromHandler()
+        {
+            for (int run = 0; run < ExitRuns; run++)
+            {
+                var child = RunChild("exit-in-handler", "ws://" + server.Address, "-");
+                Assert.Equal(7, child.ExitCode, "run " + run + ": exit status" + child);
+                Assert.True(child.Stdout.Contains("handler exits"), "run " + run + ": the handler ran" + child);
+                Assert.True(child.Stdout.Contains("at exit: subscriber CLOSED_BY_CLIENT, publisher CLOSED_BY_CLIENT"),
+                    "run " + run + ": the exit hook's shutdown closed the sessions" + child);
+                Assert.Equal("", child.Stderr, "run " + run + ": nothing on stderr (no exception)" + child);
             }
         }
 
@@ -770,6 +915,14 @@ namespace Tether.Tests
         /// with MODE dispose, Dispose(); with forget, nothing. Main then returns: the process
         /// must end by itself.</summary>
         private static void ProcessExits(string mode)
+        {
+            for (int run = 0; run < ExitRuns; run++)
+            {
+                ProcessExitsOnce(mode);
+            }
+        }
+
+        private static void ProcessExitsOnce(string mode)
         {
             using (var proxy = new FaultProxy(server.Address))
             {
@@ -796,6 +949,14 @@ namespace Tether.Tests
         private static int Child(string[] args)
         {
             string mode = args[1], url = args[2], control = args[3];
+            if (mode == "return-with-publishes")
+            {
+                return ChildReturnsWithPublishesInFlight(url);
+            }
+            if (mode == "exit-in-handler")
+            {
+                return ChildExitsFromHandler(url);
+            }
             var states = new StateRecorder();
             var updates = new UpdateCollector();
             var session = Authenticated
@@ -818,6 +979,123 @@ namespace Tether.Tests
             }
             Console.WriteLine("main returns");
             return 0;
+        }
+
+        /// <summary>Child: 2000 PublishAsync calls and two background threads publishing in a
+        /// loop, then Main returns once a few were applied, the session never disposed.</summary>
+        private static int ChildReturnsWithPublishesInFlight(string url)
+        {
+            var session = Authenticated.Open(url);
+            string topic = UniqueTopic("return-with-publishes");
+            int applied = 0;
+            var underWay = new ManualResetEvent(false);
+            for (int t = 0; t < 2; t++)
+            {
+                string mine = topic + "/t" + t;
+                new Thread(() => PublishLoop(session, mine, ref applied, underWay)) { IsBackground = true }.Start();
+            }
+            for (int i = 0; i < 2000; i++)
+            {
+                session.PublishAsync(topic + "/async", i.ToString());
+            }
+            if (!underWay.WaitOne(Assert.Guard))
+            {
+                Console.WriteLine("nothing was applied");
+                return 1;
+            }
+            Console.WriteLine("main returns");
+            return 0;
+        }
+
+        /// <summary>Child: Environment.Exit(7) from a topic handler while two threads publish
+        /// in a loop on another session. Both sessions have state handlers, as programs
+        /// usually do: managed code then ran on several of Tether's threads, which mono waits
+        /// for at exit.</summary>
+        private static int ChildExitsFromHandler(string url)
+        {
+            var states = new StateRecorder();
+            var publisher = Authenticated.SessionStateChangedHandler(states.Handler).Open(url);
+            var subscriber = Authenticated.SessionStateChangedHandler(states.Handler).Open(url);
+            // Runs after the binding's own exit hook (registered by the first Open).
+            AppDomain.CurrentDomain.ProcessExit += (s, e) =>
+                Console.WriteLine("at exit: subscriber " + subscriber.State + ", publisher " + publisher.State);
+            string topic = UniqueTopic("exit-in-handler");
+            subscriber.Subscribe(topic + "/exit", u =>
+            {
+                Console.WriteLine("handler exits");
+                Environment.Exit(7);
+            });
+            int applied = 0;
+            var underWay = new ManualResetEvent(false);
+            for (int t = 0; t < 2; t++)
+            {
+                string mine = topic + "/t" + t;
+                new Thread(() => PublishLoop(publisher, mine, ref applied, underWay)).Start();
+            }
+            if (!underWay.WaitOne(Assert.Guard))
+            {
+                Console.WriteLine("nothing was applied");
+                return 1;
+            }
+            publisher.Publish(topic + "/exit", "now");
+            // The handler ends the process; this only bounds the wait for it.
+            new ManualResetEvent(false).WaitOne(Assert.Guard);
+            Console.WriteLine("the handler did not end the process");
+            return 1;
+        }
+
+        /// <summary>Publishes 1, 2, 3, ... on <paramref name="topic"/> until the session closes
+        /// (the end of the program); sets <paramref name="underWay"/> after 100 applied in
+        /// all.</summary>
+        private static void PublishLoop(ISession session, string topic, ref int applied, ManualResetEvent underWay)
+        {
+            try
+            {
+                for (int i = 1; ; i++)
+                {
+                    session.Publish(topic, i.ToString());
+                    if (Interlocked.Increment(ref applied) == 100)
+                    {
+                        underWay.Set();
+                    }
+                }
+            }
+            catch (SessionClosedException)
+            {
+                // The program is ending: its sessions were closed.
+            }
+        }
+
+        /// <summary>What a child run of this program did.</summary>
+        private sealed class ChildRun
+        {
+            internal int ExitCode;
+            internal List<string> Stdout;
+            internal string Stderr;
+
+            public override string ToString() =>
+                "\n  stdout:\n    " + string.Join("\n    ", Stdout) + "\n  stderr:\n" + Stderr;
+        }
+
+        /// <summary>Runs this program as a child (`--child MODE URL CONTROL`) to its end (the
+        /// guard kills a child that does not end by itself).</summary>
+        private static ChildRun RunChild(string mode, string url, string control)
+        {
+            string exe = typeof(Program).Assembly.Location;
+            var child = new ChildProcess("mono", "\"" + exe + "\" --child " + mode + " " + url + " " + control);
+            try
+            {
+                child.CloseStdin();
+                Assert.True(child.Process.WaitForExit((int)Assert.Guard.TotalMilliseconds),
+                    "the child (" + mode + ") exited by itself; stdout:\n" + string.Join("\n", child.Lines) + "\nstderr:\n" + child.StderrTail);
+                // The asynchronous readers are done once WaitForExit() without a timeout returns.
+                child.Process.WaitForExit();
+                return new ChildRun { ExitCode = child.Process.ExitCode, Stdout = child.Lines, Stderr = child.StderrTail };
+            }
+            finally
+            {
+                child.Dispose();
+            }
         }
 
         private static void Example()

@@ -410,9 +410,13 @@ SESSION_T *session_create(const char *url,
 /**
  * Closes the session (`CLOSED_BY_CLIENT`; the server frees it at once) and returns when it is
  * closed and the listener has been told (unless called from one of this session's own
- * callbacks, where it cannot wait for the notification queued behind it). Closing a closed
- * session does nothing. Returns true on success; false with `TETHER_ERROR_NULL_ARGUMENT` for
- * a NULL session. Blocks while one of the session's callbacks runs.
+ * callbacks, where it cannot wait for the notification queued behind it). Requests already
+ * under way on other threads (a `session_publish` waiting for its confirmation) are sent and
+ * confirmed first, within 5 s (one still unconfirmed then fails with
+ * `TETHER_ERROR_OUTCOME_UNKNOWN`); calls made after it fail with `TETHER_ERROR_SESSION_CLOSED`.
+ * Closing a closed session does nothing. Returns true on success; false with
+ * `TETHER_ERROR_NULL_ARGUMENT` for a NULL session. Blocks while one of the session's callbacks
+ * runs.
  *
  * # Safety
  * `session` is NULL or a live session; `error` is NULL or writable.
@@ -544,8 +548,10 @@ bool session_unsubscribe(SESSION_T *session, const char *selector, TETHER_ERROR_
  * is `RECOVERING_RECONNECT` the call waits for the reconnection (or fails with
  * `TETHER_ERROR_QUEUE_FULL` when the send queue is full). Returns true on success; false and
  * fills `error` otherwise (`TETHER_ERROR_INVALID_TOPIC`, `_ACCESS_DENIED`, `_REJECTED`,
- * `_SESSION_CLOSED`, `_QUEUE_FULL`, `_NULL_ARGUMENT` for a NULL `value` with a non-zero
- * `length`, ...).
+ * `_QUEUE_FULL`, `_NULL_ARGUMENT` for a NULL `value` with a non-zero `length`, ...). If the
+ * session closes first: `_SESSION_CLOSED` when the publish was never sent (it was not
+ * applied), `_OUTCOME_UNKNOWN` when it was sent and not yet confirmed (the server may have
+ * applied it: check before publishing it again).
  *
  * # Safety
  * `session` is NULL or live; `topic` NULL or NUL-terminated; `value` NULL or readable for

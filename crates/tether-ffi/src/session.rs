@@ -5,6 +5,7 @@ use std::ffi::{CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tether::{Session, SessionId, SessionListener, StateChange, TopicUpdate};
@@ -245,6 +246,23 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, FfiError> {
     Ok(handle.block_on(f))
 }
 
+impl SessionHandle {
+    /// Runs a request of this session (`block_on`). The session of a runtime that
+    /// `tether_shutdown` stopped is closed, so its requests fail at their first poll: they
+    /// are answered without starting a fresh runtime just for that (threads nobody would
+    /// shut down, a process exiting from a handler while other threads publish, say).
+    fn run<F: std::future::Future>(&self, f: F) -> Result<F::Output, FfiError> {
+        let mut f = std::pin::pin!(f);
+        if self.generation != SHUTDOWNS.load(Ordering::SeqCst) {
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return Ok(out);
+            }
+        }
+        block_on(f)
+    }
+}
+
 /// The session behind a pointer from C.
 ///
 /// # Safety
@@ -386,9 +404,13 @@ pub unsafe extern "C" fn session_create(
 
 /// Closes the session (`CLOSED_BY_CLIENT`; the server frees it at once) and returns when it is
 /// closed and the listener has been told (unless called from one of this session's own
-/// callbacks, where it cannot wait for the notification queued behind it). Closing a closed
-/// session does nothing. Returns true on success; false with `TETHER_ERROR_NULL_ARGUMENT` for
-/// a NULL session. Blocks while one of the session's callbacks runs.
+/// callbacks, where it cannot wait for the notification queued behind it). Requests already
+/// under way on other threads (a `session_publish` waiting for its confirmation) are sent and
+/// confirmed first, within 5 s (one still unconfirmed then fails with
+/// `TETHER_ERROR_OUTCOME_UNKNOWN`); calls made after it fail with `TETHER_ERROR_SESSION_CLOSED`.
+/// Closing a closed session does nothing. Returns true on success; false with
+/// `TETHER_ERROR_NULL_ARGUMENT` for a NULL session. Blocks while one of the session's callbacks
+/// runs.
 ///
 /// # Safety
 /// `session` is NULL or a live session; `error` is NULL or writable.
@@ -611,7 +633,7 @@ pub unsafe extern "C" fn session_subscribe(
                 );
             }
         };
-        if let Err(e) = block_on(s.subscribe_with(text, delivery))? {
+        if let Err(e) = h.run(s.subscribe_with(text, delivery))? {
             sub.active.store(false, Ordering::SeqCst);
             lock(&h.subscriptions).retain(|x| !Arc::ptr_eq(x, &sub));
             return Err(e.into());
@@ -640,7 +662,7 @@ pub unsafe extern "C" fn session_unsubscribe(
         let text = unsafe { arg_str(selector, "selector") }?;
         let parsed = Selector::parse(text).map_err(tether::Error::from)?;
         let s = h.session().ok_or(FfiError::NullArgument("session"))?;
-        block_on(s.unsubscribe(text))??;
+        h.run(s.unsubscribe(text))??;
         lock(&h.subscriptions).retain(|sub| {
             if sub.selector == parsed {
                 sub.active.store(false, Ordering::SeqCst);
@@ -659,8 +681,10 @@ pub unsafe extern "C" fn session_unsubscribe(
 /// is `RECOVERING_RECONNECT` the call waits for the reconnection (or fails with
 /// `TETHER_ERROR_QUEUE_FULL` when the send queue is full). Returns true on success; false and
 /// fills `error` otherwise (`TETHER_ERROR_INVALID_TOPIC`, `_ACCESS_DENIED`, `_REJECTED`,
-/// `_SESSION_CLOSED`, `_QUEUE_FULL`, `_NULL_ARGUMENT` for a NULL `value` with a non-zero
-/// `length`, ...).
+/// `_QUEUE_FULL`, `_NULL_ARGUMENT` for a NULL `value` with a non-zero `length`, ...). If the
+/// session closes first: `_SESSION_CLOSED` when the publish was never sent (it was not
+/// applied), `_OUTCOME_UNKNOWN` when it was sent and not yet confirmed (the server may have
+/// applied it: check before publishing it again).
 ///
 /// # Safety
 /// `session` is NULL or live; `topic` NULL or NUL-terminated; `value` NULL or readable for
@@ -687,7 +711,7 @@ pub unsafe extern "C" fn session_publish(
             unsafe { std::slice::from_raw_parts(value.cast::<u8>(), length) }
         };
         let s = h.session().ok_or(FfiError::NullArgument("session"))?;
-        block_on(s.publish(topic, bytes.to_vec()))??;
+        h.run(s.publish(topic, bytes.to_vec()))??;
         Ok(true)
     })
 }

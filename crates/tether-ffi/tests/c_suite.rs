@@ -5,6 +5,7 @@
 //!
 //! Run with `--nocapture` to see the C runner's own `N passed, N failed` lines.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -85,31 +86,39 @@ fn build_library() {
     });
 }
 
-/// The C test program, linked statically against libtether_ffi.a.
+/// Compiles `tests/c/<name>.c`, linked statically against libtether_ffi.a, to
+/// `target/tmp/tether-ffi-c/<name>`.
+fn compile(name: &str) -> PathBuf {
+    build_library();
+    let exe = out_dir().join(name);
+    let output = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg(crate_dir().join(format!("tests/c/{name}.c")))
+        .arg(target_dir().join("debug/libtether_ffi.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("run gcc");
+    assert!(
+        output.status.success(),
+        "gcc {name}.c failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exe
+}
+
+/// The C test program.
 fn test_program() -> PathBuf {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
-    PROGRAM
-        .get_or_init(|| {
-            build_library();
-            let exe = out_dir().join("test_tether");
-            let output = Command::new("gcc")
-                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-pthread"])
-                .arg("-I")
-                .arg(crate_dir().join("include"))
-                .arg(crate_dir().join("tests/c/test_tether.c"))
-                .arg(target_dir().join("debug/libtether_ffi.a"))
-                .args(["-lpthread", "-ldl", "-lm", "-o"])
-                .arg(&exe)
-                .output()
-                .expect("run gcc");
-            assert!(
-                output.status.success(),
-                "gcc failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            exe
-        })
-        .clone()
+    PROGRAM.get_or_init(|| compile("test_tether")).clone()
+}
+
+/// The exit scenarios (`tests/c/exit_scenarios.c`).
+fn exit_program() -> PathBuf {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| compile("exit_scenarios")).clone()
 }
 
 /// A real server (with `control`/`password`, every permission, and `reader`/`secret`, allowed
@@ -159,6 +168,51 @@ impl Env {
     fn url(&self) -> String {
         format!("ws://{}", self.proxy.local_addr())
     }
+
+    /// The server itself, not through the proxy.
+    fn server_url(&self) -> String {
+        let server = self.server.as_ref().expect("the server runs until drop");
+        format!("ws://{}", server.local_addr())
+    }
+
+    /// The latest value the server holds for each topic matching `selector` (`prefix/*`),
+    /// read by a session of this process: a new subscription receives the current values,
+    /// then the sentinel the server publishes after it.
+    fn latest_values(&self, prefix: &str) -> HashMap<String, String> {
+        let server = self.server.as_ref().expect("the server runs until drop");
+        let sentinel = format!("{prefix}/sentinel");
+        self.runtime.block_on(async {
+            let session = tether::Session::builder(&self.server_url())
+                .principal("control")
+                .password("password")
+                .open()
+                .await
+                .expect("a checking session opens");
+            let mut updates = session
+                .subscribe(&format!("{prefix}/*"))
+                .await
+                .expect("subscribe");
+            server
+                .publish(&sentinel, "end")
+                .expect("the server publishes");
+            let mut values = HashMap::new();
+            loop {
+                let update = tokio::time::timeout(BOUND, updates.next())
+                    .await
+                    .expect("the sentinel arrives")
+                    .expect("the subscription stays open");
+                if update.topic == sentinel {
+                    break;
+                }
+                values.insert(
+                    update.topic,
+                    String::from_utf8_lossy(&update.value).into_owned(),
+                );
+            }
+            session.close().await;
+            values
+        })
+    }
 }
 
 impl Drop for Env {
@@ -172,13 +226,16 @@ impl Drop for Env {
     }
 }
 
-/// Reads a child's stdout line by line on a thread, echoing each line.
-fn lines(child: &mut Child, prefix: &'static str) -> mpsc::Receiver<String> {
+/// Reads a child's stdout line by line on a thread, echoing each line (with `prefix`) unless
+/// `prefix` is `None`.
+fn lines(child: &mut Child, prefix: Option<&'static str>) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     let out = child.stdout.take().expect("piped stdout");
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("{prefix}{line}");
+            if let Some(prefix) = prefix {
+                println!("{prefix}{line}");
+            }
             if tx.send(line).is_err() {
                 break;
             }
@@ -209,6 +266,42 @@ fn finish(
     (child.wait().expect("wait for the child"), seen)
 }
 
+/// Runs `program` (under `wrapper`, e.g. valgrind, when not empty) with `args` to its end:
+/// its exit status, stdout lines (echoed with `echo` as prefix, if any) and stderr.
+fn run_child(
+    wrapper: &[&str],
+    program: &Path,
+    args: &[String],
+    echo: Option<&'static str>,
+    what: &str,
+) -> (std::process::ExitStatus, Vec<String>, String) {
+    let mut cmd = if let Some((first, rest)) = wrapper.split_first() {
+        let mut c = Command::new(first);
+        c.args(rest).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let rx = lines(&mut child, echo);
+    let (status, output) = finish(&mut child, &rx, what);
+    let stderr = errors.join().unwrap_or_default();
+    (status, output, stderr)
+}
+
 /// Parses the runner's closing `N passed, N failed` line.
 fn summary(lines: &[String]) -> Option<(u32, u32)> {
     let last = lines.iter().rev().find(|l| l.contains(" passed, "))?;
@@ -223,37 +316,24 @@ fn run_c_suite(
     wrapper: &[&str],
     tests: &[&str],
 ) -> (std::process::ExitStatus, Vec<String>, String) {
-    let program = test_program();
     let env = Env::start();
-    let mut cmd = if let Some((first, rest)) = wrapper.split_first() {
-        let mut c = Command::new(first);
-        c.args(rest).arg(&program);
-        c
-    } else {
-        Command::new(&program)
-    };
-    cmd.arg(env.url())
-        .arg(env.control.to_string())
-        .args(tests)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start the C tests");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            text.push_str(&line);
-            text.push('\n');
-        }
-        text
-    });
-    let rx = lines(&mut child, "");
-    let (status, output) = finish(&mut child, &rx, "the C tests");
-    let stderr = errors.join().unwrap_or_default();
+    let mut args = vec![env.url(), env.control.to_string()];
+    args.extend(tests.iter().map(|t| t.to_string()));
+    let result = run_child(wrapper, &test_program(), &args, Some(""), "the C tests");
     drop(env);
-    (status, output, stderr)
+    result
 }
+
+/// valgrind memcheck: definitely-lost blocks and invalid reads or writes make it exit with 99.
+const VALGRIND: [&str; 7] = [
+    "valgrind",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite",
+    "--show-leak-kinds=definite",
+    "--error-exitcode=99",
+    "--fair-sched=yes",
+    "--quiet",
+];
 
 #[test]
 fn c_tests_pass_against_the_server_through_the_fault_proxy() {
@@ -272,15 +352,6 @@ fn c_tests_pass_against_the_server_through_the_fault_proxy() {
 #[test]
 fn c_tests_are_clean_under_valgrind() {
     let _serial = serial();
-    let wrapper = [
-        "valgrind",
-        "--leak-check=full",
-        "--errors-for-leak-kinds=definite",
-        "--show-leak-kinds=definite",
-        "--error-exitcode=99",
-        "--fair-sched=yes",
-        "--quiet",
-    ];
     let tests = [
         "create_and_close",
         "strategy_start_reconnects_same_session",
@@ -288,9 +359,10 @@ fn c_tests_are_clean_under_valgrind() {
         "subscribe_publish_across_a_cut",
         "invalid_arguments",
         "close_from_a_callback",
+        "shutdown_from_a_callback",
         "shutdown",
     ];
-    let (status, output, stderr) = run_c_suite(&wrapper, &tests);
+    let (status, output, stderr) = run_c_suite(&VALGRIND, &tests);
     let counts = summary(&output);
     assert!(
         status.code() != Some(99),
@@ -299,6 +371,254 @@ fn c_tests_are_clean_under_valgrind() {
     assert!(
         status.success() && counts == Some((tests.len() as u32, 0)),
         "C tests under valgrind failed ({status}, {counts:?}); stderr:\n{stderr}"
+    );
+}
+
+/// How many times each exit scenario runs: `TETHER_EXIT_RUNS` (`cargo xtask soak` sets it),
+/// 3 by default.
+fn exit_runs() -> u32 {
+    std::env::var("TETHER_EXIT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+}
+
+/// `TETHER_ERROR_SESSION_CLOSED` (the crate is a cdylib and staticlib: tests cannot link it).
+const SESSION_CLOSED: i32 = 10;
+
+/// How the publisher threads of `tests/c/exit_scenarios.c` must have ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Threads {
+    /// Joined after a close or shutdown from main: each one's last call failed with
+    /// `SESSION_CLOSED` (never written, so not applied), and the server applied exactly the
+    /// publishes it reported applied.
+    Joined,
+    /// A snapshot after `tether_shutdown` from a callback: a thread's call in flight may have
+    /// been applied and not counted yet; one that failed was not applied.
+    AfterShutdown,
+    /// A snapshot while they still publish (exit without shutdown): at least what each reported
+    /// applied was applied.
+    Running,
+}
+
+/// An exit scenario of `tests/c/exit_scenarios.c`: its name, the exit status it ends with, the
+/// line it prints about how it stopped Tether, how its threads ended and its last line.
+struct ExitScenario {
+    name: &'static str,
+    status: i32,
+    stopped: Option<&'static str>,
+    threads: Threads,
+    last: &'static str,
+}
+
+const SHUTDOWN_THEN_RETURN: ExitScenario = ExitScenario {
+    name: "shutdown_then_return",
+    status: 0,
+    stopped: Some("tether_shutdown returned 1 (error 0 )"),
+    threads: Threads::Joined,
+    last: "main returns",
+};
+const EXIT_WITHOUT_SHUTDOWN: ExitScenario = ExitScenario {
+    name: "exit_without_shutdown",
+    status: 0,
+    stopped: None,
+    threads: Threads::Running,
+    last: "exit now",
+};
+const CLOSE_IN_FLIGHT: ExitScenario = ExitScenario {
+    name: "close_in_flight",
+    status: 0,
+    stopped: Some("session_close returned 1 (error 0 )"),
+    threads: Threads::Joined,
+    last: "main returns",
+};
+const EXIT_FROM_HANDLER: ExitScenario = ExitScenario {
+    name: "exit_from_handler",
+    status: 3,
+    stopped: Some("tether_shutdown in the handler returned 0 (error 14 "),
+    threads: Threads::AfterShutdown,
+    last: "exit now",
+};
+
+/// One run of an exit scenario in a child process: its exit status, its output, and the values
+/// the server applied against what the program was told. `Err` says what went wrong.
+fn run_exit_scenario(
+    env: &Env,
+    wrapper: &[&str],
+    scenario: &ExitScenario,
+    run: u32,
+) -> Result<(), String> {
+    let prefix = format!(
+        "c/exit/{}/{}-{run}{}",
+        scenario.name,
+        std::process::id(),
+        if wrapper.is_empty() { "" } else { "-valgrind" }
+    );
+    let args = [env.url(), scenario.name.to_owned(), prefix.clone()];
+    let (status, output, stderr) = run_child(wrapper, &exit_program(), &args, None, scenario.name);
+    let report = |what: String| {
+        format!(
+            "{what}\n  exit status: {status}\n  stdout:\n    {}\n  stderr:\n{stderr}",
+            output.join("\n    ")
+        )
+    };
+    if status.code() != Some(scenario.status) {
+        return Err(report(format!(
+            "expected exit status {}, got {status}",
+            scenario.status
+        )));
+    }
+    // Nothing on stderr: no panic, no log line, no valgrind report.
+    if !stderr.trim().is_empty() {
+        return Err(report("it wrote to stderr".into()));
+    }
+    if output.last().map(String::as_str) != Some(scenario.last) {
+        return Err(report(format!("the last line is not {:?}", scenario.last)));
+    }
+    if let Some(stopped) = scenario.stopped
+        && !output.iter().any(|l| l.starts_with(stopped))
+    {
+        return Err(report(format!("no line starting with {stopped:?}")));
+    }
+    let latest = env.latest_values(&prefix);
+    let mut threads = 0;
+    for line in &output {
+        let words: Vec<&str> = line.split(' ').collect();
+        let ["thread", i, "ok", ok, "error", code] = words[..] else {
+            continue;
+        };
+        threads += 1;
+        let (Ok(ok), Ok(code)) = (ok.parse::<u64>(), code.parse::<i32>()) else {
+            return Err(report(format!("unreadable line {line:?}")));
+        };
+        let applied = match latest.get(&format!("{prefix}/t{i}")) {
+            None => 0,
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| report(format!("thread {i}: the server holds {v:?}")))?,
+        };
+        let consistent = match (scenario.threads, code) {
+            (Threads::Joined, SESSION_CLOSED) => applied == ok,
+            (Threads::AfterShutdown, SESSION_CLOSED) => applied == ok,
+            (Threads::AfterShutdown, 0) => applied == ok || applied == ok + 1,
+            (Threads::Running, 0) => applied >= ok,
+            _ => false,
+        };
+        if !consistent {
+            return Err(report(format!(
+                "thread {i}: told {ok} publishes applied, then error {code}; the server applied \
+                 {applied}"
+            )));
+        }
+    }
+    if threads != 8 {
+        return Err(report(format!("{threads} thread lines, expected 8")));
+    }
+    Ok(())
+}
+
+/// Runs `scenario` `exit_runs()` times (under `wrapper` if not empty) against one server;
+/// panics with every failed run.
+fn exit_scenario(scenario: &ExitScenario, wrapper: &[&str]) {
+    let runs = exit_runs();
+    let env = Env::start();
+    let failures: Vec<String> = (0..runs)
+        .filter_map(|run| {
+            run_exit_scenario(&env, wrapper, scenario, run)
+                .err()
+                .map(|e| format!("run {run}: {e}"))
+        })
+        .collect();
+    println!(
+        "exit scenario {}{}: {}/{runs} runs clean",
+        scenario.name,
+        if wrapper.is_empty() {
+            ""
+        } else {
+            " under valgrind"
+        },
+        runs as usize - failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "exit scenario {} failed:\n{}",
+        scenario.name,
+        failures.join("\n")
+    );
+}
+
+/// Eight threads publish with blocking calls; main calls `tether_shutdown`, joins them and
+/// returns from main: exit status 0, every publish the server applied reported applied.
+#[test]
+fn exit_scenario_shutdown_then_return() {
+    let _serial = serial();
+    exit_scenario(&SHUTDOWN_THEN_RETURN, &[]);
+}
+
+/// Eight threads publish; main calls `exit()` with no close, shutdown or free: no crash.
+#[test]
+fn exit_scenario_exit_without_shutdown() {
+    let _serial = serial();
+    exit_scenario(&EXIT_WITHOUT_SHUTDOWN, &[]);
+}
+
+/// Eight threads publish; main calls `session_close`: every publish queued before it is sent
+/// and confirmed (reported applied, and applied), the later calls fail with
+/// `TETHER_ERROR_SESSION_CLOSED` and were not applied.
+#[test]
+fn exit_scenario_close_in_flight() {
+    let _serial = serial();
+    exit_scenario(&CLOSE_IN_FLIGHT, &[]);
+}
+
+/// Eight threads publish; a topic handler calls `tether_shutdown` (false,
+/// `TETHER_ERROR_WRONG_THREAD`) and `exit(3)`.
+#[test]
+fn exit_scenario_exit_from_handler() {
+    let _serial = serial();
+    exit_scenario(&EXIT_FROM_HANDLER, &[]);
+}
+
+/// The exit scenarios under valgrind memcheck: no invalid access, no definitely-lost block.
+#[test]
+fn exit_scenario_under_valgrind() {
+    let _serial = serial();
+    for scenario in [
+        &SHUTDOWN_THEN_RETURN,
+        &EXIT_WITHOUT_SHUTDOWN,
+        &CLOSE_IN_FLIGHT,
+        &EXIT_FROM_HANDLER,
+    ] {
+        exit_scenario(scenario, &VALGRIND);
+    }
+}
+
+/// `tests/c/publish_loop.c`: one thread, blocking `session_publish` in a loop, straight to the
+/// server; prints its rate (not asserted: measure with `TETHER_PUBLISH_LOOP_COUNT=10000` and
+/// `--nocapture`, see the README).
+#[test]
+fn publish_loop_runs() {
+    let _serial = serial();
+    let count = std::env::var("TETHER_PUBLISH_LOOP_COUNT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(500);
+    let program = compile("publish_loop");
+    let env = Env::start();
+    let (status, output, stderr) = run_child(
+        &[],
+        &program,
+        &[env.server_url(), count.to_string()],
+        Some("publish_loop: "),
+        "publish_loop",
+    );
+    assert!(
+        status.success()
+            && output
+                .iter()
+                .any(|l| l.starts_with(&format!("{count} publishes in "))),
+        "publish_loop failed ({status}): {output:#?}\n{stderr}"
     );
 }
 
@@ -329,7 +649,7 @@ fn reconnect_example_survives_a_cut() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the example");
-    let rx = lines(&mut child, "reconnect.c: ");
+    let rx = lines(&mut child, Some("reconnect.c: "));
     let mut seen = Vec::new();
     let expect = |what: &str, seen: &mut Vec<String>| loop {
         match rx.recv_timeout(BOUND) {

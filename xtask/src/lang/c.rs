@@ -5,18 +5,28 @@
 //! the C end-to-end tests behind the `c-tests` feature: the C test program (against the real
 //! server through the fault proxy), the same program under valgrind memcheck, the seed's C
 //! example ported to `examples/c/` (built by its Makefile through pkg-config, surviving a proxy
-//! cut), and `make install` with its pkg-config file.
+//! cut), `make install` with its pkg-config file, and the exit scenarios (programs that end
+//! with publishes in flight, each in a child process; `cargo xtask soak` repeats them).
 
 use std::process::{Command, Stdio};
 
 use crate::test::{Counts, cargo, root, run_parsed, run_step};
 
-pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+/// The library built and the tools there, ready to run the C suite.
+enum Setup {
+    /// The crate is not in the tree.
+    Absent,
+    /// A step failed (it said why).
+    Failed,
+    Ready,
+}
+
+fn setup() -> Setup {
     if !root().join("crates/tether-ffi").is_dir() {
-        return None;
+        return Setup::Absent;
     }
     if !ensure_tools() {
-        return Some(false);
+        return Setup::Failed;
     }
     // Exactly the build the tests repeat (a no-op then): `cargo test` does not build the cdylib
     // and staticlib that C links against. The tests embed the server and the fault proxy as
@@ -26,8 +36,13 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
     let mut build = cargo();
     build.args(["build", "-p", "tether-ffi"]);
     if !run_step("cargo build -p tether-ffi", build) {
-        return Some(false);
+        return Setup::Failed;
     }
+    Setup::Ready
+}
+
+/// `cargo test -p tether-ffi --features c-tests --test c_suite [filter] -- --nocapture`.
+fn c_suite(filter: Option<&str>) -> Command {
     let mut tests = cargo();
     tests.args([
         "test",
@@ -37,12 +52,21 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "c-tests",
         "--test",
         "c_suite",
-        "--",
-        "--nocapture",
     ]);
+    tests.args(filter);
+    tests.args(["--", "--nocapture"]);
+    tests
+}
+
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready => {}
+    }
     Some(run_parsed(
-        "cargo test -p tether-ffi --features c-tests --test c_suite (C tests, valgrind, example, pkg-config)",
-        tests,
+        "cargo test -p tether-ffi --features c-tests --test c_suite (C tests, exit scenarios, valgrind, example, pkg-config)",
+        c_suite(None),
         counts,
         parse,
     ))
@@ -129,9 +153,30 @@ fn add(part: &str, counts: &mut Counts) {
     }
 }
 
-/// The exit scenarios, each `runs` times (`cargo xtask soak`).
-pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
-    None
+/// The exit scenarios (`tests/c/exit_scenarios.c`, each run in a child process, natively and
+/// under valgrind: the `exit_scenario_*` tests of the C suite), each `runs` times
+/// (`cargo xtask soak`).
+pub(crate) fn exit_soak(runs: u32) -> Option<bool> {
+    match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready => {}
+    }
+    let mut tests = c_suite(Some("exit_scenario"));
+    tests.env("TETHER_EXIT_RUNS", runs.to_string());
+    let mut counts = Counts::default();
+    let ok = run_parsed(
+        &format!(
+            "TETHER_EXIT_RUNS={runs} cargo test -p tether-ffi --features c-tests --test c_suite exit_scenario"
+        ),
+        tests,
+        &mut counts,
+        parse,
+    );
+    if counts.passed == 0 {
+        eprintln!("the C suite ran no exit scenario");
+    }
+    Some(ok && counts.passed > 0 && counts.failed == 0)
 }
 
 #[cfg(test)]

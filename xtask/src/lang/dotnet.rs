@@ -3,7 +3,8 @@
 //! servers, compiles the binding, its test program and the ported seed example
 //! (`examples/dotnet/SessionReconnection.cs`) with `mcs` (`make -C bindings/dotnet`), then runs
 //! the test program with mono: end-to-end through the fault proxy, the example and the
-//! process-exit checks included. It prints `N passed, N failed` last.
+//! process-exit checks included. It prints `N passed, N failed` last. `cargo xtask soak` runs
+//! the tests named `exit scenario: ...` alone with `TETHER_EXIT_RUNS` set.
 
 use std::process::{Command, Stdio};
 
@@ -73,19 +74,27 @@ fn ensure_tools() -> bool {
     true
 }
 
-pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
-    let root = root();
-    let dir = root.join("bindings").join("dotnet");
+/// The binding and its test program built, the test servers too.
+enum Setup {
+    /// The binding is not in the tree.
+    Absent,
+    /// A step failed (it said why).
+    Failed,
+    Ready,
+}
+
+fn setup() -> Setup {
+    let dir = root().join("bindings").join("dotnet");
     if !dir.join("Makefile").is_file() {
-        return None;
+        return Setup::Absent;
     }
     if !ensure_tools() {
-        return Some(false);
+        return Setup::Failed;
     }
     let mut ffi = cargo();
     ffi.args(["build", "-p", "tether-ffi"]);
     if !run_step("cargo build -p tether-ffi (for the .NET binding)", ffi) {
-        return Some(false);
+        return Setup::Failed;
     }
     let mut servers = cargo();
     servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
@@ -93,7 +102,7 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "cargo build -p tether-server -p tether-testkit (for the .NET tests)",
         servers,
     ) {
-        return Some(false);
+        return Setup::Failed;
     }
     let mut build = Command::new("make");
     build.arg("-C").arg(&dir).arg("all");
@@ -101,9 +110,15 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "make -C bindings/dotnet (mcs: Tether.dll, Tether.Tests.exe, SessionReconnection.exe)",
         build,
     ) {
-        return Some(false);
+        return Setup::Failed;
     }
+    Setup::Ready
+}
 
+/// `mono target/dotnet/Tether.Tests.exe [filter]` under a guard, with the library on the
+/// loader path.
+fn test_program(filter: Option<&str>) -> Command {
+    let root = root();
     let bin = root.join("target").join("debug");
     let library_path = match std::env::var("LD_LIBRARY_PATH") {
         Ok(old) if !old.is_empty() => format!("{}:{old}", bin.display()),
@@ -113,16 +128,53 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
     tests
         .args(["-k", "10", RUN_GUARD_SECONDS, "mono", "--debug"])
         .arg(root.join("target").join("dotnet").join("Tether.Tests.exe"))
+        .args(filter)
         .current_dir(&root)
         .env("LD_LIBRARY_PATH", library_path)
         .env("TETHER_BIN_DIR", &bin);
+    tests
+}
+
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready => {}
+    }
     Some(run_parsed(
         "mono target/dotnet/Tether.Tests.exe (through the fault proxy, the example included)",
-        tests,
+        test_program(None),
         counts,
         summary_line,
     ))
 }
+
+/// The exit scenarios (the tests named `exit scenario: ...`: processes that end with work in
+/// flight or exit from a handler, each run as a child mono process, and Close with publishes
+/// in flight), each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(runs: u32) -> Option<bool> {
+    match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready => {}
+    }
+    let mut tests = test_program(Some(EXIT_SCENARIOS));
+    tests.env("TETHER_EXIT_RUNS", runs.to_string());
+    let mut counts = Counts::default();
+    let ok = run_parsed(
+        &format!("TETHER_EXIT_RUNS={runs} mono target/dotnet/Tether.Tests.exe '{EXIT_SCENARIOS}'"),
+        tests,
+        &mut counts,
+        summary_line,
+    );
+    if counts.passed == 0 {
+        eprintln!("the .NET test program ran no exit scenario");
+    }
+    Some(ok && counts.passed > 0 && counts.failed == 0)
+}
+
+/// The name filter of the exit scenario tests.
+const EXIT_SCENARIOS: &str = "exit scenario";
 
 /// The test program's closing line, exactly `N passed, N failed`.
 fn summary_line(line: &str, counts: &mut Counts) {
@@ -139,11 +191,6 @@ fn summary_line(line: &str, counts: &mut Counts) {
         counts.passed += p;
         counts.failed += f;
     }
-}
-
-/// The exit scenarios, each `runs` times (`cargo xtask soak`).
-pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
-    None
 }
 
 #[cfg(test)]

@@ -363,6 +363,23 @@ static int error_is(TETHER_ERROR_T *error, TETHER_ERROR_CODE_T code, const char 
     return ok && error->code == TETHER_ERROR_NONE && error->message == NULL;
 }
 
+/* The number of threads of this process (Linux: /proc/self/status); -1 if unknown. */
+static int thread_count(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL) {
+        return -1;
+    }
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (sscanf(line, "Threads: %d", &n) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Tests                                                                                     */
 
@@ -908,10 +925,8 @@ done:
 static int close_from_callback(SESSION_T *session) {
     TETHER_ERROR_T error = { 0 };
     int ok = session_close(session, &error);
-    /* tether_shutdown is refused from a callback. */
-    int refused = !tether_shutdown(1000, &error) && error.code == TETHER_ERROR_WRONG_THREAD;
     tether_error_free(&error);
-    return ok && refused;
+    return ok;
 }
 
 static void test_close_from_a_callback(void) {
@@ -972,6 +987,120 @@ done:
     recorder_destroy(&r);
 }
 
+/* What a topic handler saw when it called tether_shutdown. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    SESSION_T *sessions[2]; /* every open session */
+    int calls;
+    int done;           /* the first call returned from tether_shutdown */
+    int returned;       /* tether_shutdown's result */
+    int code;           /* and its error code */
+    int closed_in_call; /* every session was closed when it returned */
+} shutdown_in_handler_t;
+
+static void shutdown_in_handler(const char *topic, const void *value, size_t length, void *context) {
+    shutdown_in_handler_t *s = context;
+    (void)topic;
+    (void)value;
+    (void)length;
+    pthread_mutex_lock(&s->mu);
+    int first = s->calls++ == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!first) {
+        return;
+    }
+    /* A handler that ends the program, say: it shuts the library down from its own thread. */
+    TETHER_ERROR_T error = { 0 };
+    int returned = tether_shutdown(10000, &error);
+    int code = error.code;
+    tether_error_free(&error);
+    int closed = session_is_closed(s->sessions[0]) && session_is_closed(s->sessions[1]);
+    pthread_mutex_lock(&s->mu);
+    s->returned = returned;
+    s->code = code;
+    s->closed_in_call = closed;
+    s->done = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int handler_called(void *arg) {
+    return ((shutdown_in_handler_t *)arg)->done;
+}
+
+/* tether_shutdown from a callback proceeds: it closes every session and stops the runtime,
+ * then reports (false, TETHER_ERROR_WRONG_THREAD) that it could not join the calling thread.
+ * A publish the server applied is not reported failed; a later session_create works. */
+static void test_shutdown_from_a_callback(void) {
+    recorder_t rs, rp, rn;
+    recorder_init(&rs);
+    recorder_init(&rp);
+    recorder_init(&rn);
+    shutdown_in_handler_t s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    TETHER_ERROR_T error = { 0 };
+    SESSION_T *fresh = NULL;
+    /* Topics of this process: a topic's current value is delivered on subscribing. */
+    char topic[64], after[64];
+    snprintf(topic, sizeof topic, "c/shutdown-in-handler/%ld", (long)getpid());
+    snprintf(after, sizeof after, "c/after-shutdown-in-handler/%ld", (long)getpid());
+    received_t got;
+    received_init(&got, after);
+    SESSION_T *subscriber = open_session(&rs, NULL);
+    SESSION_T *publisher = open_session(&rp, NULL);
+    REQUIRE(subscriber != NULL && publisher != NULL);
+    s.sessions[0] = subscriber;
+    s.sessions[1] = publisher;
+    REQUIRE(session_subscribe(subscriber, topic, shutdown_in_handler, &s, &error));
+    /* Applied by the server (the handler runs because of it): never reported failed. */
+    if (!session_publish(publisher, topic, "1", 1, &error)) {
+        printf("    the publish the handler saw failed: %d %s\n", error.code, error.message ? error.message : "");
+        CHECK(!"a publish the server applied is reported failed");
+    }
+    tether_error_free(&error);
+    pthread_mutex_lock(&s.mu);
+    int called = wait_locked(&s.mu, &s.cv, handler_called, &s);
+    int returned = s.returned, code = s.code, closed_in_call = s.closed_in_call;
+    pthread_mutex_unlock(&s.mu);
+    REQUIRE(called);
+    CHECK(!returned);
+    CHECK(code == TETHER_ERROR_WRONG_THREAD);
+    CHECK(closed_in_call);
+    CHECK(session_is_closed(subscriber) && session_is_closed(publisher));
+    /* Calls on the old sessions fail at once, without hanging. */
+    CHECK(!session_publish(publisher, topic, "2", 1, &error));
+    CHECK(error_is(&error, TETHER_ERROR_SESSION_CLOSED, "closed"));
+    CHECK(session_close(subscriber, &error));
+    session_free(subscriber);
+    subscriber = NULL;
+    session_free(publisher);
+    publisher = NULL;
+
+    /* A fresh runtime for a new session. */
+    fresh = open_session(&rn, NULL);
+    REQUIRE(fresh != NULL);
+    REQUIRE(session_subscribe(fresh, after, on_update, &got, &error));
+    REQUIRE(session_publish(fresh, after, "7", 1, &error));
+    REQUIRE(wait_received(&got, 1));
+    CHECK(got.values[0] == 7);
+    CHECK(session_close(fresh, &error));
+    CHECK(changes(&rn) == 2);
+done:
+    tether_error_free(&error);
+    session_free(fresh);
+    session_free(publisher);
+    session_free(subscriber);
+    received_destroy(&got);
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+    recorder_destroy(&rs);
+    recorder_destroy(&rp);
+    recorder_destroy(&rn);
+}
+
 /* Also shows that a session can be created after tether_shutdown (a fresh runtime). */
 static void test_shutdown(void) {
     recorder_t r;
@@ -984,6 +1113,12 @@ static void test_shutdown(void) {
     CHECK(error.code == TETHER_ERROR_NONE);
     CHECK(session_is_closed(session));
     CHECK(session_close(session, &error)); /* after shutdown: nothing to do, no hang */
+    /* A call on a session of the stopped runtime fails at once, and starts no fresh runtime
+     * (no new threads; threads of earlier runtimes may still be ending). */
+    int threads = thread_count();
+    CHECK(!session_publish(session, "c/after-shutdown", "x", 1, &error));
+    CHECK(error_is(&error, TETHER_ERROR_SESSION_CLOSED, "closed"));
+    CHECK(thread_count() <= threads);
 done:
     tether_error_free(&error);
     session_free(session);
@@ -1010,6 +1145,7 @@ static const test_t TESTS[] = {
     { "access_denied", test_access_denied },
     { "close_from_a_callback", test_close_from_a_callback },
     { "free_from_a_callback", test_free_from_a_callback },
+    { "shutdown_from_a_callback", test_shutdown_from_a_callback },
     /* Last: stops the runtime. */
     { "shutdown", test_shutdown },
 };
