@@ -3,12 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-
 use tether_protocol::frame::ClientFrame;
 use tether_protocol::server::{ServerFault, ServerRequest};
 use tether_protocol::topic::validate_topic;
 use tether_protocol::{RequestError, RequestErrorKind, Selector, Update};
-
 
 use super::*;
 
@@ -60,6 +58,7 @@ impl Shared {
                 return self.fault(slot, fault);
             }
         };
+        let seq = request.seq();
         let result = match request {
             ServerRequest::Subscribe { seq, selector } => {
                 self.subscribe(&mut topics, slot, &mut inner, seq, &selector)
@@ -88,6 +87,10 @@ impl Shared {
             }
             ServerRequest::Close => Ok(()),
         };
+        if let Some(seq) = seq {
+            // Carried out under the session's lock: the next ack may cover it.
+            inner.proto.request_applied(now, seq);
+        }
         if let Err(ServerFault::SlowConsumer) = result {
             self.kick(slot, &mut inner);
             return Handled::Superseded;

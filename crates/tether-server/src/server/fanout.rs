@@ -9,7 +9,6 @@ use tether_protocol::frame::{self, ServerFrame};
 use tether_protocol::server::ServerFault;
 use tether_protocol::{Position, Update};
 
-
 use super::*;
 
 impl Shared {
