@@ -193,6 +193,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                         partition: 1,
                         offset: 2,
                     }],
+                    confirmed: 1,
                 }
                 .to_headers(),
             ),

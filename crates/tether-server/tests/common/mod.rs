@@ -165,6 +165,7 @@ pub fn resume_request(id: SessionId, token: &ResumeToken, received: u64) -> Sess
         token: token.clone(),
         received,
         positions: Vec::new(),
+        confirmed: 0,
     }
 }
 
