@@ -251,7 +251,10 @@ pub(crate) async fn run(
                 while s.session(&id).is_some_and(|i| i.buffered_frames > 50_000) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                if s.publish("chaos/down", n.to_be_bytes().to_vec()).is_err() {
+                if s.publish("chaos/down", n.to_be_bytes().to_vec())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 if n % 256 == 0 {

@@ -99,7 +99,7 @@ pub fn sessions(data: &[u8]) {
             let _ = client.connected(
                 t,
                 &SessionAccepted {
-                    received: server.received(),
+                    received: server.applied(),
                     ..accepted.clone()
                 },
             );

@@ -213,7 +213,7 @@ impl ServerSession {
     }
 
     /// Last client request carried out (for the resume answer).
-    pub fn received(&self) -> u64 {
+    pub fn applied(&self) -> u64 {
         self.applied
     }
 

@@ -78,7 +78,7 @@ impl Pair {
             token: ResumeToken::from_bytes([2; 16]),
             reconnect_timeout: Duration::from_secs(60),
             ping_period: PING,
-            received: self.server.received(),
+            received: self.server.applied(),
             max_frame: 1 << 20,
         }
     }
@@ -326,7 +326,7 @@ fn rejection_replayed_after_a_cut_is_not_reported_as_success() {
     }
     // The server processes both requests, but its answers are lost with the connection.
     pair.cut(2);
-    assert_eq!(pair.server.received(), 2);
+    assert_eq!(pair.server.applied(), 2);
     pair.resume();
     pair.drive();
     assert_eq!(pair.completed.len(), 2);
@@ -671,7 +671,7 @@ fn an_ack_never_covers_a_request_the_shell_has_not_applied_yet() {
     }
     assert!(pair.completed.is_empty(), "no ack may complete it yet");
     assert_eq!(
-        pair.server.received(),
+        pair.server.applied(),
         0,
         "a resume would not claim it either"
     );

@@ -134,8 +134,13 @@ pub(super) async fn upgrade(
             session,
             token,
             received,
-            ..
-        }) => shared.resume(session, &token, received),
+            positions,
+            confirmed,
+        }) => {
+            shared
+                .resume(session, &token, received, &positions, confirmed)
+                .await
+        }
     };
     let admitted = match admitted {
         Ok(a) => a,

@@ -118,7 +118,15 @@ pub(super) async fn read_loop(
                 return ReaderEnd::Closed;
             }
         };
-        match shared.handle_client_frame(slot, generation, frame) {
+        let handled = match &shared.cluster {
+            Some(cluster) => {
+                shared
+                    .handle_frame_clustered(cluster, slot, generation, frame)
+                    .await
+            }
+            None => shared.handle_client_frame(slot, generation, frame),
+        };
+        match handled {
             Handled::Continue => {}
             Handled::Superseded => return ReaderEnd::Superseded,
             Handled::Closed => return ReaderEnd::Closed,

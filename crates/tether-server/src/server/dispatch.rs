@@ -33,7 +33,7 @@ impl Shared {
             return match inner.proto.handle_decoded(now, frame) {
                 Ok(Some(ServerRequest::Close)) => {
                     drop(inner);
-                    self.free(slot, "closed by client");
+                    self.free(slot, "closed by client", Release::Delete);
                     Handled::Closed
                 }
                 Ok(_) => Handled::Continue,
@@ -92,7 +92,8 @@ impl Shared {
             inner.proto.request_applied(now, seq);
         }
         if let Err(ServerFault::SlowConsumer) = result {
-            self.kick(slot, &mut inner);
+            self.metrics.slow_consumers.inc();
+            self.drop_connection(slot, &mut inner);
             return Handled::Superseded;
         }
         // Fan-out already woke every subscriber's writer; this one needs waking only for a

@@ -9,6 +9,8 @@ use tether_protocol::frame::{self, ServerFrame};
 use tether_protocol::server::ServerFault;
 use tether_protocol::{Position, Update};
 
+use crate::topics::TopicValue;
+
 use super::*;
 
 impl Shared {
@@ -20,12 +22,24 @@ impl Shared {
         topics: &mut Topics,
         topic: &str,
         value: Bytes,
-        mut own: Option<(&Arc<Slot>, &mut SlotInner)>,
+        own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) -> Position {
         let stored = topics.store.set(topic, value);
-        let targets = topics.index.matching(topic);
+        let position = stored.position;
+        self.deliver(topics, stored, own);
+        position
+    }
+
+    /// Queues a stored update for every subscriber of its topic.
+    pub(super) fn deliver(
+        &self,
+        topics: &mut Topics,
+        stored: TopicValue,
+        mut own: Option<(&Arc<Slot>, &mut SlotInner)>,
+    ) {
+        let targets = topics.index.matching(&stored.topic);
         if targets.is_empty() {
-            return stored.position;
+            return;
         }
         // Encoded once, shared by every subscriber's buffer.
         let encoded = Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
@@ -35,11 +49,16 @@ impl Shared {
             snapshot: false,
         })));
         for SlotRef(target) in targets {
-            if !target.perms.may_read(topic) {
+            if !target.perms.may_read(&stored.topic) {
                 continue;
             }
             let deliver = |inner: &mut SlotInner| {
                 if inner.closed {
+                    return;
+                }
+                if let Some(aside) = inner.replaying.as_mut() {
+                    // Being rebuilt from the log: live updates follow the replay.
+                    aside.push((stored.topic.clone(), encoded.clone()));
                     return;
                 }
                 // With frames already waiting, the writer has been woken for them and takes
@@ -50,7 +69,8 @@ impl Shared {
                     .push_encoded_update(stored.topic.clone(), encoded.clone())
                 {
                     warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
-                    self.kick(&target, inner);
+                    self.metrics.slow_consumers.inc();
+                    self.drop_connection(&target, inner);
                     let _ = inner
                         .proto
                         .push_encoded_update(stored.topic.clone(), encoded.clone());
@@ -64,17 +84,15 @@ impl Shared {
                 _ => deliver(&mut lock(&target.inner)),
             }
         }
-        stored.position
     }
 
-    /// Drops the current connection of a session whose client reads too slowly; the session
-    /// stays resumable and its resume reports what had to be dropped.
-    pub(super) fn kick(&self, slot: &Slot, inner: &mut SlotInner) {
+    /// Drops a session's current connection (a client that reads too slowly, a store that
+    /// lost updates): the session stays resumable, and its resume reports what it lacks.
+    pub(super) fn drop_connection(&self, slot: &Slot, inner: &mut SlotInner) {
         if inner.connected {
             self.metrics
                 .session_state(Some("connected"), Some("disconnected"));
         }
-        self.metrics.slow_consumers.inc();
         inner.generation += 1;
         inner.connected = false;
         inner.proto.disconnected();

@@ -25,15 +25,18 @@ use tether_protocol::{CloseReason, Position, ResumeToken, SessionId};
 use crate::auth::Permissions;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::store::StoreError;
 use crate::topics::{MemoryTopicStore, SubscriptionIndex, TopicStore};
 
 mod accept;
+mod cluster;
 mod connection;
 mod dispatch;
 mod fanout;
 mod table;
 
 use accept::{Admitted, accept_loop};
+use cluster::{Cluster, LogState, Release};
 use connection::Handled;
 use connection::run_connection;
 use table::{Slot, SlotInner, SlotRef};
@@ -57,12 +60,21 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The shared store could not be reached or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A publish made through [`Server::publish`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid topic: {0}")]
-pub struct PublishError(#[from] tether_protocol::TopicError);
+pub enum PublishError {
+    /// The topic path is not valid.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(#[from] tether_protocol::TopicError),
+    /// The shared store did not take it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// A snapshot of one session, for operators and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +96,8 @@ pub struct SessionInfo {
 struct Topics {
     store: Box<dyn TopicStore>,
     index: SubscriptionIndex<SlotRef>,
+    /// In a cluster: where this node's reading of the shared log stands.
+    log: LogState,
 }
 
 pub(crate) struct Shared {
@@ -105,6 +119,8 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     connections: AtomicUsize,
     connections_done: Notify,
+    /// With a shared store: the cluster side of this node.
+    cluster: Option<Cluster>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
@@ -178,6 +194,16 @@ impl Server {
             ),
             None => None,
         };
+        let mut store = MemoryTopicStore::default();
+        let (cluster, log) = if config.store.is_memory() {
+            (None, LogState::default())
+        } else {
+            let (cluster, log, values) = Cluster::connect(&config.store).await?;
+            for v in values {
+                store.put(&v.topic, v.value, v.position);
+            }
+            (Some(cluster), log)
+        };
         let shared = Arc::new(Shared {
             config,
             metrics,
@@ -186,8 +212,9 @@ impl Server {
             principals,
             anonymous,
             topics: Mutex::new(Topics {
-                store: Box::new(MemoryTopicStore::default()),
+                store: Box::new(store),
                 index: SubscriptionIndex::default(),
+                log,
             }),
             sessions: Mutex::new(HashMap::new()),
             per_principal: Mutex::new(HashMap::new()),
@@ -196,7 +223,11 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             connections_done: Notify::new(),
+            cluster,
         });
+        if let Some(cluster) = &shared.cluster {
+            cluster.start(&shared);
+        }
         let stop = Arc::new(Notify::new());
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
         info!(%local_addr, "tether server listening");
@@ -262,11 +293,27 @@ impl Server {
         }
     }
 
-    /// Publishes a value as the server itself (no permission check).
-    pub fn publish(&self, topic: &str, value: impl Into<Bytes>) -> Result<Position, PublishError> {
+    /// Publishes a value as the server itself (no permission check). With a shared store,
+    /// resolves once the store has it (every node's subscribers get it from the store).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        value: impl Into<Bytes>,
+    ) -> Result<Position, PublishError> {
         validate_topic(topic)?;
+        if let Some(cluster) = &self.shared.cluster {
+            return Ok(self
+                .shared
+                .publish_clustered_by_server(cluster, topic, value.into())
+                .await?);
+        }
         let mut topics = lock(&self.shared.topics);
         Ok(self.shared.fan_out(&mut topics, topic, value.into(), None))
+    }
+
+    /// Whether this node shares its sessions and topics through a store.
+    pub fn is_clustered(&self) -> bool {
+        self.shared.cluster.is_some()
     }
 
     /// Closes a session from the server side: its client sees `CLOSED_BY_SERVER`.
@@ -290,6 +337,9 @@ impl Server {
         let _ = self.accept.await;
         if let Some((_, task)) = &self.metrics_server {
             task.abort();
+        }
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.stop();
         }
         let slots: Vec<Arc<Slot>> = lock(&self.shared.sessions).values().cloned().collect();
         for slot in slots {

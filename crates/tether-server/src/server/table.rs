@@ -61,6 +61,11 @@ pub(super) struct SlotInner {
     pub(super) closed: bool,
     /// A close frame is queued: the writer ends the connection once it is written.
     pub(super) closing: bool,
+    /// With a shared store: the owner generation this node holds the session's record at.
+    pub(super) store_gen: u64,
+    /// While the session is rebuilt from a shared log: live updates, held until the replay
+    /// is in.
+    pub(super) replaying: Option<Vec<(Arc<str>, bytes::Bytes)>>,
 }
 
 impl Shared {
@@ -113,6 +118,7 @@ impl Shared {
         proto.opened(Instant::now());
         let id = SessionId::from_bytes(random_bytes());
         let token = ResumeToken::from_bytes(random_bytes());
+        let token_for_store = token.clone();
         let accepted = SessionAccepted {
             session: id,
             token: token.clone(),
@@ -134,9 +140,19 @@ impl Shared {
                 reconnect_timeout,
                 closed: false,
                 closing: false,
+                store_gen: u64::from(self.cluster.is_some()),
+                replaying: None,
             }),
             notify: Notify::new(),
         });
+        if let Some(cluster) = &self.cluster
+            && let Err(refusal) = self
+                .create_record(cluster, &slot, &token_for_store, reconnect_timeout)
+                .await
+        {
+            self.release_principal(&slot);
+            return Err(refusal);
+        }
         lock(&self.sessions).insert(id, slot.clone());
         self.metrics.opens.inc();
         self.metrics.session_state(None, Some("connected"));
@@ -148,37 +164,80 @@ impl Shared {
         })
     }
 
-    pub(super) fn resume(
-        &self,
+    /// A resume: in a cluster the store decides who owns the session; alone, this node's
+    /// table does.
+    pub(super) async fn resume(
+        self: &Arc<Self>,
         id: SessionId,
         token: &ResumeToken,
         received: u64,
+        positions: &[tether_protocol::Position],
+        confirmed: u64,
     ) -> Result<Admitted, (CloseReason, String)> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err((CloseReason::ClosedByServer, "server shutting down".into()));
+        }
+        if let Some(cluster) = &self.cluster {
+            return self
+                .resume_clustered(cluster, id, token, received, positions, confirmed)
+                .await;
+        }
         let unknown = || {
             (
                 CloseReason::UnknownSession,
                 format!("no session {id} to resume"),
             )
         };
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err((CloseReason::ClosedByServer, "server shutting down".into()));
-        }
         let Some(slot) = lock(&self.sessions).get(&id).cloned() else {
-            let tombstone = lock(&self.tombstones).get(&id).cloned();
-            if let Some((known, until)) = tombstone
-                && until > tokio::time::Instant::now()
-                && bool::from(known.as_bytes().ct_eq(token.as_bytes()))
-            {
-                return Err((
-                    CloseReason::ClosedByServer,
-                    format!("session {id} was closed by the server"),
-                ));
-            }
-            return Err(unknown());
+            return Err(self.tombstone_or(id, token, unknown()));
+        };
+        let rotated = ResumeToken::from_bytes(random_bytes());
+        self.resume_local(&slot, Some(token), received, rotated, None)
+    }
+
+    /// A session the server closed on purpose answers a resume with why, for its retention;
+    /// any other unknown id gets `otherwise`.
+    pub(super) fn tombstone_or(
+        &self,
+        id: SessionId,
+        token: &ResumeToken,
+        otherwise: (CloseReason, String),
+    ) -> (CloseReason, String) {
+        let tombstone = lock(&self.tombstones).get(&id).cloned();
+        if let Some((known, until)) = tombstone
+            && until > tokio::time::Instant::now()
+            && bool::from(known.as_bytes().ct_eq(token.as_bytes()))
+        {
+            return (
+                CloseReason::ClosedByServer,
+                format!("session {id} was closed by the server"),
+            );
+        }
+        otherwise
+    }
+
+    /// Resumes a session this node holds, replaying from its buffers. `token` is checked
+    /// unless the store already did; `store` is the generation just claimed and the record's
+    /// last applied request.
+    pub(super) fn resume_local(
+        &self,
+        slot: &Arc<Slot>,
+        token: Option<&ResumeToken>,
+        received: u64,
+        rotated: ResumeToken,
+        store: Option<(u64, u64)>,
+    ) -> Result<Admitted, (CloseReason, String)> {
+        let id = slot.id;
+        let unknown = || {
+            (
+                CloseReason::UnknownSession,
+                format!("no session {id} to resume"),
+            )
         };
         let topics = lock(&self.topics);
         let mut inner = lock(&slot.inner);
-        if inner.closed || !bool::from(inner.token.as_bytes().ct_eq(token.as_bytes())) {
+        let token_ok = token.is_none_or(|t| bool::from(inner.token.as_bytes().ct_eq(t.as_bytes())));
+        if inner.closed || !token_ok {
             // A wrong token says nothing about whether the session exists.
             warn!(session = %id, "resume refused: unknown session or wrong token");
             return Err(unknown());
@@ -190,6 +249,12 @@ impl Shared {
             inner.proto.disconnected();
         }
         let was_connected = inner.connected;
+        if let Some((store_gen, applied)) = store {
+            inner.store_gen = store_gen;
+            // Requests this node applied before a crash of its connection's reader, or that
+            // the store recorded last: either way, not to be applied again.
+            inner.proto.sync_applied(applied);
+        }
         let outcome = match inner.proto.resume(now, received) {
             Ok(o) => o,
             Err(message) => {
@@ -199,7 +264,7 @@ impl Shared {
         };
         inner.generation += 1;
         inner.connected = true;
-        inner.token = ResumeToken::from_bytes(random_bytes());
+        inner.token = rotated;
         self.metrics.resumes.inc();
         self.metrics
             .replayed_frames
@@ -238,7 +303,7 @@ impl Shared {
             token: inner.token.clone(),
             reconnect_timeout: inner.reconnect_timeout,
             ping_period: self.config.ping_period(),
-            received: inner.proto.received(),
+            received: inner.proto.applied(),
             max_frame: self.config.limits.max_frame_bytes,
         };
         debug!(session = %id, "session resumed");
@@ -278,7 +343,12 @@ impl Shared {
         }
         info!(session = %slot.id, %reason, message, "session closed by the server");
         slot.notify.notify_one();
-        self.free(slot, message);
+        let release = if reason == CloseReason::ClosedByServer {
+            Release::Tombstone
+        } else {
+            Release::Delete
+        };
+        self.free(slot, message, release);
     }
 
     /// The connection of `generation` ended: keep the session for its reconnection timeout.
@@ -303,9 +373,10 @@ impl Shared {
             (inner.reconnect_timeout, inner.generation)
         };
         if timeout.is_zero() {
-            self.free(slot, "disconnected without reconnection");
+            self.free(slot, "disconnected without reconnection", Release::Delete);
             return;
         }
+        self.detach_record(slot, timeout);
         debug!(session = %slot.id, timeout_ms = timeout.as_millis() as u64, "session disconnected; kept for resume");
         let shared = self.clone();
         let slot = slot.clone();
@@ -316,16 +387,25 @@ impl Shared {
                 inner.generation == generation && !inner.connected && !inner.closed
             };
             if expired {
-                shared.free(&slot, "reconnection timeout elapsed");
+                shared.free(&slot, "reconnection timeout elapsed", Release::Delete);
             }
         });
     }
 
-    /// Forgets a session and its subscriptions.
-    pub(super) fn free(&self, slot: &Arc<Slot>, why: &str) {
-        if lock(&self.sessions).remove(&slot.id).is_none() {
+    /// Forgets a session and its subscriptions; `release` says what becomes of its record in
+    /// a shared store.
+    pub(super) fn free(&self, slot: &Arc<Slot>, why: &str, release: Release) {
+        let removed = {
+            let mut sessions = lock(&self.sessions);
+            match sessions.get(&slot.id) {
+                Some(kept) if Arc::ptr_eq(kept, slot) => sessions.remove(&slot.id).is_some(),
+                _ => false,
+            }
+        };
+        if !removed {
             return;
         }
+        self.release_record(slot, release);
         {
             let mut topics = lock(&self.topics);
             let mut inner = lock(&slot.inner);
@@ -343,6 +423,13 @@ impl Shared {
                 topics.index.remove(&selector, &SlotRef(slot.clone()));
             }
         }
+        self.release_principal(slot);
+        slot.notify.notify_one();
+        self.freed.notify_waiters();
+        info!(session = %slot.id, why, "session freed");
+    }
+
+    fn release_principal(&self, slot: &Slot) {
         if let Some(name) = &slot.principal {
             let mut counts = lock(&self.per_principal);
             if let Some(c) = counts.get_mut(name) {
@@ -352,8 +439,5 @@ impl Shared {
                 }
             }
         }
-        slot.notify.notify_one();
-        self.freed.notify_waiters();
-        info!(session = %slot.id, why, "session freed");
     }
 }

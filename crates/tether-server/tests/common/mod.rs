@@ -317,7 +317,7 @@ pub async fn assert_receives(
     topic: &str,
     value: &'static str,
 ) {
-    server.publish(topic, value).expect("valid topic");
+    server.publish(topic, value).await.expect("valid topic");
     let update = client.next_update().await;
     assert_eq!(update.topic, topic);
     assert_eq!(update.value, Bytes::from_static(value.as_bytes()));
