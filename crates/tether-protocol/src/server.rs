@@ -264,6 +264,9 @@ impl ServerSession {
     }
 
     fn start_connection(&mut self, now: Instant) {
+        // Requests decoded but not applied on the last connection are sent again by the
+        // client, with the same numbers.
+        self.received = self.applied;
         self.control.clear();
         self.conn = Some(Connection {
             liveness: Liveness::new(self.ping_period, now),

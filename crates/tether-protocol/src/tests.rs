@@ -762,3 +762,26 @@ fn updates_marked_lost_force_a_gap_on_the_next_resume() {
     pair.cut(0);
     assert!(matches!(pair.resume(), ResumeOutcome::Replay));
 }
+
+#[test]
+fn a_request_decoded_but_not_applied_keeps_its_number_when_the_client_sends_it_again() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.echo = false;
+    pair.client.publish("t", value(1)).expect("room");
+    let frame = pair.client.poll_transmit(pair.now).expect("publish");
+    // Decoded; its commit never finished (the store was unreachable) and the connection drops.
+    assert!(matches!(
+        pair.server.handle_frame(pair.now, &frame).expect("valid"),
+        Some(ServerRequest::Publish { seq: 1, .. })
+    ));
+    pair.cut(0);
+    pair.resume();
+    let again = pair.client.poll_transmit(pair.now).expect("sent again");
+    assert!(
+        matches!(
+            pair.server.handle_frame(pair.now, &again).expect("valid"),
+            Some(ServerRequest::Publish { seq: 1, .. })
+        ),
+        "the same request, the same number"
+    );
+}
