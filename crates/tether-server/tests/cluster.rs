@@ -300,3 +300,38 @@ async fn a_redis_restart_without_persistence_gives_a_typed_gap_never_a_silent_lo
     client.close().await;
     producer.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_at_start_is_a_clear_error_naming_it() {
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = within(
+        "the server to give up",
+        tokio::process::Command::new(BIN)
+            .args(["--dev", "--listen", "127.0.0.1:0", "--store", &url])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run tether-server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it must not start: {stderr}");
+    assert!(stderr.contains(&url), "the error names the store: {stderr}");
+    let bad = within(
+        "the server to refuse",
+        tokio::process::Command::new(BIN)
+            .args(["--dev", "--store", "mongodb://x"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run tether-server");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("store.url"));
+}
