@@ -183,7 +183,7 @@ async fn demo(seconds: u64) -> Result<bool, Box<dyn std::error::Error>> {
     let mut ticker = tokio::time::interval(period);
     for n in 1..=total {
         ticker.tick().await;
-        server.publish("demo/down", n.to_string())?;
+        server.publish("demo/down", n.to_string()).await?;
         completions.push(session.send("demo/up", n.to_string())?);
     }
     faults.await?;

@@ -5,6 +5,7 @@
 //! - `test`: format check, clippy with `-D warnings`, and every test in every language.
 //! - `soak`: every language's exit scenarios, repeated.
 
+mod apt;
 mod bench;
 mod chaos;
 mod demo;
@@ -46,6 +47,13 @@ enum Job {
         /// The server's ping period in ms (a stall is found within two).
         #[arg(long, default_value_t = 200)]
         ping_ms: u64,
+        /// Server nodes (more than 1 needs `--store redis`): real `tether-server` processes
+        /// sharing a Redis the run starts, killed and restarted among the faults.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// `memory` (one in-process server) or `redis` (a cluster; see `--nodes`).
+        #[arg(long, default_value = "memory")]
+        store: String,
     },
     /// Fuzz every decoder and parser with mutated inputs; fail on any crash.
     Fuzz {
@@ -86,13 +94,30 @@ fn main() -> ExitCode {
             cuts,
             seconds,
             ping_ms,
-        } => chaos::command(chaos::ChaosConfig {
-            messages,
-            cuts,
-            seconds,
-            ping: std::time::Duration::from_millis(ping_ms.max(10)),
-            verbose: true,
-        }),
+            nodes,
+            store,
+        } => match (store.as_str(), nodes) {
+            ("memory", 1) | ("redis", 2..) => chaos::command(chaos::ChaosConfig {
+                messages,
+                cuts,
+                seconds,
+                ping: std::time::Duration::from_millis(ping_ms.max(10)),
+                verbose: true,
+                nodes: if store == "redis" { nodes } else { 1 },
+            }),
+            ("memory", _) => {
+                eprintln!("several nodes need a shared store: add --store redis");
+                false
+            }
+            ("redis", _) => {
+                eprintln!("--store redis runs a cluster: give --nodes 2 or more");
+                false
+            }
+            (other, _) => {
+                eprintln!("--store {other:?}: use memory or redis");
+                false
+            }
+        },
     };
     if ok {
         ExitCode::SUCCESS

@@ -205,6 +205,9 @@ pub(crate) fn run(lint: bool) -> bool {
             ),
         ));
     }
+    if !crate::apt::ensure_redis() {
+        steps.push(("redis-server (apt-get)".into(), false));
+    }
     let mut tests = cargo();
     tests.args(["test", "--workspace"]);
     steps.push((

@@ -175,6 +175,11 @@ impl ClientSession {
         self.received
     }
 
+    /// The requests up to here are completed: their answers (ack or rejection) arrived.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed
+    }
+
     /// Last position seen per partition (for the resume request).
     pub fn positions(&self) -> Vec<Position> {
         self.positions

@@ -99,7 +99,7 @@ pub fn sessions(data: &[u8]) {
             let _ = client.connected(
                 t,
                 &SessionAccepted {
-                    received: server.received(),
+                    received: server.applied(),
                     ..accepted.clone()
                 },
             );
@@ -193,6 +193,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                         partition: 1,
                         offset: 2,
                     }],
+                    confirmed: 1,
                 }
                 .to_headers(),
             ),

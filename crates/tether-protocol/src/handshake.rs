@@ -31,6 +31,9 @@ pub const HEADER_TOKEN: &str = "x-tether-token";
 pub const HEADER_RECEIVED: &str = "x-tether-received";
 /// Request (resume): last position seen per partition, `partition:offset,…`.
 pub const HEADER_POSITIONS: &str = "x-tether-positions";
+/// Request (resume): the client's requests up to this sequence number are completed (it has
+/// their answers). Optional; absent means 0.
+pub const HEADER_CONFIRMED: &str = "x-tether-confirmed";
 /// Response: ping period in ms.
 pub const HEADER_PING: &str = "x-tether-ping-ms";
 /// Response: largest frame the server accepts, in bytes.
@@ -153,6 +156,9 @@ pub enum SessionRequest {
         received: u64,
         /// Last position seen per partition.
         positions: Vec<Position>,
+        /// The client's requests up to here are completed (it has their answers), so a server
+        /// continuing the session elsewhere need not answer them again.
+        confirmed: u64,
     },
 }
 
@@ -200,10 +206,14 @@ impl SessionRequest {
                 token,
                 received,
                 positions,
+                confirmed,
             } => {
                 h.push((HEADER_SESSION, session.to_string()));
                 h.push((HEADER_TOKEN, token.to_header_value()));
                 h.push((HEADER_RECEIVED, received.to_string()));
+                if *confirmed > 0 {
+                    h.push((HEADER_CONFIRMED, confirmed.to_string()));
+                }
                 if !positions.is_empty() {
                     let list: Vec<String> = positions
                         .iter()
@@ -248,11 +258,16 @@ impl SessionRequest {
                     positions.push(Position { partition, offset });
                 }
             }
+            let confirmed = match get(HEADER_CONFIRMED) {
+                Some(v) => parse_u64(Some(v), HEADER_CONFIRMED)?,
+                None => 0,
+            };
             return Ok(SessionRequest::Resume {
                 session,
                 token,
                 received,
                 positions,
+                confirmed,
             });
         }
         let reconnect_timeout = match get(HEADER_RECONNECT_TIMEOUT) {
@@ -394,6 +409,7 @@ mod tests {
                 partition: 1,
                 offset: 5,
             }],
+            confirmed: 3,
         };
         assert_eq!(round_trip_request(&resume), Ok(resume));
     }

@@ -46,6 +46,18 @@ pub enum ServerRequest {
     Close,
 }
 
+impl ServerRequest {
+    /// The request's sequence number (`None` for a close).
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            ServerRequest::Subscribe { seq, .. }
+            | ServerRequest::Unsubscribe { seq, .. }
+            | ServerRequest::Publish { seq, .. } => Some(*seq),
+            ServerRequest::Close => None,
+        }
+    }
+}
+
 /// The connection must end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerFault {
@@ -117,8 +129,17 @@ pub struct ServerSession {
     evicted_sent: VecDeque<(u64, Arc<str>)>,
     /// Rejections dropped from the buffer; they are sent again after a gap report.
     evicted_rejections: Vec<Bytes>,
-    /// Last client sequence number received in order.
+    /// Last client sequence number decoded, in order.
     received: u64,
+    /// Last client request carried out (`received` once the shell has applied it): what acks
+    /// and resume answers report. A shell whose requests take time (a shared store) applies
+    /// them after decoding; an ack never covers a request that is not applied yet.
+    applied: u64,
+    /// The next resume must report a gap even if the buffer could replay everything: the
+    /// shell learnt that updates for these topics were lost before reaching the buffer (an
+    /// engine that lost data).
+    lost: BTreeMap<Arc<str>, u64>,
+    forced_gap: bool,
     control: VecDeque<Control>,
     conn: Option<Connection>,
 }
@@ -133,14 +154,98 @@ impl ServerSession {
             evicted_sent: VecDeque::new(),
             evicted_rejections: Vec::new(),
             received: 0,
+            applied: 0,
+            lost: BTreeMap::new(),
+            forced_gap: false,
             control: VecDeque::new(),
             conn: None,
         }
     }
 
-    /// Last client sequence number received in order (for the resume answer).
-    pub fn received(&self) -> u64 {
-        self.received
+    /// A session carried on from another server, which is gone: the client has received
+    /// server frames up to `client_received`, and requests up to `applied` were carried out
+    /// (as a shared store recorded them). Frames pushed next are numbered from
+    /// `client_received + 1`; when `gap` lists topics, a gap report covering one number comes
+    /// first (the client may lack updates of those topics: how many is unknown, so each count
+    /// is 0), then snapshots are the shell's to push. Call [`ServerSession::attach`] when the
+    /// buffer holds what the client lacks.
+    pub fn continued(
+        buffer: BufferLimits,
+        ping_period: Duration,
+        client_received: u64,
+        applied: u64,
+        gap: Option<Vec<String>>,
+    ) -> ServerSession {
+        let mut session = ServerSession::new(buffer, ping_period);
+        session.received = applied;
+        session.applied = applied;
+        let next = client_received + 1;
+        match gap {
+            None => {
+                session.out.reset_to(next);
+            }
+            Some(topics) => {
+                session.out.reset_to(next + 1);
+                let report = GapReport {
+                    lost_from: next,
+                    lost_to: next,
+                    next: next + 1,
+                    topics: topics.into_iter().map(|t| (t, 0)).collect(),
+                };
+                session.control.push_back(Control {
+                    bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::Gap(report))),
+                    after: next + 1,
+                    is_ack: false,
+                });
+            }
+        }
+        session
+    }
+
+    /// The first connection of a session built with [`ServerSession::continued`]: what was
+    /// pushed is written after the gap report (if any), then an ack completes the client's
+    /// requests up to `applied`.
+    pub fn attach(&mut self, now: Instant) {
+        let control = std::mem::take(&mut self.control);
+        self.start_connection(now);
+        self.control = control;
+        self.queue_ack();
+    }
+
+    /// Last client request carried out (for the resume answer).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The shell carried out request `seq` (the next one in order): acks may cover it now.
+    pub fn request_applied(&mut self, now: Instant, seq: u64) {
+        debug_assert!(
+            seq <= self.received,
+            "request {seq} applied before it was decoded"
+        );
+        self.applied = self.applied.max(seq);
+        if let Some(conn) = self.conn.as_mut()
+            && conn.acks.on_received(now)
+        {
+            // Due now, but sent after this request's answer is queued: see poll_transmit.
+            conn.acks.force(now);
+        }
+    }
+
+    /// A shared store says requests up to `applied` were carried out (by this server before it
+    /// lost track, or by another): decoding and acks continue from there.
+    pub fn sync_applied(&mut self, applied: u64) {
+        if applied > self.applied {
+            self.applied = applied;
+            self.received = self.received.max(applied);
+        }
+    }
+
+    /// Updates of `topic` were lost before they reached this session's buffer (the shared
+    /// store lost them): the next resume reports a gap naming it, whatever the buffer holds.
+    pub fn mark_lost(&mut self, topic: Arc<str>) {
+        self.forced_gap = true;
+        self.lost.entry(topic).or_insert(0);
     }
 
     /// Frames and bytes held for the client.
@@ -159,6 +264,9 @@ impl ServerSession {
     }
 
     fn start_connection(&mut self, now: Instant) {
+        // Requests decoded but not applied on the last connection are sent again by the
+        // client, with the same numbers.
+        self.received = self.applied;
         self.control.clear();
         self.conn = Some(Connection {
             liveness: Liveness::new(self.ping_period, now),
@@ -169,7 +277,19 @@ impl ServerSession {
     /// A resume presents the client's last received sequence number. `Err` means the client
     /// claims frames that were never sent: refuse the resume and keep the session as it is.
     pub fn resume(&mut self, now: Instant, client_received: u64) -> Result<ResumeOutcome, String> {
-        let outcome = match self.out.rewind(client_received) {
+        let rewound = match self.out.rewind(client_received) {
+            Ok(()) if self.forced_gap => {
+                // Everything buffered could be replayed, but updates were lost before they
+                // reached the buffer: report a gap of one number (at least) all the same.
+                let last = (self.out.next_seq() - 1).max(client_received + 1);
+                Err(RewindError::Gap {
+                    from: client_received + 1,
+                    to: last,
+                })
+            }
+            other => other,
+        };
+        let outcome = match rewound {
             Ok(()) => {
                 // The client caught up past everything that was dropped.
                 self.evicted_unsent.clear();
@@ -183,10 +303,14 @@ impl ServerSession {
                     self.out.next_seq() - 1
                 ));
             }
-            Err(RewindError::Gap { from, .. }) => {
-                let lost_to = self.out.next_seq() - 1;
-                let next = self.out.next_seq();
+            Err(RewindError::Gap { from, to }) => {
+                let lost_to = (self.out.next_seq() - 1).max(to);
+                let next = lost_to + 1;
+                self.forced_gap = false;
                 let mut topics = std::mem::take(&mut self.evicted_unsent);
+                for (topic, n) in std::mem::take(&mut self.lost) {
+                    *topics.entry(topic).or_default() += n;
+                }
                 for (seq, topic) in std::mem::take(&mut self.evicted_sent) {
                     if seq > client_received {
                         *topics.entry(topic).or_default() += 1;
@@ -332,7 +456,7 @@ impl ServerSession {
         }
         let after = self.out.next_seq();
         let bytes = Bytes::from(frame::encode_to_vec(&ServerFrame::Ack {
-            received: self.received,
+            received: self.applied,
         }));
         // An ack waiting behind the same frames can simply be replaced by the newer one.
         if let Some(last) = self.control.back_mut()
@@ -374,10 +498,6 @@ impl ServerSession {
         conn.liveness.received(now);
         if frame.is_sequenced() {
             self.received += 1;
-            if conn.acks.on_received(now) {
-                // Due now, but sent after this request's answer is queued: see poll_transmit.
-                conn.acks.force(now);
-            }
         }
         let seq = self.received;
         Ok(match frame {
@@ -433,7 +553,7 @@ impl ServerSession {
             conn.acks.sent();
             self.control.push_back(Control {
                 bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::Ping {
-                    received: self.received,
+                    received: self.applied,
                 })),
                 after: 0,
                 is_ack: false,

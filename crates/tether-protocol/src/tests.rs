@@ -78,7 +78,7 @@ impl Pair {
             token: ResumeToken::from_bytes([2; 16]),
             reconnect_timeout: Duration::from_secs(60),
             ping_period: PING,
-            received: self.server.received(),
+            received: self.server.applied(),
             max_frame: 1 << 20,
         }
     }
@@ -172,6 +172,7 @@ impl Pair {
                     self.publish_update(&topic, value);
                 }
             }
+            self.server.request_applied(self.now, seq);
         }
     }
 
@@ -325,7 +326,7 @@ fn rejection_replayed_after_a_cut_is_not_reported_as_success() {
     }
     // The server processes both requests, but its answers are lost with the connection.
     pair.cut(2);
-    assert_eq!(pair.server.received(), 2);
+    assert_eq!(pair.server.applied(), 2);
     pair.resume();
     pair.drive();
     assert_eq!(pair.completed.len(), 2);
@@ -517,7 +518,10 @@ fn a_resumed_client_writes_at_once_without_waiting_for_a_server_frame() {
     assert!(pair.client.poll_transmit(pair.now).is_none());
     for frame in [first, second] {
         match pair.server.handle_frame(pair.now, &frame).expect("valid") {
-            Some(ServerRequest::Publish { value: v, .. }) => pair.applied.push(v),
+            Some(ServerRequest::Publish { seq, value: v, .. }) => {
+                pair.applied.push(v);
+                pair.server.request_applied(pair.now, seq);
+            }
             other => panic!("expected a publish, got {other:?}"),
         }
     }
@@ -562,7 +566,10 @@ fn serve_until_close(pair: &mut Pair) -> bool {
     }
     while let Some(b) = pair.c2s.pop_front() {
         match pair.server.handle_frame(pair.now, &b).expect("valid") {
-            Some(ServerRequest::Publish { value, .. }) => pair.applied.push(value),
+            Some(ServerRequest::Publish { seq, value, .. }) => {
+                pair.applied.push(value);
+                pair.server.request_applied(pair.now, seq);
+            }
             Some(ServerRequest::Close) => return true,
             _ => {}
         }
@@ -629,6 +636,7 @@ fn an_owed_ack_leaves_at_once_when_the_server_has_read_everything() {
     pair.client.publish("t", value(1)).expect("room");
     let frame = pair.client.poll_transmit(pair.now).expect("publish");
     pair.server.handle_frame(pair.now, &frame).expect("valid");
+    pair.server.request_applied(pair.now, 1);
     // Nothing is due before the ack delay...
     pair.server.handle_timeout(pair.now).expect("alive");
     assert!(pair.server.poll_transmit(pair.now).is_none());
@@ -643,4 +651,137 @@ fn an_owed_ack_leaves_at_once_when_the_server_has_read_everything() {
     pair.server.handle_input_drained(pair.now);
     pair.server.handle_timeout(pair.now).expect("alive");
     assert!(pair.server.poll_transmit(pair.now).is_none());
+}
+
+#[test]
+fn an_ack_never_covers_a_request_the_shell_has_not_applied_yet() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.client.publish("t", value(1)).expect("room");
+    let frame = pair.client.poll_transmit(pair.now).expect("publish");
+    // Decoded, but its effect is still on its way to a shared store.
+    assert!(matches!(
+        pair.server.handle_frame(pair.now, &frame).expect("valid"),
+        Some(ServerRequest::Publish { seq: 1, .. })
+    ));
+    pair.server.handle_input_drained(pair.now);
+    pair.now += crate::ACK_DELAY * 2;
+    pair.server.handle_timeout(pair.now).expect("alive");
+    while let Some(b) = pair.server.poll_transmit(pair.now) {
+        pair.client_process(&b);
+    }
+    assert!(pair.completed.is_empty(), "no ack may complete it yet");
+    assert_eq!(
+        pair.server.applied(),
+        0,
+        "a resume would not claim it either"
+    );
+    pair.server.request_applied(pair.now, 1);
+    pair.server.handle_input_drained(pair.now);
+    pair.server.handle_timeout(pair.now).expect("alive");
+    while let Some(b) = pair.server.poll_transmit(pair.now) {
+        pair.client_process(&b);
+    }
+    assert_eq!(pair.completed, vec![(1, Ok(()))]);
+}
+
+#[test]
+fn a_session_continued_elsewhere_numbers_on_from_the_client_and_acks_what_was_applied() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.echo = false;
+    for i in 1..=3 {
+        pair.publish_update("a", value(i));
+    }
+    pair.drive();
+    pair.client.publish("t", value(9)).expect("room");
+    pair.client.publish("t", value(10)).expect("room");
+    while pair.client.poll_transmit(pair.now).is_some() {}
+    pair.cut(0);
+    // The first server died; a store says it applied request 1 of the two.
+    let mut server = ServerSession::continued(BufferLimits::default(), PING, 3, 1, None);
+    let update = Update {
+        topic: "a".into(),
+        value: value(4),
+        position: Position::default(),
+        snapshot: false,
+    };
+    server.push_update(Arc::from("a"), &update).expect("room");
+    server.attach(pair.now);
+    pair.server = server;
+    let accepted = pair.accepted();
+    assert_eq!(accepted.received, 1);
+    pair.client
+        .connected(pair.now, &accepted)
+        .expect("consistent");
+    pair.connected = true;
+    pair.drive();
+    assert_eq!(pair.updates.len(), 4, "the update continues the numbering");
+    assert_eq!(
+        pair.applied,
+        vec![value(10)],
+        "only the unapplied request is sent again"
+    );
+    assert_eq!(pair.completed.len(), 2);
+}
+
+#[test]
+fn a_continued_session_with_lost_updates_reports_a_gap_first() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.publish_update("a", value(1));
+    pair.drive();
+    pair.cut(0);
+    let mut server =
+        ServerSession::continued(BufferLimits::default(), PING, 1, 0, Some(vec!["a".into()]));
+    server.attach(pair.now);
+    pair.server = server;
+    let accepted = pair.accepted();
+    pair.client
+        .connected(pair.now, &accepted)
+        .expect("consistent");
+    pair.connected = true;
+    pair.publish_update("a", value(2));
+    pair.drive();
+    assert_eq!(pair.gaps.len(), 1);
+    assert_eq!(pair.gaps[0].topics, vec![("a".to_string(), 0)]);
+    assert_eq!(pair.updates.len(), 2, "the update after the gap arrives");
+}
+
+#[test]
+fn updates_marked_lost_force_a_gap_on_the_next_resume() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.publish_update("a", value(1));
+    pair.drive();
+    pair.cut(0);
+    pair.server.mark_lost(Arc::from("b"));
+    assert!(matches!(pair.resume(), ResumeOutcome::Gap(_)));
+    pair.publish_update("b", value(2));
+    pair.drive();
+    assert_eq!(pair.gaps.len(), 1);
+    assert_eq!(pair.gaps[0].topics, vec![("b".to_string(), 0)]);
+    assert_eq!(pair.updates.len(), 2);
+    // Only once.
+    pair.cut(0);
+    assert!(matches!(pair.resume(), ResumeOutcome::Replay));
+}
+
+#[test]
+fn a_request_decoded_but_not_applied_keeps_its_number_when_the_client_sends_it_again() {
+    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.echo = false;
+    pair.client.publish("t", value(1)).expect("room");
+    let frame = pair.client.poll_transmit(pair.now).expect("publish");
+    // Decoded; its commit never finished (the store was unreachable) and the connection drops.
+    assert!(matches!(
+        pair.server.handle_frame(pair.now, &frame).expect("valid"),
+        Some(ServerRequest::Publish { seq: 1, .. })
+    ));
+    pair.cut(0);
+    pair.resume();
+    let again = pair.client.poll_transmit(pair.now).expect("sent again");
+    assert!(
+        matches!(
+            pair.server.handle_frame(pair.now, &again).expect("valid"),
+            Some(ServerRequest::Publish { seq: 1, .. })
+        ),
+        "the same request, the same number"
+    );
 }

@@ -127,6 +127,38 @@ pub struct TlsConfig {
     pub private_key: std::path::PathBuf,
 }
 
+/// Where sessions and topics live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` (the default: one node, nothing shared) or `redis://HOST:PORT[/DB]` (Redis 7):
+    /// every node given the same URL forms one cluster, and a session resumes on any of them.
+    pub url: String,
+    /// Partitions of the shared topic log (default 16). Every node of a cluster must use the
+    /// same number; changing it is a migration.
+    pub partitions: u32,
+    /// Entries kept per partition in the shared log (default 100,000, trimmed approximately).
+    /// A client that missed more than what is kept resumes with a gap report.
+    pub max_log_entries: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "memory".into(),
+            partitions: 16,
+            max_log_entries: 100_000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Whether this is the default in-memory store.
+    pub fn is_memory(&self) -> bool {
+        self.url == "memory"
+    }
+}
+
 /// The whole server configuration. Every field has a default except the principals.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,6 +183,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Where to serve Prometheus metrics (`GET /metrics`); absent means not served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where sessions and topics live (default: in memory, one node).
+    pub store: StoreConfig,
 }
 
 impl Default for ServerConfig {
@@ -165,6 +199,7 @@ impl Default for ServerConfig {
             principals: Vec::new(),
             tls: None,
             metrics_listen: None,
+            store: StoreConfig::default(),
         }
     }
 }
@@ -233,6 +268,21 @@ impl ServerConfig {
                 "limits.handshake_timeout_ms",
                 "must be greater than 0",
             ));
+        }
+        if !self.store.is_memory() && !self.store.url.starts_with("redis://") {
+            return Err(invalid(
+                "store.url",
+                format!(
+                    "{:?} is neither \"memory\" nor a redis://HOST:PORT[/DB] URL",
+                    self.store.url
+                ),
+            ));
+        }
+        if !(1..=256).contains(&self.store.partitions) {
+            return Err(invalid("store.partitions", "must be between 1 and 256"));
+        }
+        if self.store.max_log_entries == 0 {
+            return Err(invalid("store.max_log_entries", "must be greater than 0"));
         }
         check_selectors("anonymous.subscribe", &self.anonymous.subscribe)?;
         check_selectors("anonymous.publish", &self.anonymous.publish)?;

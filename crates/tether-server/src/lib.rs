@@ -7,7 +7,7 @@
 //! config.listen = "127.0.0.1:0".parse().expect("address");
 //! let server = tether_server::Server::bind(config).await?;
 //! println!("listening on {}", server.url());
-//! server.publish("news/today", "hello").expect("valid topic");
+//! server.publish("news/today", "hello").await.expect("valid topic");
 //! # Ok(()) }
 //! ```
 //!
@@ -18,9 +18,11 @@
 
 pub mod auth;
 pub mod config;
+mod failpoint;
 mod handshake;
 mod metrics;
 mod server;
+mod store;
 mod tls;
 pub mod topics;
 

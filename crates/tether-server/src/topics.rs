@@ -25,6 +25,10 @@ pub struct TopicValue {
 pub trait TopicStore: Send {
     /// Records a new value and returns its position.
     fn set(&mut self, topic: &str, value: Bytes) -> TopicValue;
+    /// Records a value at a position decided elsewhere (a shared log).
+    fn put(&mut self, topic: &str, value: Bytes, position: Position) -> TopicValue;
+    /// Forgets the topics of a partition (a shared log lost it); returns them.
+    fn remove_partition(&mut self, partition: u32) -> Vec<Arc<str>>;
     /// Current values of the topics a selector matches.
     fn current(&self, selector: &Selector) -> Vec<TopicValue>;
     /// Number of topics.
@@ -61,6 +65,34 @@ impl TopicStore for MemoryTopicStore {
         };
         self.topics.insert(entry.topic.clone(), entry.clone());
         entry
+    }
+
+    fn put(&mut self, topic: &str, value: Bytes, position: Position) -> TopicValue {
+        if let Some(existing) = self.topics.get_mut(topic) {
+            existing.value = value;
+            existing.position = position;
+            return existing.clone();
+        }
+        let entry = TopicValue {
+            topic: Arc::from(topic),
+            value,
+            position,
+        };
+        self.topics.insert(entry.topic.clone(), entry.clone());
+        entry
+    }
+
+    fn remove_partition(&mut self, partition: u32) -> Vec<Arc<str>> {
+        let gone: Vec<Arc<str>> = self
+            .topics
+            .values()
+            .filter(|t| t.position.partition == partition)
+            .map(|t| t.topic.clone())
+            .collect();
+        for t in &gone {
+            self.topics.remove(t);
+        }
+        gone
     }
 
     fn current(&self, selector: &Selector) -> Vec<TopicValue> {

@@ -102,7 +102,7 @@ async fn a_flood_of_sessions_from_one_principal_meets_its_limit() {
     for s in &mut sessions {
         s.subscribe("f/t").await;
     }
-    server.publish("f/t", "all").expect("publish");
+    server.publish("f/t", "all").await.expect("publish");
     for s in &mut sessions {
         assert_eq!(s.next_update().await.value, Bytes::from("all"));
     }
@@ -167,7 +167,10 @@ async fn a_slow_consumer_loses_its_connection_not_the_servers_memory_and_resumes
     let value = Bytes::from(vec![7u8; 64 * 1024]);
     let mut published = 0;
     while server.session(&id).is_some_and(|s| s.connected) {
-        server.publish("big/t", value.clone()).expect("publish");
+        server
+            .publish("big/t", value.clone())
+            .await
+            .expect("publish");
         published += 1;
         assert!(published < 100_000, "the slow consumer was never dropped");
         if published % 16 == 0 {

@@ -552,6 +552,9 @@ async fn subscribing_outside_the_permissions_is_rejected_and_the_session_stays_o
     let info = server.session(&id).expect("session stays");
     assert!(info.connected);
     assert_eq!(info.subscriptions, vec!["public/a".to_string()]);
-    server.publish("secret/x", "hidden").expect("valid topic");
+    server
+        .publish("secret/x", "hidden")
+        .await
+        .expect("valid topic");
     assert_receives(&server, &mut client, "public/a", "visible").await;
 }

@@ -32,6 +32,7 @@
 
 mod control;
 mod forward;
+pub mod processes;
 mod proxy;
 
 use std::fmt;

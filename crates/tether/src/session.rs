@@ -897,6 +897,7 @@ async fn recover(
                 token: s.token.clone(),
                 received: s.proto.received(),
                 positions: s.proto.positions(),
+                confirmed: s.proto.confirmed(),
             }
         };
         let result = tokio::select! {

@@ -24,7 +24,7 @@ async fn refused_attempts_retry_then_resume_with_same_id_and_subscriptions() {
         .expect("open");
     let id = session.session_id();
     let mut sub = session.subscribe("demo/**").await.expect("subscribe");
-    env.server.publish("demo/a", "1").expect("publish");
+    env.server.publish("demo/a", "1").await.expect("publish");
     assert_eq!(
         within("first update", sub.next())
             .await
@@ -66,7 +66,7 @@ async fn refused_attempts_retry_then_resume_with_same_id_and_subscriptions() {
     );
     assert_eq!(session.session_id(), id, "same session after the resume");
 
-    env.server.publish("demo/a", "2").expect("publish");
+    env.server.publish("demo/a", "2").await.expect("publish");
     let update = within("update after resume", sub.next())
         .await
         .expect("update");
@@ -451,7 +451,10 @@ async fn access_denied_is_typed_leaves_the_session_usable_and_leaks_nothing() {
     assert_eq!(session.state(), ConnectedActive);
 
     let mut sub = session.subscribe("public/**").await.expect("allowed");
-    env.server.publish("secret/x", "leak?").expect("publish");
+    env.server
+        .publish("secret/x", "leak?")
+        .await
+        .expect("publish");
     session
         .publish("public/chat", "hello")
         .await

@@ -25,7 +25,10 @@ async fn a_session_that_has_received_nothing_yet_recovers() {
     env.proxy.cut(CutMode::Rst);
     let attempt = strategy.next_attempt().await;
     // Published while the session is away: it must be replayed on resume.
-    env.server.publish("quiet/topic", "first").expect("publish");
+    env.server
+        .publish("quiet/topic", "first")
+        .await
+        .expect("publish");
     attempt.start();
     let update = within("replayed update", sub.next()).await.expect("update");
     assert_eq!(update.value, Bytes::from("first"));
@@ -76,6 +79,7 @@ async fn a_stall_is_detected_as_an_idle_connection_and_the_session_resumes() {
     assert_eq!(session.session_id(), id);
     env.server
         .publish("s/t", "after the stall")
+        .await
         .expect("publish");
     assert_eq!(
         within("update", sub.next()).await.expect("update").value,
@@ -99,7 +103,7 @@ async fn outage_with_overflow(
         .await
         .expect("open");
     let mut sub = session.subscribe("gap/topic").await.expect("subscribe");
-    env.server.publish("gap/topic", "0").expect("publish");
+    env.server.publish("gap/topic", "0").await.expect("publish");
     assert_eq!(
         within("first", sub.next()).await.expect("update").value,
         Bytes::from("0")
@@ -116,6 +120,7 @@ async fn an_overflowing_outage_gives_a_gap_report_then_the_snapshot() {
     for i in 1..=20 {
         env.server
             .publish("gap/topic", i.to_string())
+            .await
             .expect("publish");
     }
     attempt.start();
@@ -137,7 +142,10 @@ async fn an_overflowing_outage_gives_a_gap_report_then_the_snapshot() {
         Bytes::from("20"),
         "the current value after the gap"
     );
-    env.server.publish("gap/topic", "21").expect("publish");
+    env.server
+        .publish("gap/topic", "21")
+        .await
+        .expect("publish");
     let live = within("live", sub.next()).await.expect("update");
     assert_eq!((live.value, live.snapshot), (Bytes::from("21"), false));
     assert_eq!(session.state(), ConnectedActive);
@@ -151,6 +159,7 @@ async fn a_strict_session_closes_with_lost_messages_instead() {
     for i in 1..=20 {
         env.server
             .publish("gap/topic", i.to_string())
+            .await
             .expect("publish");
     }
     attempt.start();

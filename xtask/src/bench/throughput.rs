@@ -136,6 +136,7 @@ async fn down_tether(server: &Server, session: Session, n: u64) -> Result<f64, S
         }
         server
             .publish(TOPIC_DOWN, payload.clone())
+            .await
             .map_err(|e| e.to_string())?;
         if i % 256 == 255 {
             tokio::task::yield_now().await;

@@ -21,6 +21,11 @@ struct Cli {
     /// Listen address; overrides the configuration (use 127.0.0.1:0 for any free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Where sessions and topics live: `memory` (one node) or `redis://HOST:PORT[/DB]`; every
+    /// node given the same store forms one cluster. Overrides the configuration's
+    /// `[store] url`.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,6 +92,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         config.listen = listen;
+    }
+    if let Some(store) = cli.store {
+        config.store.url = store;
+        if let Err(e) = config.validate() {
+            eprintln!("error: --store: {e}");
+            return ExitCode::from(2);
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -165,6 +165,7 @@ pub fn resume_request(id: SessionId, token: &ResumeToken, received: u64) -> Sess
         token: token.clone(),
         received,
         positions: Vec::new(),
+        confirmed: 0,
     }
 }
 
@@ -316,7 +317,7 @@ pub async fn assert_receives(
     topic: &str,
     value: &'static str,
 ) {
-    server.publish(topic, value).expect("valid topic");
+    server.publish(topic, value).await.expect("valid topic");
     let update = client.next_update().await;
     assert_eq!(update.topic, topic);
     assert_eq!(update.value, Bytes::from_static(value.as_bytes()));

@@ -1,8 +1,13 @@
 //! `cargo xtask chaos`: numbered messages in both directions through the fault proxy while
 //! random cuts of every kind (RST, FIN, stall, refuse) hit the session; then missing,
-//! duplicated and reordered counts per direction. Any loss is a failure.
+//! duplicated and reordered counts per direction. Any loss is a failure. With `--nodes N
+//! --store redis`, the same across a cluster of real processes, node kills included
+//! ([`nodes`]).
+
+mod nodes;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +31,9 @@ pub(crate) struct ChaosConfig {
     pub(crate) ping: Duration,
     /// Print progress.
     pub(crate) verbose: bool,
+    /// Server nodes: 1 runs one in-process server with the memory store; more run that many
+    /// `tether-server` processes sharing a Redis started for the run.
+    pub(crate) nodes: usize,
 }
 
 /// One direction's tally.
@@ -74,12 +82,14 @@ pub(crate) struct Cuts {
     pub(crate) stall: u64,
     /// New connections refused for a while, plus a cut.
     pub(crate) refuse: u64,
+    /// A node killed (`kill -9`) and started again.
+    pub(crate) kill: u64,
 }
 
 impl Cuts {
     /// All faults.
     pub(crate) fn total(&self) -> u64 {
-        self.rst + self.fin + self.stall + self.refuse
+        self.rst + self.fin + self.stall + self.refuse + self.kill
     }
 }
 
@@ -251,7 +261,10 @@ pub(crate) async fn run(
                 while s.session(&id).is_some_and(|i| i.buffered_frames > 50_000) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                if s.publish("chaos/down", n.to_be_bytes().to_vec()).is_err() {
+                if s.publish("chaos/down", n.to_be_bytes().to_vec())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 if n % 256 == 0 {
@@ -335,8 +348,27 @@ pub(crate) async fn run(
     })
 }
 
+/// The `tether-server` binary of this workspace's debug build.
+pub(crate) fn server_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::test::root().join("target"));
+    target.join("debug").join("tether-server")
+}
+
 /// The command: runs, prints the tally, and says whether it was perfect.
 pub(crate) fn command(config: ChaosConfig) -> bool {
+    if config.nodes > 1 {
+        if !crate::apt::ensure_redis() {
+            return false;
+        }
+        let mut build = crate::test::cargo();
+        build.args(["build", "-q", "-p", "tether-server"]);
+        if !build.status().is_ok_and(|s| s.success()) {
+            eprintln!("cannot build tether-server");
+            return false;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -348,24 +380,35 @@ pub(crate) fn command(config: ChaosConfig) -> bool {
         }
     };
     println!(
-        "chaos: {} messages each way, {} faults (RST, FIN, stall, refuse), ping period {} ms",
+        "chaos: {} messages each way, {} faults (RST, FIN, stall, refuse{}), ping period {} ms{}",
         config.messages,
         config.cuts,
-        config.ping.as_millis()
+        if config.nodes > 1 { ", node kill" } else { "" },
+        config.ping.as_millis(),
+        if config.nodes > 1 {
+            format!(", {} nodes sharing a Redis", config.nodes)
+        } else {
+            String::new()
+        }
     );
-    let result = runtime.block_on(run(&config));
+    let result = if config.nodes > 1 {
+        runtime.block_on(nodes::run(&config, config.nodes, &server_binary()))
+    } else {
+        runtime.block_on(run(&config))
+    };
     tether::shutdown(Duration::from_secs(2));
     match result {
         Ok(r) => {
             println!("server -> client: {}", r.down);
             println!("client -> server: {}", r.up);
             println!(
-                "faults: {} ({} RST, {} FIN, {} stall, {} refuse); {} resumes; {} gap reports; same session: {}",
+                "faults: {} ({} RST, {} FIN, {} stall, {} refuse, {} node kills); {} resumes; {} gap reports; same session: {}",
                 r.cuts.total(),
                 r.cuts.rst,
                 r.cuts.fin,
                 r.cuts.stall,
                 r.cuts.refuse,
+                r.cuts.kill,
                 r.resumes,
                 r.gaps,
                 r.same_session
@@ -408,6 +451,7 @@ mod tests {
             seconds: 10,
             ping: Duration::from_millis(150),
             verbose: false,
+            nodes: 1,
         };
         // A watchdog, not a timing: it takes about 20 s even on a loaded machine; a hang must
         // fail here, naming itself, rather than stall the whole suite.
@@ -447,5 +491,65 @@ mod tests {
             "each fault was followed by a resume: {}",
             report.resumes
         );
+    }
+
+    /// The bounded cluster run: three node processes sharing a real Redis, 5,000 messages each
+    /// way through 40 faults, node kills among them, with nothing lost, duplicated or
+    /// reordered. Needs the `tether-server` binary that `cargo test --workspace` builds.
+    #[test]
+    fn five_thousand_each_way_across_three_nodes_and_their_kills_lose_nothing() {
+        let bin = server_binary();
+        assert!(
+            bin.is_file(),
+            "{} is missing: run this through cargo test --workspace or cargo xtask test",
+            bin.display()
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let config = ChaosConfig {
+            messages: 5_000,
+            cuts: 40,
+            seconds: 10,
+            ping: Duration::from_millis(150),
+            verbose: false,
+            nodes: 3,
+        };
+        // A watchdog, not a timing (see above).
+        let report = runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(600), nodes::run(&config, 3, &bin)).await
+            })
+            .expect("the cluster chaos run hung for 10 minutes")
+            .expect("cluster chaos run");
+        assert_eq!(
+            report.cuts.total(),
+            40,
+            "every fault applied: {:?}",
+            report.cuts
+        );
+        assert!(
+            report.cuts.kill > 0,
+            "node kills included: {:?}",
+            report.cuts
+        );
+        for (tally, what) in [
+            (report.down, "server -> client"),
+            (report.up, "client -> server"),
+        ] {
+            assert_eq!(
+                tally,
+                Tally {
+                    sent: 5_000,
+                    received: 5_000,
+                    ..Tally::default()
+                },
+                "{what}"
+            );
+        }
+        assert_eq!(report.gaps, 0);
+        assert!(report.same_session);
     }
 }

@@ -1,0 +1,191 @@
+//! Accepting connections: admission (rate limit), TLS, the upgrade head, then open or resume.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::{Instrument, debug, info, warn};
+
+use tether_protocol::CloseReason;
+use tether_protocol::handshake::SessionRequest;
+
+use crate::handshake::{RequestError as UpgradeError, read_request, write_accept, write_refusal};
+
+use super::*;
+
+pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            _ = stop.notified() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        handle_connection(&shared, stream, peer).await;
+                        if shared.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+                            shared.connections_done.notify_waiters();
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// What a successful open/resume hands to the connection tasks.
+pub(super) struct Admitted {
+    pub(super) slot: Arc<Slot>,
+    pub(super) generation: u64,
+    pub(super) headers: Vec<(&'static str, String)>,
+}
+
+pub(super) async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+    // The upgrade's state (TLS, reading the head, authentication) is boxed: it is needed for
+    // a moment, and inline it would size every connection's task for the connection's life.
+    let Some((stream, admitted, rest)) = Box::pin(upgrade(shared, tcp, peer)).await else {
+        return;
+    };
+    let id = admitted.slot.id;
+    let max = shared.config.limits.max_frame_bytes;
+    // tungstenite's default 128 KiB read buffer, zero-filled per connection, would dominate an
+    // idle session's memory; 4 KiB holds dozens of typical frames per read.
+    const READ_BUFFER: usize = 4 * 1024;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let rest = tether_protocol::handshake::read_buffer_after_upgrade(&rest, READ_BUFFER);
+    let ws =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
+    let span = tracing::info_span!("session", session = %id);
+    run_connection(shared.clone(), admitted.slot, admitted.generation, ws)
+        .instrument(span)
+        .await;
+}
+
+/// TLS, the upgrade head, admission and the accept: the connection's stream, its session and
+/// the bytes read past the head.
+pub(super) async fn upgrade(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(BoxIo, Admitted, Vec<u8>)> {
+    let timeout = Duration::from_millis(shared.config.limits.handshake_timeout_ms);
+    let over_rate = !shared.admit_attempt(peer.ip());
+    let mut stream: BoxIo = match &shared.tls {
+        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake too slow");
+                return None;
+            }
+        },
+        None => Box::new(tcp),
+    };
+    if over_rate {
+        info!(%peer, "too many connection attempts from this address");
+        shared.metrics.refused(CloseReason::LimitExceeded);
+        write_refusal(
+            &mut stream,
+            CloseReason::LimitExceeded,
+            "too many connection attempts from this address",
+        )
+        .await;
+        return None;
+    }
+    let request = match read_request(&mut stream, timeout).await {
+        Ok(r) => r,
+        Err(UpgradeError::Gone) => {
+            debug!(%peer, "connection closed or too slow before the upgrade");
+            return None;
+        }
+        Err(UpgradeError::Refuse(reason, message)) => {
+            debug!(%peer, %reason, %message, "upgrade refused");
+            shared.metrics.refused(reason);
+            write_refusal(&mut stream, reason, &message).await;
+            return None;
+        }
+    };
+    let parsed = SessionRequest::from_headers(|name| request.headers.get(name).map(String::as_str));
+    let admitted = match parsed {
+        Err(e) => Err((e.reason(), e.to_string())),
+        Ok(SessionRequest::Open {
+            principal,
+            credentials,
+            reconnect_timeout,
+        }) => shared.open(principal, credentials, reconnect_timeout).await,
+        Ok(SessionRequest::Resume {
+            session,
+            token,
+            received,
+            positions,
+            confirmed,
+        }) => {
+            shared
+                .resume(session, &token, received, &positions, confirmed)
+                .await
+        }
+    };
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err((reason, message)) => {
+            info!(%peer, %reason, %message, "session refused");
+            shared.metrics.refused(reason);
+            write_refusal(&mut stream, reason, &message).await;
+            return None;
+        }
+    };
+    if let Err(e) = write_accept(&mut stream, &request.key, &admitted.headers).await {
+        debug!(session = %admitted.slot.id, error = %e, "peer left during the upgrade");
+        shared.connection_lost(&admitted.slot, admitted.generation);
+        return None;
+    }
+    Some((stream, admitted, request.rest))
+}
+
+impl Shared {
+    /// Token bucket per address: `false` when `ip` has used up its connection attempts.
+    pub(super) fn admit_attempt(&self, ip: std::net::IpAddr) -> bool {
+        let rate = self
+            .config
+            .limits
+            .connection_attempts_per_second_per_address;
+        if rate == 0 {
+            return true;
+        }
+        let rate = f64::from(rate);
+        let now = Instant::now();
+        let mut attempts = lock(&self.attempts);
+        if attempts.len() > 100_000 {
+            // Forget addresses whose bucket has refilled: they are indistinguishable from new.
+            attempts.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < rate
+            });
+        }
+        let (tokens, at) = attempts.entry(ip).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

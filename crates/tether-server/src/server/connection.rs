@@ -1,0 +1,219 @@
+//! One connection: a reader task feeding the session and a writer task draining it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::debug;
+
+use tether_protocol::CloseReason;
+use tether_protocol::frame::{self};
+
+use crate::metrics::Metrics;
+
+use super::*;
+
+/// How a connection's reader ended.
+pub(super) enum ReaderEnd {
+    /// The transport ended; the session may be resumed.
+    Lost(CloseReason),
+    /// The session was closed (by the client, or for a violation); let the writer flush.
+    Closed,
+    /// Another connection took the session over.
+    Superseded,
+}
+
+pub(super) async fn run_connection(
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    generation: u64,
+    ws: WebSocketStream<BoxIo>,
+) {
+    let (sink, stream) = ws.split();
+    let mut writer = tokio::spawn(write_loop(
+        slot.clone(),
+        generation,
+        shared.metrics.clone(),
+        sink,
+    ));
+    let reader = read_loop(&shared, &slot, generation, stream);
+    tokio::pin!(reader);
+    tokio::select! {
+        end = &mut reader => {
+            match end {
+                ReaderEnd::Closed => {
+                    // Give the writer a moment to send the close frame.
+                    slot.notify.notify_one();
+                    if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+                        writer.abort();
+                    }
+                }
+                ReaderEnd::Lost(reason) => {
+                    writer.abort();
+                    debug!(session = %slot.id, %reason, "connection lost");
+                    shared.connection_lost(&slot, generation);
+                }
+                ReaderEnd::Superseded => {
+                    writer.abort();
+                    shared.connection_lost(&slot, generation);
+                }
+            }
+        }
+        _ = &mut writer => {
+            // The writer ends when the connection is superseded, closed, dead or unwritable.
+            shared.connection_lost(&slot, generation);
+        }
+    }
+}
+
+pub(super) async fn read_loop(
+    shared: &Arc<Shared>,
+    slot: &Arc<Slot>,
+    generation: u64,
+    mut stream: futures_util::stream::SplitStream<WebSocketStream<BoxIo>>,
+) -> ReaderEnd {
+    let mut ready = None;
+    loop {
+        let message = match ready.take() {
+            Some(m) => m,
+            None => stream.next().await,
+        };
+        let message = match message {
+            Some(Ok(m)) => m,
+            Some(Err(WsError::Capacity(e))) => {
+                shared.close_slot(
+                    slot,
+                    CloseReason::LimitExceeded,
+                    &format!("message too large: {e}"),
+                );
+                return ReaderEnd::Closed;
+            }
+            // A WebSocket-level protocol error is most often a stream cut mid-frame or without a
+            // closing handshake: the network's fault, so the session stays resumable.
+            Some(Err(_)) | None => return ReaderEnd::Lost(CloseReason::TransportError),
+        };
+        let bytes = match message {
+            Message::Binary(b) => {
+                shared.metrics.bytes_in.inc_by(b.len() as u64);
+                b
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Close(_) => return ReaderEnd::Lost(CloseReason::TransportError),
+            Message::Text(_) => {
+                shared.close_slot(
+                    slot,
+                    CloseReason::TransportError,
+                    "text messages are not part of the protocol",
+                );
+                return ReaderEnd::Closed;
+            }
+        };
+        let frame = match frame::decode_client(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                shared.close_slot(slot, CloseReason::TransportError, &e.to_string());
+                return ReaderEnd::Closed;
+            }
+        };
+        let handled = match &shared.cluster {
+            Some(cluster) => {
+                shared
+                    .handle_frame_clustered(cluster, slot, generation, frame)
+                    .await
+            }
+            None => shared.handle_client_frame(slot, generation, frame),
+        };
+        match handled {
+            Handled::Continue => {}
+            Handled::Superseded => return ReaderEnd::Superseded,
+            Handled::Closed => return ReaderEnd::Closed,
+        }
+        // Nothing more to read for now: an owed ack leaves at once (a client waiting for its
+        // request's completion is answered without the ack delay).
+        match stream.next().now_or_never() {
+            Some(m) => ready = Some(m),
+            None => shared.input_drained(slot, generation),
+        }
+    }
+}
+
+pub(super) enum Handled {
+    Continue,
+    Superseded,
+    Closed,
+}
+
+pub(super) async fn write_loop(
+    slot: Arc<Slot>,
+    generation: u64,
+    metrics: Arc<Metrics>,
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<BoxIo>, Message>,
+) {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    loop {
+        let (deadline, closing, more) = {
+            let mut inner = lock(&slot.inner);
+            if inner.generation != generation {
+                drop(inner);
+                // This writer may have taken a wake-up meant for its successor: pass it on.
+                slot.notify.notify_one();
+                return;
+            }
+            let now = Instant::now();
+            if let Err(fault) = inner.proto.handle_timeout(now) {
+                debug!(session = %slot.id, ?fault, "connection dead");
+                return;
+            }
+            while batch.len() < 256 {
+                match inner.proto.poll_transmit(now) {
+                    Some(b) => batch.push(b),
+                    None => break,
+                }
+            }
+            let more = batch.len() == 256;
+            (inner.proto.poll_timeout(), inner.closing, more)
+        };
+        metrics
+            .bytes_out
+            .inc_by(batch.iter().map(|b| b.len() as u64).sum());
+        for bytes in batch.drain(..) {
+            if sink.feed(Message::Binary(bytes)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+        if more {
+            continue;
+        }
+        if closing {
+            let _ = sink.close().await;
+            return;
+        }
+        let notified = slot.notify.notified();
+        match deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(d), notified).await;
+            }
+            None => notified.await,
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn input_drained(&self, slot: &Slot, generation: u64) {
+        let mut inner = lock(&slot.inner);
+        if inner.generation != generation {
+            return;
+        }
+        let before = inner.proto.poll_timeout();
+        inner.proto.handle_input_drained(Instant::now());
+        if tether_protocol::deadline_moved_earlier(before, inner.proto.poll_timeout()) {
+            slot.notify.notify_one();
+        }
+    }
+}

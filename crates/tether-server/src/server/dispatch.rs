@@ -1,0 +1,182 @@
+//! Carrying out a client's requests: subscribe, unsubscribe, publish, close.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tether_protocol::frame::ClientFrame;
+use tether_protocol::server::{ServerFault, ServerRequest};
+use tether_protocol::topic::validate_topic;
+use tether_protocol::{RequestError, RequestErrorKind, Selector, Update};
+
+use super::*;
+
+pub(super) fn request_error(kind: RequestErrorKind, message: impl Into<String>) -> RequestError {
+    RequestError {
+        kind,
+        message: message.into(),
+    }
+}
+
+impl Shared {
+    pub(super) fn handle_client_frame(
+        &self,
+        slot: &Arc<Slot>,
+        generation: u64,
+        frame: ClientFrame,
+    ) -> Handled {
+        let now = Instant::now();
+        if !frame.is_sequenced() {
+            let mut inner = lock(&slot.inner);
+            if inner.generation != generation {
+                return Handled::Superseded;
+            }
+            return match inner.proto.handle_decoded(now, frame) {
+                Ok(Some(ServerRequest::Close)) => {
+                    drop(inner);
+                    self.free(slot, "closed by client", Release::Delete);
+                    Handled::Closed
+                }
+                Ok(_) => Handled::Continue,
+                Err(fault) => {
+                    drop(inner);
+                    self.fault(slot, fault)
+                }
+            };
+        }
+        let mut topics = lock(&self.topics);
+        let mut inner = lock(&slot.inner);
+        if inner.generation != generation {
+            return Handled::Superseded;
+        }
+        let deadline_before = inner.proto.poll_timeout();
+        let request = match inner.proto.handle_decoded(now, frame) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Handled::Continue,
+            Err(fault) => {
+                drop(inner);
+                drop(topics);
+                return self.fault(slot, fault);
+            }
+        };
+        let seq = request.seq();
+        let result = match request {
+            ServerRequest::Subscribe { seq, selector } => {
+                self.subscribe(&mut topics, slot, &mut inner, seq, &selector)
+            }
+            ServerRequest::Unsubscribe { seq, selector } => {
+                self.unsubscribe(&mut topics, slot, &mut inner, seq, &selector)
+            }
+            ServerRequest::Publish { seq, topic, value } => {
+                let refusal = if let Err(e) = validate_topic(&topic) {
+                    Some(request_error(RequestErrorKind::InvalidTopic, e.to_string()))
+                } else if !slot.perms.may_publish(&topic) {
+                    Some(request_error(
+                        RequestErrorKind::AccessDenied,
+                        format!("may not publish on {topic}"),
+                    ))
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(error) => inner.proto.reject(seq, error),
+                    None => {
+                        self.fan_out(&mut topics, &topic, value, Some((slot, &mut inner)));
+                        Ok(())
+                    }
+                }
+            }
+            ServerRequest::Close => Ok(()),
+        };
+        if let Some(seq) = seq {
+            // Carried out under the session's lock: the next ack may cover it.
+            inner.proto.request_applied(now, seq);
+        }
+        if let Err(ServerFault::SlowConsumer) = result {
+            self.metrics.slow_consumers.inc();
+            self.drop_connection(slot, &mut inner);
+            return Handled::Superseded;
+        }
+        // Fan-out already woke every subscriber's writer; this one needs waking only for a
+        // rejection to write or an ack timer that moved earlier.
+        if inner.proto.has_pending_transmit()
+            || tether_protocol::deadline_moved_earlier(deadline_before, inner.proto.poll_timeout())
+        {
+            slot.notify.notify_one();
+        }
+        Handled::Continue
+    }
+
+    pub(super) fn subscribe(
+        &self,
+        topics: &mut Topics,
+        slot: &Arc<Slot>,
+        inner: &mut SlotInner,
+        seq: u64,
+        text: &str,
+    ) -> Result<(), ServerFault> {
+        let selector = match Selector::parse(text) {
+            Ok(s) => s,
+            Err(e) => {
+                return inner.proto.reject(
+                    seq,
+                    request_error(RequestErrorKind::InvalidSelector, e.to_string()),
+                );
+            }
+        };
+        if !slot.perms.may_subscribe(&selector) {
+            return inner.proto.reject(
+                seq,
+                request_error(
+                    RequestErrorKind::AccessDenied,
+                    format!("may not subscribe to {selector}"),
+                ),
+            );
+        }
+        if inner.subscriptions.contains(&selector) {
+            return Ok(());
+        }
+        topics.index.add(&selector, SlotRef(slot.clone()));
+        for value in topics.store.current(&selector) {
+            let already = inner.subscriptions.iter().any(|s| s.matches(&value.topic));
+            if already {
+                continue;
+            }
+            let update = Update {
+                topic: value.topic.to_string(),
+                value: value.value,
+                position: value.position,
+                snapshot: true,
+            };
+            inner.proto.push_update(value.topic, &update)?;
+        }
+        inner.subscriptions.push(selector);
+        Ok(())
+    }
+
+    pub(super) fn unsubscribe(
+        &self,
+        topics: &mut Topics,
+        slot: &Arc<Slot>,
+        inner: &mut SlotInner,
+        seq: u64,
+        text: &str,
+    ) -> Result<(), ServerFault> {
+        let position = Selector::parse(text)
+            .ok()
+            .and_then(|s| inner.subscriptions.iter().position(|x| *x == s));
+        match position {
+            Some(i) => {
+                let selector = inner.subscriptions.remove(i);
+                topics.index.remove(&selector, &SlotRef(slot.clone()));
+                Ok(())
+            }
+            None => inner.proto.reject(
+                seq,
+                request_error(
+                    RequestErrorKind::NotSubscribed,
+                    format!("not subscribed to {text}"),
+                ),
+            ),
+        }
+    }
+}
