@@ -6,8 +6,9 @@
 //! process-exit checks included. It prints `N passed, N failed` last. `cargo xtask soak` runs
 //! the tests named `exit scenario: ...` alone with `TETHER_EXIT_RUNS` set.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use crate::apt::have;
 use crate::test::{Counts, cargo, root, run_parsed, run_step};
 
 /// What Debian's mono needs here: the compiler (which pulls in mscorlib, System, System.Core,
@@ -16,15 +17,6 @@ const MONO_PACKAGES: &[&str] = &["mono-mcs", "mono-runtime"];
 
 /// A guard against a hung test program (its own per-test guards are 90 s): seconds.
 const RUN_GUARD_SECONDS: &str = "900";
-
-fn have(tool: &str, arg: &str) -> bool {
-    Command::new(tool)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// Installs mono (and make, if missing) with apt-get when they are not there yet.
 fn ensure_tools() -> bool {
@@ -35,27 +27,10 @@ fn ensure_tools() -> bool {
     if !have("make", "--version") {
         packages.push("make");
     }
-    if !packages.is_empty() {
-        let mut update = Command::new("apt-get");
-        update
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        let mut install = Command::new("apt-get");
-        install
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&packages)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        if !(run_step("apt-get update (for mono)", update)
-            && run_step(
-                &format!(
-                    "apt-get install -y --no-install-recommends {}",
-                    packages.join(" ")
-                ),
-                install,
-            ))
-        {
-            return false;
-        }
+    let present =
+        || have("mcs", "--version") && have("mono", "--version") && have("make", "--version");
+    if !crate::apt::ensure("mono", &packages, present) {
+        return false;
     }
     let missing: Vec<_> = [
         ("mcs", "--version"),
