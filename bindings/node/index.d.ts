@@ -37,7 +37,11 @@ export declare const CLOSE_REASONS: readonly CloseReason[];
  * The `code` of a {@link TetherError}:
  * - a close reason: `connect()` failed for that reason (`authentication_failed`,
  *   `connection_error`, ...);
- * - `session_closed`: the session is closed (`reason` says why);
+ * - `session_closed`: the session is closed (`reason` says why); the request was never sent
+ *   and certainly not applied;
+ * - `outcome_unknown`: the session closed (`reason` says why) after the request was sent and
+ *   before the server confirmed it: it may or may not have been applied (check before
+ *   retrying it);
  * - a refusal by the server, the session staying open: `access_denied`, `invalid_selector`,
  *   `invalid_topic`, `not_subscribed`, `too_large` (`rejected` for a kind this version does not
  *   know);
@@ -47,6 +51,7 @@ export declare const CLOSE_REASONS: readonly CloseReason[];
 export type ErrorCode =
   | CloseReason
   | 'session_closed'
+  | 'outcome_unknown'
   | 'invalid_selector'
   | 'invalid_topic'
   | 'not_subscribed'
@@ -63,7 +68,7 @@ export declare class TetherError extends Error {
   readonly name: 'TetherError';
   /** What went wrong; see {@link ErrorCode}. */
   readonly code: ErrorCode;
-  /** The close reason, for errors that carry one (`connect` failures, `session_closed`). */
+  /** The close reason, for errors that carry one (`connect` failures, `session_closed`, `outcome_unknown`). */
   readonly reason: CloseReason | undefined;
 }
 
@@ -157,6 +162,12 @@ export interface ConnectOptions {
   reconnect?: boolean | number | ReconnectionStrategy | ReconnectOptions;
   /** Time allowed for each connection, ms (default 10000). */
   connectTimeout?: number;
+  /**
+   * Time `close()` allows the requests made before it to be sent and confirmed by the server,
+   * ms (default 5000). Past it the connection is dropped: a request that was sent rejects with
+   * `outcome_unknown`, one that was not with `session_closed`.
+   */
+  closeTimeout?: number;
 }
 
 /** A topic value delivered to a subscription. */
@@ -232,8 +243,9 @@ export declare class Session extends EventEmitter {
   /**
    * Queues a publish at once, in call order (also while disconnected), and resolves when the
    * server has applied it: exactly once, in order, across reconnections. Rejects with a
-   * `TetherError` (`access_denied`, `queue_full`, `session_closed`, ...) or a `TypeError` for
-   * a value that is not a Buffer, a string or JSON-serialisable.
+   * `TetherError` (`access_denied`, `queue_full`, `session_closed`, `outcome_unknown`, ...) or
+   * a `TypeError` for a value that is not a Buffer, a string or JSON-serialisable. A publish
+   * made before `close()` is sent and confirmed before the session closes.
    */
   publish(topic: string, value: PublishValue): Promise<void>;
 
@@ -242,7 +254,11 @@ export declare class Session extends EventEmitter {
   /** Calls `handler` for each update; resolves once the server confirmed the subscription. */
   subscribe(selector: string, handler: (update: TopicUpdate) => unknown): Promise<Subscription>;
 
-  /** Closes the session; resolves once it is closed and the `close` event was emitted. */
+  /**
+   * Closes the session; resolves once it is closed and the `close` event was emitted. Requests
+   * made before are sent first and the server confirms them before the session closes (within
+   * `closeTimeout`, default 5 s); requests made after reject with `session_closed`.
+   */
   close(): Promise<void>;
 
   on<E extends keyof SessionEvents>(event: E, listener: (...args: SessionEvents[E]) => void): this;

@@ -191,7 +191,18 @@ function normalizeReconnect(reconnect) {
   throw fail(name, 'a boolean, a timeout in milliseconds, a strategy, or { timeout, strategy }', reconnect);
 }
 
-const OPTION_KEYS = ['url', 'host', 'port', 'secure', 'path', 'principal', 'credentials', 'reconnect', 'connectTimeout'];
+const OPTION_KEYS = [
+  'url',
+  'host',
+  'port',
+  'secure',
+  'path',
+  'principal',
+  'credentials',
+  'reconnect',
+  'connectTimeout',
+  'closeTimeout',
+];
 
 function buildUrl(options) {
   if (options.url !== undefined) {
@@ -234,6 +245,8 @@ function normalizeOptions(options) {
   }
   const connectTimeout =
     options.connectTimeout === undefined ? undefined : milliseconds(options.connectTimeout, 'options.connectTimeout', { positive: true });
+  const closeTimeout =
+    options.closeTimeout === undefined ? undefined : milliseconds(options.closeTimeout, 'options.closeTimeout');
   const reconnect = normalizeReconnect(options.reconnect);
   const jsStrategy = typeof reconnect.strategy === 'function';
   return {
@@ -246,6 +259,7 @@ function normalizeOptions(options) {
       strategy: jsStrategy ? undefined : { ...reconnect.strategy[kSpec] },
       jsStrategy,
       connectTimeoutMs: connectTimeout,
+      closeTimeoutMs: closeTimeout,
     },
   };
 }
@@ -428,7 +442,9 @@ class Session extends EventEmitter {
     guard: (fn, args) => guarded(fn, args, (err) => this.#report(err)),
     unsubscribe: async (selector) => {
       const outcome = await this.#native.unsubscribe(selector);
-      if (outcome.error && outcome.error.code !== 'session_closed') throw toError(outcome.error);
+      // A closed session has no subscriptions left, whether or not the server saw the request.
+      const closed = ['session_closed', 'outcome_unknown'];
+      if (outcome.error && !closed.includes(outcome.error.code)) throw toError(outcome.error);
     },
   };
 
@@ -576,12 +592,29 @@ class Session extends EventEmitter {
     return sub;
   }
 
-  /** Closes the session; resolves once it is closed and the `close` event was emitted. */
+  /**
+   * Closes the session; resolves once it is closed and the `close` event was emitted. Requests
+   * made before are sent and confirmed first; requests made after reject with `session_closed`.
+   */
   async close() {
     const outcome = await this.#native.close();
     if (outcome.error) throw toError(outcome.error);
     await this.#closed;
   }
+}
+
+let exitHooked = false;
+
+/**
+ * When this thread's process (or worker) exits with sessions open, Tether closes them and stops
+ * its threads. Node runs an addon's cleanup hooks when an environment is torn down (a worker
+ * ending, the event loop running out), but not on `process.exit()` or an uncaught exception:
+ * the `exit` event covers those (the addon lets go once per environment, whichever comes first).
+ */
+function releaseAtExit() {
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', () => native.releaseEnvironment());
 }
 
 /**
@@ -590,6 +623,7 @@ class Session extends EventEmitter {
  */
 async function connect(options) {
   const { strategy, native: nativeOptions } = normalizeOptions(options);
+  releaseAtExit();
   const session = new Session(kInternal, strategy);
   const outcome = await native.connect(nativeOptions, session[kInternal].dispatch);
   if (outcome.error) throw toError(outcome.error);

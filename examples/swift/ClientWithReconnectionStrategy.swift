@@ -111,7 +111,7 @@ connectToServer(url: url)
 // Run for a while, then close the session and stop Tether's threads.
 DispatchQueue.main.asyncAfter(deadline: .now() + seconds) {
     session?.close()
-    shutdown(timeout: 5)
+    _ = shutdown(timeout: 5)
     exit(0)
 }
 dispatchMain()

@@ -12,7 +12,9 @@ use tether::{CloseReason, RequestErrorKind};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorInfo {
     /// Stable code: a close reason (`authentication_failed`, `connection_error`, ...) for a
-    /// session that could not open, `session_closed`, a refusal kind (`access_denied`,
+    /// session that could not open, `session_closed` (the request was certainly not applied),
+    /// `outcome_unknown` (the session closed after the request was sent, before the server
+    /// confirmed it: it may have been applied), a refusal kind (`access_denied`,
     /// `invalid_selector`, ...), `invalid_url`, `invalid_argument`, `invalid_topic`,
     /// `queue_full`.
     pub code: String,
@@ -40,6 +42,7 @@ impl From<&tether::Error> for ErrorInfo {
         let code = match e {
             tether::Error::Open { reason, .. } => reason.as_str(),
             tether::Error::Closed { .. } => "session_closed",
+            tether::Error::OutcomeUnknown { .. } => "outcome_unknown",
             tether::Error::InvalidUrl { .. } => "invalid_url",
             tether::Error::InvalidArgument(_) => "invalid_argument",
             tether::Error::InvalidTopic(_) => "invalid_topic",
@@ -105,5 +108,16 @@ mod tests {
         let info = ErrorInfo::from(&e);
         assert_eq!(info.code, "session_closed");
         assert_eq!(info.reason.as_deref(), Some("reconnect_aborted"));
+    }
+
+    #[test]
+    fn unconfirmed_requests_say_their_outcome_is_unknown() {
+        let e = tether::Error::OutcomeUnknown {
+            reason: CloseReason::TransportError,
+        };
+        let info = ErrorInfo::from(&e);
+        assert_eq!(info.code, "outcome_unknown");
+        assert_eq!(info.reason.as_deref(), Some("transport_error"));
+        assert!(info.message.contains("may have been applied"));
     }
 }

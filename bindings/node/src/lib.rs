@@ -21,7 +21,7 @@
 mod error;
 mod events;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -80,6 +80,9 @@ pub struct NativeOptions {
     pub js_strategy: bool,
     /// Time allowed for each connection, ms (the core's default when absent).
     pub connect_timeout_ms: Option<f64>,
+    /// Time `close()` allows the requests queued before it to be sent and confirmed, ms (the
+    /// core's default when absent).
+    pub close_timeout_ms: Option<f64>,
 }
 
 /// What `connect` resolves with.
@@ -163,28 +166,89 @@ fn builtin(spec: &StrategySpec) -> Result<Arc<dyn ReconnectionStrategy>, ErrorIn
     })
 }
 
+/// Node environments (the main thread's, each worker's) that use Tether and have not let go.
 static LIVE_ENVS: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
-    /// Whether this thread's Node environment has its shutdown hook (one environment per
-    /// JavaScript thread: the main thread or a worker).
-    static HOOKED: Cell<bool> = const { Cell::new(false) };
+/// Whether this thread's Node environment uses Tether (one environment per JavaScript thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EnvUse {
+    /// It has not opened a session.
+    Unused,
+    /// It opened one: it is counted in [`LIVE_ENVS`].
+    Live,
+    /// It is going away and has let go ([`release_environment`]).
+    Gone,
 }
 
-/// When the last Node environment using Tether goes away (process exit, last worker ended),
-/// close every session still open and stop Tether's runtime, joining its threads.
+thread_local! {
+    /// This thread's environment's use of Tether.
+    static ENV_USE: Cell<EnvUse> = const { Cell::new(EnvUse::Unused) };
+    /// The sessions this thread's environment opened and has not seen closed yet.
+    static ENV_SESSIONS: RefCell<Vec<Session>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Remembers a session of this thread's environment, to close it if the environment goes away
+/// first (sessions closed meanwhile are forgotten here).
+fn remember(session: &Session) {
+    ENV_SESSIONS.with(|sessions| {
+        let mut sessions = sessions.borrow_mut();
+        sessions.retain(|s| !s.state().is_closed());
+        sessions.push(session.clone());
+    });
+}
+
+/// How long Tether gets, when the last environment goes away, to close the sessions still open
+/// (sending what was queued before and waiting for the server to confirm it) and stop its
+/// threads: one deadline for all of it.
+const EXIT_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// Counts this thread's environment as a Tether user, and lets go of it when the environment
+/// goes away: a worker that ends or is terminated, or the main thread at the end of its event
+/// loop (Node's cleanup hook). `process.exit()` and uncaught exceptions skip cleanup hooks, so
+/// `index.js` also calls [`release_environment`] from `process.on('exit')`.
 fn hook_shutdown(env: &Env) -> napi::Result<()> {
-    if HOOKED.with(Cell::get) {
+    if ENV_USE.with(Cell::get) != EnvUse::Unused {
         return Ok(());
     }
-    env.add_env_cleanup_hook((), |()| {
-        if LIVE_ENVS.fetch_sub(1, Ordering::SeqCst) == 1 {
-            tether::shutdown(Duration::from_secs(1));
-        }
-    })?;
+    env.add_env_cleanup_hook((), |()| release_environment())?;
     LIVE_ENVS.fetch_add(1, Ordering::SeqCst);
-    HOOKED.with(|h| h.set(true));
+    ENV_USE.with(|u| u.set(EnvUse::Live));
     Ok(())
+}
+
+/// This thread's Node environment is going away. If it was the last one using Tether, close
+/// every session still open and stop Tether's runtime, joining its threads; otherwise (a
+/// worker ends, other threads go on) close the sessions this environment opened, as `close()`
+/// does. Either within [`EXIT_SHUTDOWN`]. Called once per environment (later calls do
+/// nothing), on its JavaScript thread, so never on a Tether callback thread: the core can join
+/// every thread it started.
+///
+/// A `false` from `shutdown` (the server did not confirm in time, a thread was still busy at
+/// the deadline), like a close that ran out of time, is not acted on: the environment is going
+/// away whatever happens, the runtime is stopped either way, and the core has logged what was
+/// left behind; none of it could reach JavaScript any more.
+#[napi]
+pub fn release_environment() {
+    if ENV_USE.with(|u| u.replace(EnvUse::Gone)) != EnvUse::Live {
+        return;
+    }
+    let sessions = ENV_SESSIONS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if LIVE_ENVS.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let _stopped_everything: bool = tether::shutdown(EXIT_SHUTDOWN);
+    } else if let Ok(handle) = tether::runtime::handle() {
+        let closing: Vec<_> = sessions
+            .into_iter()
+            .map(|s| handle.spawn(async move { s.close().await }))
+            .collect();
+        handle.block_on(async {
+            let _in_time = tokio::time::timeout(EXIT_SHUTDOWN, async {
+                for c in closing {
+                    let _ = c.await;
+                }
+            })
+            .await;
+        });
+    }
 }
 
 /// Runs `work` and settles a promise with what `settle` makes of its output, on the JavaScript
@@ -258,6 +322,9 @@ pub fn connect<'env>(
     if let Some(ms) = options.connect_timeout_ms {
         builder = builder.connect_timeout(millis(ms));
     }
+    if let Some(ms) = options.close_timeout_ms {
+        builder = builder.close_timeout(millis(ms));
+    }
     let work = async move {
         let strategy = strategy?;
         builder
@@ -267,14 +334,18 @@ pub fn connect<'env>(
             .map_err(|e| ErrorInfo::from(&e))
     };
     spawn_promise(env, work, move |result| match result {
-        Ok(session) => ConnectOutcome {
-            session: Some(NativeSession {
-                session,
-                sink,
-                next_sub: AtomicU32::new(0),
-            }),
-            error: None,
-        },
+        Ok(session) => {
+            // On the JavaScript thread of the environment that opened it.
+            remember(&session);
+            ConnectOutcome {
+                session: Some(NativeSession {
+                    session,
+                    sink,
+                    next_sub: AtomicU32::new(0),
+                }),
+                error: None,
+            }
+        }
         Err(error) => {
             // No session: nothing more will be sent, let the process exit.
             sink.release();

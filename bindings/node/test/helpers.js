@@ -118,6 +118,14 @@ async function startServer(config) {
   return {
     address: info.listen,
     url: `ws://${info.listen}`,
+    /** The sessions the server keeps, by state (`{ connected, disconnected }`); needs `metrics_listen`. */
+    sessions: async () => {
+      if (!info.metrics) throw new Error('start the server with { metrics_listen: "127.0.0.1:0" }');
+      const text = await request(info.metrics, 'GET', '/metrics', (body) => body);
+      const kept = { connected: 0, disconnected: 0 };
+      for (const [, state, n] of text.matchAll(/^tether_sessions\{state="(\w+)"\} (\d+)$/gm)) kept[state] = Number(n);
+      return kept;
+    },
     stop: async () => {
       await stop(child);
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -125,7 +133,7 @@ async function startServer(config) {
   };
 }
 
-function request(control, method, pathAndQuery) {
+function request(control, method, pathAndQuery, parse = JSON.parse) {
   return new Promise((resolve, reject) => {
     const req = http.request(`http://${control}${pathAndQuery}`, { method }, (res) => {
       let body = '';
@@ -137,7 +145,7 @@ function request(control, method, pathAndQuery) {
         if (res.statusCode !== 200) {
           reject(new Error(`${method} ${pathAndQuery}: ${res.statusCode} ${body}`));
         } else {
-          resolve(JSON.parse(body));
+          resolve(parse(body));
         }
       });
     });
@@ -160,6 +168,7 @@ async function startProxy(server) {
     url: `ws://${info.proxy}`,
     controlAddress: info.control,
     cut: (mode = 'rst') => request(info.control, 'POST', `/cut?mode=${mode}`),
+    stall: () => request(info.control, 'POST', '/stall'),
     refuse: (ms = 0) => request(info.control, 'POST', `/refuse?ms=${ms}`),
     heal: () => request(info.control, 'POST', '/heal'),
     status: () => request(info.control, 'GET', '/status'),

@@ -26,6 +26,8 @@ const cases = [
   ['options.credentials', { ...base, credentials: Buffer.from('pw') }],
   ['options.credentials', { host: '127.0.0.1', port: 1, credentials: 'password' }],
   ['options.connectTimeout', { ...base, connectTimeout: 0 }],
+  ['options.closeTimeout', { ...base, closeTimeout: -1 }],
+  ['options.closeTimeout', { ...base, closeTimeout: '5s' }],
   ['"hots"', { ...base, hots: 'x' }],
   ['options.reconnect', { ...base, reconnect: 'always' }],
   ['options.reconnect', { ...base, reconnect: -1 }],

@@ -61,9 +61,19 @@ pub enum TetherError {
         /// Details for people.
         detail: String,
     },
-    /// The session is closed, or closed while the call waited.
+    /// The session is closed, or closed while the call waited; the request was never sent, so
+    /// it was certainly not applied.
     #[error("session closed ({reason})")]
     Closed {
+        /// Why the session closed.
+        reason: CloseReason,
+    },
+    /// The session closed after the request was sent and before the server confirmed it: the
+    /// server may or may not have applied it. Check before retrying it.
+    #[error(
+        "session closed ({reason}) before the server confirmed the request; it may have been applied"
+    )]
+    OutcomeUnknown {
         /// Why the session closed.
         reason: CloseReason,
     },
@@ -112,6 +122,9 @@ impl From<tether::Error> for TetherError {
                 detail: message,
             },
             tether::Error::Closed { reason } => TetherError::Closed {
+                reason: reason.into(),
+            },
+            tether::Error::OutcomeUnknown { reason } => TetherError::OutcomeUnknown {
                 reason: reason.into(),
             },
             tether::Error::QueueFull(_) => TetherError::QueueFull { detail },
@@ -703,6 +716,11 @@ pub struct SessionConfiguration {
     /// Time allowed for each connection (absent: 10 s; must be more than zero).
     #[uniffi(default = None)]
     pub connect_timeout: Option<Duration>,
+    /// Time `close` allows the requests made before it to be sent and confirmed by the server
+    /// (absent: 5 s). Past it the connection is dropped: a request that was sent fails with
+    /// `OutcomeUnknown`, one that was not with `Closed`.
+    #[uniffi(default = None)]
+    pub close_timeout: Option<Duration>,
     /// Close (reason `lost_messages`) rather than resume with a gap report.
     #[uniffi(default = false)]
     pub strict: bool,
@@ -751,6 +769,9 @@ impl SessionConfiguration {
         }
         if let Some(t) = self.connect_timeout {
             b = b.connect_timeout(t);
+        }
+        if let Some(t) = self.close_timeout {
+            b = b.close_timeout(t);
         }
         if self.max_queued_requests.is_some() || self.max_queued_bytes.is_some() {
             let requests = positive("maxQueuedRequests", self.max_queued_requests, 10_000)?;
@@ -812,6 +833,18 @@ impl Session {
         Ok(block_on(self.inner.publish(&topic, value))??)
     }
 
+    /// Queues a publish of `value` on `topic` at once, in call order, without waiting; the
+    /// returned [`PendingPublish`] tells when the server has applied (or refused) it. Fails at
+    /// once, with nothing queued, when the session is closed or closing, the send queue is full
+    /// or the topic is malformed. A publish queued before `close` is sent and confirmed before
+    /// the session closes.
+    pub fn send(&self, topic: String, value: Vec<u8>) -> Result<Arc<PendingPublish>, TetherError> {
+        let completion = self.inner.send(&topic, value)?;
+        Ok(Arc::new(PendingPublish {
+            state: std::sync::Mutex::new(Pending::Waiting(completion)),
+        }))
+    }
+
     // (Doc comments here must never contain a slash followed by a star: they are copied into
     // Kotlin, where that opens a nested comment.)
     /// Subscribes to `selector` and waits until the server confirms. A selector is a topic path
@@ -837,8 +870,10 @@ impl Session {
         Ok(block_on(self.inner.unsubscribe(&selector))??)
     }
 
-    /// Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Calling it again,
-    /// or on a closed session, does nothing.
+    /// Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Requests made
+    /// before are sent and confirmed first, within the configuration's close timeout;
+    /// requests made after fail with `Closed`. Calling it again, or on a closed session, does
+    /// nothing.
     pub fn close(&self) {
         if self.inner.state().is_closed() {
             return;
@@ -871,7 +906,37 @@ impl Session {
     }
 }
 
-/// `f`'s output, or `None` if `limit` passed first (runs on Tether's runtime).
+/// A publish queued with `Session.send`: `join` blocks until the server has applied (or
+/// refused) it. It completes whatever happens to the session: a publish the session could not
+/// send fails with `Closed`, one sent but never confirmed with `OutcomeUnknown`.
+#[derive(uniffi::Object)]
+pub struct PendingPublish {
+    state: std::sync::Mutex<Pending>,
+}
+
+enum Pending {
+    Waiting(tether::Completion),
+    Done(Result<(), TetherError>),
+}
+
+#[uniffi::export]
+impl PendingPublish {
+    /// Waits until the server has applied the publish; throws if it failed. Any number of
+    /// threads may wait; once it is done, every call gives the same outcome at once.
+    pub fn join(&self) -> Result<(), TetherError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = match &mut *state {
+            Pending::Done(outcome) => return outcome.clone(),
+            Pending::Waiting(completion) => match block_on(completion) {
+                Ok(applied) => applied.map_err(TetherError::from),
+                Err(e) => Err(e),
+            },
+        };
+        *state = Pending::Done(outcome.clone());
+        outcome
+    }
+}
+
 /// Same as `Session.open(url, configuration)`, as a function: the Kotlin bindings use it
 /// (their renamed session class cannot have a generated constructor, see `uniffi.toml`).
 #[uniffi::export]
@@ -882,6 +947,7 @@ pub fn open_session(
     Session::open(url, configuration)
 }
 
+/// `f`'s output, or `None` if `limit` passed first (runs on Tether's runtime).
 async fn tokio_timeout<F: std::future::Future>(limit: Duration, f: F) -> Option<F::Output> {
     tokio::time::timeout(limit, f).await.ok()
 }
@@ -908,6 +974,25 @@ mod tests {
             assert_eq!(tether::CloseReason::from(ours), reason);
             assert_eq!(ours.allows_reconnect(), reason.allows_reconnect());
         }
+    }
+
+    #[test]
+    fn closed_and_unknown_outcomes_stay_apart() {
+        let reason = tether::CloseReason::TransportError;
+        assert_eq!(
+            TetherError::from(tether::Error::Closed { reason }),
+            TetherError::Closed {
+                reason: CloseReason::TransportError
+            }
+        );
+        let unknown = TetherError::from(tether::Error::OutcomeUnknown { reason });
+        assert_eq!(
+            unknown,
+            TetherError::OutcomeUnknown {
+                reason: CloseReason::TransportError
+            }
+        );
+        assert!(unknown.to_string().contains("may have been applied"));
     }
 
     #[test]
@@ -951,6 +1036,7 @@ mod tests {
             listener: None,
             gap_listener: None,
             connect_timeout: None,
+            close_timeout: None,
             strict: false,
             max_queued_requests: None,
             max_queued_bytes: None,

@@ -3,11 +3,12 @@
 //! and current (there is no Swift toolchain to compile them).
 //!
 //! Maven fetches what it needs from Maven Central into `~/.m2` on the first run (the Kotlin
-//! compiler among it), and works offline after that.
+//! compiler among it), and works offline after that. `cargo xtask soak` runs `ExitTest` alone
+//! with `TETHER_EXIT_RUNS` set.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::test::{Counts, cargo, root, run_parsed, run_step};
@@ -19,12 +20,22 @@ const SWIFT_FILES: [(&str, &str); 3] = [
     ("TetherFFI.modulemap", "Sources/TetherFFI/module.modulemap"),
 ];
 
-pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+/// The bindings built, ready to run their tests.
+enum Setup {
+    /// The bindings are not in the tree.
+    Absent,
+    /// A build failed (it said why).
+    Failed,
+    /// `bindings/uniffi`, with the native library, the generator and the test servers built.
+    Ready(PathBuf),
+}
+
+/// Builds the native library, the generator and the test servers.
+fn setup() -> Setup {
     let dir = root().join("bindings/uniffi");
     if !dir.join("kotlin/pom.xml").exists() {
-        return None;
+        return Setup::Absent;
     }
-
     // The library and the generator in one invocation, as the Maven build does, so that both
     // see the same uniffi features and nothing is rebuilt between the two.
     let mut build = cargo();
@@ -42,23 +53,75 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         build,
     ) || !run_step("cargo build -p tether-server -p tether-testkit", servers)
     {
-        return Some(false);
+        return Setup::Failed;
     }
+    Setup::Ready(dir)
+}
 
-    let swift_ok = swift_sources(&dir.join("swift"), counts);
-
+/// `mvn -B -ntp test` in the Maven project with `args`, counting Surefire's summary; passes
+/// when it passed and ran something.
+fn maven_test(
+    name: &str,
+    dir: &Path,
+    args: &[&str],
+    runs: Option<u32>,
+    counts: &mut Counts,
+) -> bool {
     // Not `-q`: Surefire's summary ("Tests run: N, Failures: F, ...") is printed at INFO level.
     let mut mvn = Command::new("mvn");
     mvn.current_dir(dir.join("kotlin"))
-        .args(["-B", "-ntp", "test", "-Dtether.skipCargo=true"]);
-    let maven_ok = run_parsed(
-        "mvn -B -ntp test (bindings/uniffi/kotlin)",
-        mvn,
-        counts,
-        surefire_line,
-    );
+        .args(["-B", "-ntp", "test", "-Dtether.skipCargo=true"])
+        .args(args);
+    if let Some(runs) = runs {
+        mvn.env("TETHER_EXIT_RUNS", runs.to_string());
+    }
+    let before = *counts;
+    let ok = run_parsed(name, mvn, counts, surefire_line);
+    let ran = counts.passed + counts.failed > before.passed + before.failed;
+    if !ran {
+        eprintln!("Maven ran no test");
+    }
+    ok && ran
+}
 
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    let dir = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready(dir) => dir,
+    };
+    let swift_ok = swift_sources(&dir.join("swift"), counts);
+    let maven_ok = maven_test(
+        "mvn -B -ntp test (bindings/uniffi/kotlin)",
+        &dir,
+        &[],
+        None,
+        counts,
+    );
     Some(swift_ok && maven_ok)
+}
+
+/// The exit scenarios (`ExitTest`: JVMs that end with publishes in flight, each in a child
+/// JVM), each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(runs: u32) -> Option<bool> {
+    let dir = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready(dir) => dir,
+    };
+    let mut counts = Counts::default();
+    let ok = maven_test(
+        &format!("mvn -B -ntp test -Dtest=ExitTest (TETHER_EXIT_RUNS={runs})"),
+        &dir,
+        &["-Dtest=ExitTest"],
+        Some(runs),
+        &mut counts,
+    );
+    println!(
+        "Java/Kotlin exit scenarios: {} passed, {} failed ({runs} runs each)",
+        counts.passed, counts.failed
+    );
+    Some(ok)
 }
 
 /// Surefire's final summary, `Tests run: 16, Failures: 0, Errors: 0, Skipped: 0`. The
@@ -214,11 +277,6 @@ fn ffi_symbols(swift: &str) -> BTreeSet<String> {
         }
     }
     found
-}
-
-/// The exit scenarios, each `runs` times (`cargo xtask soak`).
-pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
-    None
 }
 
 #[cfg(test)]

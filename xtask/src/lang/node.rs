@@ -2,9 +2,10 @@
 //! servers, runs `npm install` (which builds the addon from source with cargo, debug profile,
 //! into the shared target/), then `node --test` over `bindings/node/test/*.test.js` (through
 //! the fault proxy, the type check, the example and an `npm install <path>` from another
-//! project included).
+//! project included). `cargo xtask soak` runs `test/exit.test.js` alone with
+//! `TETHER_EXIT_RUNS` set.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::test::{Counts, cargo, root, run_parsed, run_step};
@@ -46,10 +47,21 @@ fn test_files(dir: &Path) -> Vec<String> {
     files
 }
 
-pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+/// The binding built and installed, ready to run its tests.
+enum Setup {
+    /// The binding is not in the tree.
+    Absent,
+    /// A step failed (it said why).
+    Failed,
+    /// `bindings/node`, with the test servers built and the addon installed.
+    Ready(PathBuf),
+}
+
+/// Builds the test servers and runs `npm install` (which builds the addon with cargo).
+fn setup() -> Setup {
     let dir = root().join("bindings").join("node");
     if !dir.join("package.json").is_file() {
-        return None;
+        return Setup::Absent;
     }
     let mut servers = cargo();
     servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
@@ -57,7 +69,7 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "cargo build -p tether-server -p tether-testkit (for the Node.js tests)",
         servers,
     ) {
-        return Some(false);
+        return Setup::Failed;
     }
     let mut install = Command::new("npm");
     install
@@ -68,30 +80,81 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "npm install in bindings/node (builds the addon with cargo)",
         install,
     ) {
-        return Some(false);
+        return Setup::Failed;
     }
+    Setup::Ready(dir)
+}
+
+/// Runs `node --test` over `files` in `dir`; passes when it passed and ran something.
+fn node_test(
+    name: &str,
+    dir: &Path,
+    files: &[String],
+    runs: Option<u32>,
+    counts: &mut Counts,
+) -> bool {
+    let mut node = Command::new("node");
+    node.current_dir(dir)
+        .args(["--test", "--test-reporter=tap"])
+        .args(files)
+        .env("TETHER_NODE_PROFILE", "debug");
+    if let Some(runs) = runs {
+        node.env("TETHER_EXIT_RUNS", runs.to_string());
+    }
+    let before = *counts;
+    let ok = run_parsed(name, node, counts, node_test_line);
+    let ran = counts.passed + counts.failed > before.passed + before.failed;
+    if !ran {
+        eprintln!("node --test ran no test");
+    }
+    ok && ran
+}
+
+pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
+    let dir = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready(dir) => dir,
+    };
     let files = test_files(&dir);
     if files.is_empty() {
         eprintln!("bindings/node/test has no *.test.js file");
         return Some(false);
     }
-    let mut node = Command::new("node");
-    node.current_dir(&dir)
-        .args(["--test", "--test-reporter=tap"])
-        .args(&files)
-        .env("TETHER_NODE_PROFILE", "debug");
-    Some(run_parsed(
+    Some(node_test(
         "node --test bindings/node/test/*.test.js",
-        node,
+        &dir,
+        &files,
+        None,
         counts,
-        node_test_line,
     ))
 }
 
-/// The exit scenarios, each `runs` times (`cargo xtask soak`).
-pub(crate) fn exit_soak(_runs: u32) -> Option<bool> {
-    None
+/// The exit scenarios (`test/exit.test.js`: processes that end with work in flight, each run
+/// in a child process), each `runs` times (`cargo xtask soak`).
+pub(crate) fn exit_soak(runs: u32) -> Option<bool> {
+    let dir = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready(dir) => dir,
+    };
+    let mut counts = Counts::default();
+    let ok = node_test(
+        &format!("node --test test/exit.test.js (TETHER_EXIT_RUNS={runs})"),
+        &dir,
+        &[EXIT_TESTS.to_owned()],
+        Some(runs),
+        &mut counts,
+    );
+    println!(
+        "Node.js exit scenarios: {} passed, {} failed ({runs} runs each)",
+        counts.passed, counts.failed
+    );
+    Some(ok)
 }
+
+/// The file of the exit scenarios.
+const EXIT_TESTS: &str = "test/exit.test.js";
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,7 @@ async function main(): Promise<void> {
   await connect({
     url: 'ws://localhost:8080',
     connectTimeout: 5000,
+    closeTimeout: 2000,
     reconnect: {
       strategy: exponentialBackoff({
         initialDelay: 100,
@@ -106,7 +107,9 @@ async function main(): Promise<void> {
     if (err instanceof TetherError) {
       const code: string = err.code;
       const closeReason: CloseReason | undefined = err.reason;
-      if (err.code === 'access_denied' || err.code === 'session_closed') void [code, closeReason];
+      if (err.code === 'access_denied' || err.code === 'session_closed' || err.code === 'outcome_unknown') {
+        void [code, closeReason];
+      }
     }
   }
   await session.close();

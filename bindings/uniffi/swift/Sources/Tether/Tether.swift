@@ -849,6 +849,140 @@ public func FfiConverterTypeGapListener_lower(_ value: GapListener) -> UInt64 {
 
 
 /**
+ * A publish queued with `Session.send`: `join` blocks until the server has applied (or
+ * refused) it. It completes whatever happens to the session: a publish the session could not
+ * send fails with `Closed`, one sent but never confirmed with `OutcomeUnknown`.
+ */
+public protocol PendingPublishProtocol: AnyObject, Sendable {
+    
+    /**
+     * Waits until the server has applied the publish; throws if it failed. Any number of
+     * threads may wait; once it is done, every call gives the same outcome at once.
+     */
+    func join() throws 
+    
+}
+/**
+ * A publish queued with `Session.send`: `join` blocks until the server has applied (or
+ * refused) it. It completes whatever happens to the session: a publish the session could not
+ * send fails with `Closed`, one sent but never confirmed with `OutcomeUnknown`.
+ */
+open class PendingPublish: PendingPublishProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tether_uniffi_fn_clone_pendingpublish(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tether_uniffi_fn_free_pendingpublish(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Waits until the server has applied the publish; throws if it failed. Any number of
+     * threads may wait; once it is done, every call gives the same outcome at once.
+     */
+open func join()throws   {try rustCallWithError(FfiConverterTypeTetherError_lift) {
+        uniffiCallStatus in
+    uniffi_tether_uniffi_fn_method_pendingpublish_join(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePendingPublish: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = PendingPublish
+
+    public static func lift(_ handle: UInt64) throws -> PendingPublish {
+        return PendingPublish(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: PendingPublish) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PendingPublish {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: PendingPublish, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePendingPublish_lift(_ handle: UInt64) throws -> PendingPublish {
+    return try FfiConverterTypePendingPublish.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePendingPublish_lower(_ value: PendingPublish) -> UInt64 {
+    return FfiConverterTypePendingPublish.lower(value)
+}
+
+
+
+
+
+
+/**
  * One reconnection attempt, handed to a [`ReconnectionStrategy`].
  *
  * Call `start()` (try now), `startAfter(delay)` or `abort()` (give up: the session closes,
@@ -1351,8 +1485,10 @@ public protocol SessionProtocol: AnyObject, Sendable {
     func awaitClosed(timeout: TimeInterval)  -> CloseReason?
     
     /**
-     * Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Calling it again,
-     * or on a closed session, does nothing.
+     * Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Requests made
+     * before are sent and confirmed first, within the configuration's close timeout;
+     * requests made after fail with `Closed`. Calling it again, or on a closed session, does
+     * nothing.
      */
     func close() 
     
@@ -1371,6 +1507,15 @@ public protocol SessionProtocol: AnyObject, Sendable {
      * The reconnection timeout in force (the smaller of the requested and the server's).
      */
     func reconnectionTimeout()  -> TimeInterval
+    
+    /**
+     * Queues a publish of `value` on `topic` at once, in call order, without waiting; the
+     * returned [`PendingPublish`] tells when the server has applied (or refused) it. Fails at
+     * once, with nothing queued, when the session is closed or closing, the send queue is full
+     * or the topic is malformed. A publish queued before `close` is sent and confirmed before
+     * the session closes.
+     */
+    func send(topic: String, value: Data) throws  -> PendingPublish
     
     /**
      * The session id, 32 hex digits; the same after every reconnection.
@@ -1493,8 +1638,10 @@ open func awaitClosed(timeout: TimeInterval) -> CloseReason?  {
 }
     
     /**
-     * Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Calling it again,
-     * or on a closed session, does nothing.
+     * Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Requests made
+     * before are sent and confirmed first, within the configuration's close timeout;
+     * requests made after fail with `Closed`. Calling it again, or on a closed session, does
+     * nothing.
      */
 open func close()  {try! rustCall() {
         uniffiCallStatus in
@@ -1538,6 +1685,24 @@ open func reconnectionTimeout() -> TimeInterval  {
         uniffiCallStatus in
     uniffi_tether_uniffi_fn_method_session_reconnection_timeout(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Queues a publish of `value` on `topic` at once, in call order, without waiting; the
+     * returned [`PendingPublish`] tells when the server has applied (or refused) it. Fails at
+     * once, with nothing queued, when the session is closed or closing, the send queue is full
+     * or the topic is malformed. A publish queued before `close` is sent and confirmed before
+     * the session closes.
+     */
+open func send(topic: String, value: Data)throws  -> PendingPublish  {
+    return try  FfiConverterTypePendingPublish_lift(try rustCallWithError(FfiConverterTypeTetherError_lift) {
+        uniffiCallStatus in
+    uniffi_tether_uniffi_fn_method_session_send(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(topic),
+        FfiConverterData.lower(value),uniffiCallStatus
     )
 })
 }
@@ -2210,6 +2375,12 @@ public struct SessionConfiguration {
      */
     public var connectTimeout: TimeInterval?
     /**
+     * Time `close` allows the requests made before it to be sent and confirmed by the server
+     * (absent: 5 s). Past it the connection is dropped: a request that was sent fails with
+     * `OutcomeUnknown`, one that was not with `Closed`.
+     */
+    public var closeTimeout: TimeInterval?
+    /**
      * Close (reason `lost_messages`) rather than resume with a gap report.
      */
     public var strict: Bool
@@ -2248,6 +2419,11 @@ public struct SessionConfiguration {
          * Time allowed for each connection (absent: 10 s; must be more than zero).
          */connectTimeout: TimeInterval? = nil, 
         /**
+         * Time `close` allows the requests made before it to be sent and confirmed by the server
+         * (absent: 5 s). Past it the connection is dropped: a request that was sent fails with
+         * `OutcomeUnknown`, one that was not with `Closed`.
+         */closeTimeout: TimeInterval? = nil, 
+        /**
          * Close (reason `lost_messages`) rather than resume with a gap report.
          */strict: Bool = false, 
         /**
@@ -2263,6 +2439,7 @@ public struct SessionConfiguration {
         self.listener = listener
         self.gapListener = gapListener
         self.connectTimeout = connectTimeout
+        self.closeTimeout = closeTimeout
         self.strict = strict
         self.maxQueuedRequests = maxQueuedRequests
         self.maxQueuedBytes = maxQueuedBytes
@@ -2291,6 +2468,7 @@ public struct FfiConverterTypeSessionConfiguration: FfiConverterRustBuffer {
                 listener: FfiConverterOptionTypeSessionListener.read(from: &buf), 
                 gapListener: FfiConverterOptionTypeGapListener.read(from: &buf), 
                 connectTimeout: FfiConverterOptionDuration.read(from: &buf), 
+                closeTimeout: FfiConverterOptionDuration.read(from: &buf), 
                 strict: FfiConverterBool.read(from: &buf), 
                 maxQueuedRequests: FfiConverterOptionInt64.read(from: &buf), 
                 maxQueuedBytes: FfiConverterOptionInt64.read(from: &buf)
@@ -2305,6 +2483,7 @@ public struct FfiConverterTypeSessionConfiguration: FfiConverterRustBuffer {
         FfiConverterOptionTypeSessionListener.write(value.listener, into: &buf)
         FfiConverterOptionTypeGapListener.write(value.gapListener, into: &buf)
         FfiConverterOptionDuration.write(value.connectTimeout, into: &buf)
+        FfiConverterOptionDuration.write(value.closeTimeout, into: &buf)
         FfiConverterBool.write(value.strict, into: &buf)
         FfiConverterOptionInt64.write(value.maxQueuedRequests, into: &buf)
         FfiConverterOptionInt64.write(value.maxQueuedBytes, into: &buf)
@@ -3181,9 +3360,19 @@ enum TetherError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
          */detail: String
     )
     /**
-     * The session is closed, or closed while the call waited.
+     * The session is closed, or closed while the call waited; the request was never sent, so
+     * it was certainly not applied.
      */
     case Closed(
+        /**
+         * Why the session closed.
+         */reason: CloseReason
+    )
+    /**
+     * The session closed after the request was sent and before the server confirmed it: the
+     * server may or may not have applied it. Check before retrying it.
+     */
+    case OutcomeUnknown(
         /**
          * Why the session closed.
          */reason: CloseReason
@@ -3273,20 +3462,23 @@ public struct FfiConverterTypeTetherError: FfiConverterRustBuffer {
         case 4: return .Closed(
             reason: try FfiConverterTypeCloseReason.read(from: &buf)
             )
-        case 5: return .QueueFull(
+        case 5: return .OutcomeUnknown(
+            reason: try FfiConverterTypeCloseReason.read(from: &buf)
+            )
+        case 6: return .QueueFull(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 6: return .Rejected(
+        case 7: return .Rejected(
             kind: try FfiConverterTypeRequestErrorKind.read(from: &buf), 
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 7: return .InvalidTopic(
+        case 8: return .InvalidTopic(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 8: return .Runtime(
+        case 9: return .Runtime(
             detail: try FfiConverterString.read(from: &buf)
             )
-        case 9: return .Callback(
+        case 10: return .Callback(
             detail: try FfiConverterString.read(from: &buf)
             )
 
@@ -3322,29 +3514,34 @@ public struct FfiConverterTypeTetherError: FfiConverterRustBuffer {
             FfiConverterTypeCloseReason.write(reason, into: &buf)
             
         
-        case let .QueueFull(detail):
+        case let .OutcomeUnknown(reason):
             writeInt(&buf, Int32(5))
+            FfiConverterTypeCloseReason.write(reason, into: &buf)
+            
+        
+        case let .QueueFull(detail):
+            writeInt(&buf, Int32(6))
             FfiConverterString.write(detail, into: &buf)
             
         
         case let .Rejected(kind,detail):
-            writeInt(&buf, Int32(6))
+            writeInt(&buf, Int32(7))
             FfiConverterTypeRequestErrorKind.write(kind, into: &buf)
             FfiConverterString.write(detail, into: &buf)
             
         
         case let .InvalidTopic(detail):
-            writeInt(&buf, Int32(7))
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .Runtime(detail):
             writeInt(&buf, Int32(8))
             FfiConverterString.write(detail, into: &buf)
             
         
-        case let .Callback(detail):
+        case let .Runtime(detail):
             writeInt(&buf, Int32(9))
+            FfiConverterString.write(detail, into: &buf)
+            
+        
+        case let .Callback(detail):
+            writeInt(&buf, Int32(10))
             FfiConverterString.write(detail, into: &buf)
             
         }
@@ -3681,6 +3878,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tether_uniffi_checksum_method_gaplistener_on_gap() != 60280) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tether_uniffi_checksum_method_pendingpublish_join() != 41478) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_abort() != 5051) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3711,7 +3911,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tether_uniffi_checksum_method_session_await_closed() != 7085) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tether_uniffi_checksum_method_session_close() != 26800) {
+    if (uniffi_tether_uniffi_checksum_method_session_close() != 44278) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_session_close_reason() != 37155) {
@@ -3721,6 +3921,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_session_reconnection_timeout() != 34146) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tether_uniffi_checksum_method_session_send() != 64608) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_session_session_id() != 41469) {

@@ -327,6 +327,21 @@ void uniffi_tether_uniffi_fn_init_callback_vtable_gaplistener(const UniffiVTable
 void uniffi_tether_uniffi_fn_method_gaplistener_on_gap(uint64_t ptr, RustBuffer report, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_CLONE_PENDINGPUBLISH
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_CLONE_PENDINGPUBLISH
+uint64_t uniffi_tether_uniffi_fn_clone_pendingpublish(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_FREE_PENDINGPUBLISH
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_FREE_PENDINGPUBLISH
+void uniffi_tether_uniffi_fn_free_pendingpublish(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_PENDINGPUBLISH_JOIN
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_PENDINGPUBLISH_JOIN
+void uniffi_tether_uniffi_fn_method_pendingpublish_join(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_CLONE_RECONNECTIONATTEMPT
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_CLONE_RECONNECTIONATTEMPT
 uint64_t uniffi_tether_uniffi_fn_clone_reconnectionattempt(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -435,6 +450,11 @@ void uniffi_tether_uniffi_fn_method_session_publish(uint64_t ptr, RustBuffer top
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_RECONNECTION_TIMEOUT
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_RECONNECTION_TIMEOUT
 RustBuffer uniffi_tether_uniffi_fn_method_session_reconnection_timeout(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_SEND
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_SEND
+uint64_t uniffi_tether_uniffi_fn_method_session_send(uint64_t ptr, RustBuffer topic, RustBuffer value, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_SESSION_ID
@@ -845,6 +865,12 @@ uint16_t uniffi_tether_uniffi_checksum_method_gaplistener_on_gap(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_PENDINGPUBLISH_JOIN
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_PENDINGPUBLISH_JOIN
+uint16_t uniffi_tether_uniffi_checksum_method_pendingpublish_join(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_RECONNECTIONATTEMPT_ABORT
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_RECONNECTIONATTEMPT_ABORT
 uint16_t uniffi_tether_uniffi_checksum_method_reconnectionattempt_abort(void
@@ -926,6 +952,12 @@ uint16_t uniffi_tether_uniffi_checksum_method_session_publish(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_RECONNECTION_TIMEOUT
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_RECONNECTION_TIMEOUT
 uint16_t uniffi_tether_uniffi_checksum_method_session_reconnection_timeout(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_SEND
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_SEND
+uint16_t uniffi_tether_uniffi_checksum_method_session_send(void
     
 );
 #endif

@@ -9,6 +9,7 @@
 package io.tether
 
 import java.time.Duration
+import java.util.concurrent.CompletableFuture
 
 /**
  * Entry point of Tether for Kotlin and Java.
@@ -33,10 +34,75 @@ object Tether {
     /** Closes every open session (requests queued before are sent and confirmed first), then
      * stops Tether's runtime and joins its threads, all within [timeout]. Returns whether
      * everything stopped in time (`false`: a callback or a session was still busy, or it was
-     * called from a callback, whose own thread cannot be joined). A later `open` starts afresh. */
+     * called from a callback, whose own thread cannot be joined). A later `open` starts afresh.
+     * When the JVM exits, Tether does this by itself (see [ExitHook]). */
     @JvmStatic
     @JvmOverloads
     fun shutdown(timeout: Duration = Duration.ofSeconds(5)): Boolean = io.tether.shutdown(timeout)
+}
+
+/**
+ * When the JVM exits (`System.exit`, or its last non-daemon thread ends) with sessions still
+ * open, a shutdown hook closes them as [Session.close] does (what was queued is sent and
+ * confirmed first) and stops Tether's threads, within [TIMEOUT]; installed when the first
+ * session opens.
+ *
+ * `System.exit` called from a Tether callback (a listener, a strategy) blocks that callback's
+ * thread until the hooks have run, so a full shutdown would wait for it until the deadline:
+ * then the hook closes the sessions itself and stops the runtime without waiting for callbacks.
+ */
+internal object ExitHook {
+    private val TIMEOUT: Duration = Duration.ofSeconds(1)
+
+    /** Sessions opened and not closed (weakly held: one dropped unclosed is the core's to close). */
+    private val open: MutableSet<Session> = java.util.Collections.synchronizedSet(
+        java.util.Collections.newSetFromMap(java.util.WeakHashMap<Session, Boolean>()),
+    )
+
+    @Volatile
+    private var installed = false
+
+    fun opened(session: Session) {
+        if (!installed) {
+            synchronized(this) {
+                if (!installed) {
+                    Runtime.getRuntime().addShutdownHook(Thread(::run, "tether-exit"))
+                    installed = true
+                }
+            }
+        }
+        open.add(session)
+    }
+
+    fun closed(session: Session) {
+        open.remove(session)
+    }
+
+    private fun run() {
+        if (!exitingFromCallback()) {
+            Tether.shutdown(TIMEOUT)
+            return
+        }
+        val deadline = System.nanoTime() + TIMEOUT.toNanos()
+        val closing = synchronized(open) { open.toList() }.map { session ->
+            Thread({ session.close() }, "tether-exit-close").apply {
+                isDaemon = true
+                start()
+            }
+        }
+        for (thread in closing) {
+            thread.join(maxOf(1L, (deadline - System.nanoTime()) / 1_000_000))
+        }
+        // Stops the runtime without waiting (the exiting callback's thread never returns).
+        Tether.shutdown(Duration.ZERO)
+    }
+
+    /** Whether the thread that is exiting the JVM is running a Tether callback (entered from
+     * the native library through a generated callback interface). */
+    private fun exitingFromCallback(): Boolean = Thread.getAllStackTraces().values.any { frames ->
+        frames.any { it.className == "java.lang.Shutdown" } &&
+            frames.any { it.className.startsWith("io.tether.uniffiCallbackInterface") }
+    }
 }
 
 /**
@@ -50,12 +116,13 @@ class SessionFactory private constructor(
     private val listeners: List<SessionListener>,
     private val gapListener: GapListener?,
     private val connectTimeout: Duration?,
+    private val closeTimeout: Duration?,
     private val strict: Boolean,
     private val maxQueuedRequests: Long?,
     private val maxQueuedBytes: Long?,
 ) {
     internal companion object {
-        val DEFAULT = SessionFactory(null, null, null, null, emptyList(), null, null, false, null, null)
+        val DEFAULT = SessionFactory(null, null, null, null, emptyList(), null, null, null, false, null, null)
     }
 
     private fun copy(
@@ -66,12 +133,13 @@ class SessionFactory private constructor(
         listeners: List<SessionListener> = this.listeners,
         gapListener: GapListener? = this.gapListener,
         connectTimeout: Duration? = this.connectTimeout,
+        closeTimeout: Duration? = this.closeTimeout,
         strict: Boolean = this.strict,
         maxQueuedRequests: Long? = this.maxQueuedRequests,
         maxQueuedBytes: Long? = this.maxQueuedBytes,
     ) = SessionFactory(
         principal, credentials, reconnectionTimeout, strategy, listeners, gapListener,
-        connectTimeout, strict, maxQueuedRequests, maxQueuedBytes,
+        connectTimeout, closeTimeout, strict, maxQueuedRequests, maxQueuedBytes,
     )
 
     /** The principal to authenticate as (anonymous when not set). */
@@ -145,6 +213,26 @@ class SessionFactory private constructor(
     /** Time allowed for each connection in milliseconds, default 10 s. */
     fun connectTimeout(milliseconds: Long): SessionFactory = connectTimeout(Duration.ofMillis(milliseconds))
 
+    /** Time [Session.close] allows the requests made before it to be sent and confirmed by the
+     * server (default 5 s). Past it the connection is dropped: a request that was sent fails with
+     * [TetherException.OutcomeUnknown], one that was not with [TetherException.Closed]. */
+    @Throws(TetherException::class)
+    fun closeTimeout(timeout: Duration): SessionFactory {
+        if (timeout.isNegative) {
+            throw TetherException.InvalidArgument("closeTimeout must be zero or more, not $timeout")
+        }
+        return copy(closeTimeout = timeout)
+    }
+
+    /** Time [Session.close] allows the requests made before it, in milliseconds (default 5 s). */
+    @Throws(TetherException::class)
+    fun closeTimeout(milliseconds: Long): SessionFactory {
+        if (milliseconds < 0) {
+            throw TetherException.InvalidArgument("closeTimeout must be zero or more, not $milliseconds ms")
+        }
+        return copy(closeTimeout = Duration.ofMillis(milliseconds))
+    }
+
     /** Close the session (reason `lost_messages`) rather than resume with a gap report. */
     fun strict(strict: Boolean): SessionFactory = copy(strict = strict)
 
@@ -165,6 +253,7 @@ class SessionFactory private constructor(
         },
         gapListener = gapListener,
         connectTimeout = connectTimeout,
+        closeTimeout = closeTimeout,
         strict = strict,
         maxQueuedRequests = maxQueuedRequests,
         maxQueuedBytes = maxQueuedBytes,
@@ -202,6 +291,10 @@ class SessionFactory private constructor(
  * listeners and strategies.
  */
 class Session internal constructor(private val native: NativeSession) : AutoCloseable {
+    init {
+        ExitHook.opened(this)
+    }
+
     /** The session id, 32 hex digits; the same after every reconnection. */
     val sessionId: String get() = native.sessionId()
 
@@ -225,6 +318,35 @@ class Session internal constructor(private val native: NativeSession) : AutoClos
     /** Publishes a UTF-8 string. */
     @Throws(TetherException::class)
     fun publish(topic: String, value: String) = native.publish(topic, value.toByteArray(Charsets.UTF_8))
+
+    /**
+     * Queues a publish of [value] on [topic] at once, in call order, without waiting. The future
+     * completes when the server has applied it, or exceptionally with a [TetherException]:
+     * [TetherException.Rejected] (refused), [TetherException.Closed] (the session closed before
+     * sending it: not applied), [TetherException.OutcomeUnknown] (it closed after sending it,
+     * before the server confirmed it: it may have been applied). Futures complete in call order,
+     * on a thread of this session's (never one of Tether's), so what you chain to them may
+     * block.
+     *
+     * Throws at once, with nothing queued, when the session is closed or closing
+     * ([TetherException.Closed]), the send queue is full ([TetherException.QueueFull]) or the
+     * topic is malformed. A publish made before [close] is sent and confirmed before the session
+     * closes.
+     */
+    @Throws(TetherException::class)
+    fun publishAsync(topic: String, value: ByteArray): CompletableFuture<Void?> {
+        val pending = native.send(topic, value)
+        val future = CompletableFuture<Void?>()
+        completions.add(pending, future)
+        return future
+    }
+
+    /** Queues a publish of a UTF-8 string; see [publishAsync]. */
+    @Throws(TetherException::class)
+    fun publishAsync(topic: String, value: String): CompletableFuture<Void?> =
+        publishAsync(topic, value.toByteArray(Charsets.UTF_8))
+
+    private val completions = Completions("tether-publish-$sessionId")
 
     /** Subscribes to [selector] and waits until the server confirms. A selector is a topic path
      * (`a/b`), or a path whose last level is `*` (one level) or `**` (any depth). The current
@@ -251,11 +373,59 @@ class Session internal constructor(private val native: NativeSession) : AutoClos
     /** Waits until the session is closed, for at most [timeout]; returns why, or `null`. */
     fun awaitClosed(timeout: Duration): CloseReason? = native.awaitClosed(timeout)
 
-    /** Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Calling it again
-     * does nothing. The object stays usable for queries ([state], [closeReason]). */
-    override fun close() = native.closeSession()
+    /** Closes the session (`CLOSED_BY_CLIENT`) and waits until it is closed. Requests made
+     * before (a [publishAsync], a [publish] blocked on another thread) are sent and confirmed
+     * first, within the factory's `closeTimeout`; requests made after fail with
+     * [TetherException.Closed]. Calling it again does nothing. The object stays usable for
+     * queries ([state], [closeReason]). */
+    override fun close() {
+        native.closeSession()
+        ExitHook.closed(this)
+    }
 
     override fun toString(): String = "Session($sessionId, $state)"
+}
+
+/**
+ * Completes the futures of a session's [Session.publishAsync] calls, in call order, on a daemon
+ * thread of its own that runs while there is something to wait for (so it never keeps the JVM
+ * alive, and an idle session holds no thread).
+ */
+private class Completions(private val threadName: String) {
+    private val queue = ArrayDeque<Pair<PendingPublish, CompletableFuture<Void?>>>()
+    private var draining = false
+
+    fun add(pending: PendingPublish, future: CompletableFuture<Void?>) {
+        val start = synchronized(this) {
+            queue.addLast(pending to future)
+            !draining.also { draining = true }
+        }
+        if (start) {
+            try {
+                Thread(::drain, threadName).apply { isDaemon = true }.start()
+            } catch (e: Throwable) {
+                synchronized(this) { draining = false }
+                throw e
+            }
+        }
+    }
+
+    private fun drain() {
+        while (true) {
+            val (pending, future) = synchronized(this) {
+                queue.removeFirstOrNull() ?: run {
+                    draining = false
+                    return
+                }
+            }
+            try {
+                pending.use { it.join() }
+                future.complete(null)
+            } catch (e: Throwable) {
+                future.completeExceptionally(e)
+            }
+        }
+    }
 }
 
 /**

@@ -38,22 +38,62 @@ private fun jsonNumber(json: String, field: String): Long =
     Regex("\"$field\"\\s*:\\s*(\\d+)").find(json)?.groupValues?.get(1)?.toLong()
         ?: error("no $field in $json")
 
-/** The real server, in development mode (`control` / `password`), on a free loopback port. */
-class TestServer : AutoCloseable {
+/** The real server on a free loopback port, principal `control` / `password`: in development
+ * mode, or with [metrics] from a configuration that also serves Prometheus metrics. */
+class TestServer(metrics: Boolean = false) : AutoCloseable {
     private val process: Process
     val address: String
+    private val metricsAddress: String?
 
     init {
-        val (p, line) = startTool("tether-server", "--dev", "--listen", "127.0.0.1:0")
+        val (p, line) = if (metrics) {
+            startTool("tether-server", "--config", metricsConfig().path, "--listen", "127.0.0.1:0")
+        } else {
+            startTool("tether-server", "--dev", "--listen", "127.0.0.1:0")
+        }
         process = p
         address = jsonField(line, "listen")
+        metricsAddress = if (metrics) jsonField(line, "metrics") else null
     }
 
     val url: String get() = "ws://$address"
 
+    /** The sessions the server keeps, by state (`connected`, `disconnected`); needs [metrics]. */
+    fun sessions(): Map<String, Long> {
+        val address = metricsAddress ?: error("start the server with metrics = true")
+        val request = HttpRequest.newBuilder(URI.create("http://$address/metrics")).timeout(GUARD).build()
+        val body = HttpClient.newHttpClient().send(request, HttpResponse.BodyHandlers.ofString()).body()
+        val kept = mutableMapOf("connected" to 0L, "disconnected" to 0L)
+        Regex("^tether_sessions\\{state=\"(\\w+)\"\\} (\\d+)$", RegexOption.MULTILINE).findAll(body).forEach {
+            kept[it.groupValues[1]] = it.groupValues[2].toLong()
+        }
+        return kept
+    }
+
     override fun close() {
         process.destroy()
         process.waitFor(10, TimeUnit.SECONDS)
+    }
+
+    private fun metricsConfig(): File {
+        val hash = ProcessBuilder(File(bin, "tether-server").path, "hash-password").start().run {
+            outputStream.use { it.write("password".toByteArray()) }
+            inputStream.bufferedReader().readText().trim().also { check(waitFor() == 0) { "hash-password failed" } }
+        }
+        return File.createTempFile("tether-server-", ".toml", work).apply {
+            deleteOnExit()
+            writeText(
+                """
+                listen = "127.0.0.1:0"
+                metrics_listen = "127.0.0.1:0"
+                [[principals]]
+                name = "control"
+                password_hash = "$hash"
+                subscribe = ["**"]
+                publish = ["**"]
+                """.trimIndent() + "\n",
+            )
+        }
     }
 }
 
@@ -80,6 +120,10 @@ class FaultProxy(upstream: String) : AutoCloseable {
         check(response.statusCode() == 200) { "$method $path: ${response.statusCode()} ${response.body()}" }
         return response.body()
     }
+
+    /** Stalls every current connection (nothing is forwarded, nothing closed); returns how
+     * many. */
+    fun stall(): Long = jsonNumber(call("POST", "/stall"), "stalled")
 
     /** Cuts every current connection; returns how many were cut. */
     fun cut(mode: String = "rst"): Long = jsonNumber(call("POST", "/cut?mode=$mode"), "cut")
