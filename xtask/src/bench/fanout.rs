@@ -71,10 +71,10 @@ pub(crate) async fn run(
     ])
 }
 
-struct Outcome {
-    delivered: u64,
-    elapsed: Duration,
-    latencies_us: Vec<u32>,
+pub(crate) struct Outcome {
+    pub(crate) delivered: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies_us: Vec<u32>,
 }
 
 /// Receives `updates` updates, recording each one's latency from the time in its payload.
@@ -114,7 +114,11 @@ async fn subscriber(
     (latencies, last)
 }
 
-async fn measure(url: String, subscribers: usize, updates: u64) -> Result<Outcome, String> {
+pub(crate) async fn measure(
+    url: String,
+    subscribers: usize,
+    updates: u64,
+) -> Result<Outcome, String> {
     let u = url.clone();
     let subs = open_many(
         subscribers,

@@ -8,6 +8,7 @@
 //! | d | fan-out, 1 topic: deliveries/s, p99 latency | — | ≥ 1 M/s, < 50 ms |
 //! | e | storm: every session cut at once → all active again | — | < 5 s, zero loss, server responsive |
 //! | f | criterion microbenches of the codec and the recovery buffer | — | report |
+//! | g | the Redis store: resume same/other node, publishes/s, fan-out; raw Redis appends | the memory store, same run | report |
 //!
 //! `cargo xtask bench` builds the release binaries and re-runs itself from `target/release`
 //! (`--built`), so that the load generator is a release build too. Servers whose memory is
@@ -16,6 +17,7 @@
 //! Targets are printed, never asserted. Results: BENCHMARKS.md.
 
 mod child;
+mod cluster;
 mod fanout;
 mod memory;
 mod micro;
@@ -290,12 +292,13 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
             println!("--- run {run} of {}", plan.runs);
         }
         let l = &plan.launcher;
-        let measures: [(char, &str); 5] = [
+        let measures: [(char, &str); 6] = [
             ('a', "resume latency"),
             ('b', "one-session throughput"),
             ('c', "idle memory"),
             ('d', "fan-out"),
             ('e', "reconnection storm"),
+            ('g', "redis store"),
         ];
         for (id, name) in measures {
             if !plan.wants(id) {
@@ -309,6 +312,15 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
                     'b' => throughput::run(sizes.messages).await,
                     'c' => memory::run(l, sizes.idle_sessions).await,
                     'd' => fanout::run(l, sizes.subscribers, sizes.updates).await,
+                    'g' => {
+                        cluster::run(cluster::Scale {
+                            resumes: (sizes.resumes / 4).max(10),
+                            messages: (sizes.messages / 10).max(1000),
+                            subscribers: (sizes.subscribers / 10).max(20),
+                            updates: sizes.updates,
+                        })
+                        .await
+                    }
                     _ => storm::run(l, sizes.storm_sessions).await,
                 }
             });

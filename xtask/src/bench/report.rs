@@ -36,6 +36,13 @@ pub(crate) const EXPECTED_KEYS: &[&str] = &[
     "f.recovery/push_1000",
     "f.recovery/ack_1000",
     "f.recovery/replay_1000",
+    "g.resume_same.p50",
+    "g.resume_same.p95",
+    "g.resume_other.p50",
+    "g.resume_other.p95",
+    "g.up",
+    "g.fanout",
+    "g.append",
 ];
 
 /// What a value counts.

@@ -76,7 +76,7 @@ pub(crate) async fn run(resumes: usize) -> Result<Vec<Sample>, String> {
 
 /// Cuts the session's connection and returns the time from the strategy's `start()` to
 /// `CONNECTED_ACTIVE`.
-async fn resume_once(
+pub(crate) async fn resume_once(
     proxy: &FaultProxy,
     changes: &mut tether::StateChanges,
     started: &Mutex<(Option<Instant>, u64)>,

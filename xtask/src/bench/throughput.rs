@@ -149,7 +149,7 @@ async fn down_tether(server: &Server, session: Session, n: u64) -> Result<f64, S
     Ok(n as f64 / end.duration_since(t0).as_secs_f64())
 }
 
-async fn up_tether(session: Session, n: u64) -> Result<f64, String> {
+pub(crate) async fn up_tether(session: Session, n: u64) -> Result<f64, String> {
     tokio::time::timeout(PHASE, up_tether_unbounded(session, n))
         .await
         .map_err(|_| "client → server took too long".to_string())?
