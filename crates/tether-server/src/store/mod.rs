@@ -42,6 +42,10 @@ pub enum StoreError {
     /// The session's record is not in the store (expired, closed, or lost by the engine).
     #[error("the session is not in the store")]
     Missing,
+    /// The request does not follow the last one applied (one before it failed): requests are
+    /// applied strictly in order, so it was not applied.
+    #[error("the request does not follow the last one applied")]
+    OutOfOrder,
     /// The engine answered something this version cannot read.
     #[error("unexpected answer from the store: {0}")]
     Corrupt(String),

@@ -42,6 +42,7 @@ if ARGV[1] ~= '' then
   if g ~= ARGV[1] then return {-2} end
   local applied = tonumber(redis.call('HGET', KEYS[1], 'applied') or '0')
   if tonumber(ARGV[2]) <= applied then return {0} end
+  if tonumber(ARGV[2]) ~= applied + 1 then return {-3} end
 end
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
@@ -62,6 +63,7 @@ if not g then return -1 end
 if g ~= ARGV[1] then return -2 end
 local applied = tonumber(redis.call('HGET', KEYS[1], 'applied') or '0')
 if tonumber(ARGV[2]) <= applied then return 0 end
+if tonumber(ARGV[2]) ~= applied + 1 then return -3 end
 if ARGV[3] == 'set' then
   redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
 elseif ARGV[3] == 'del' then
@@ -366,13 +368,15 @@ fn parse_record(fields: HashMap<String, String>) -> Result<SessionRecord, StoreE
     })
 }
 
-/// Maps a fenced script's status: -1 missing, -2 fenced, 0 applied before, 1 now.
+/// Maps a fenced script's status: -1 missing, -2 fenced, -3 out of order, 0 applied before,
+/// 1 now.
 fn fenced_status(status: i64) -> Result<Applied, StoreError> {
     match status {
         1 => Ok(Applied::Now),
         0 => Ok(Applied::Before),
         -1 => Err(StoreError::Missing),
         -2 => Err(StoreError::Fenced),
+        -3 => Err(StoreError::OutOfOrder),
         other => Err(StoreError::Corrupt(format!("script status {other}"))),
     }
 }
