@@ -194,6 +194,7 @@ impl Env {
                 .expect("subscribe");
             server
                 .publish(&sentinel, "end")
+                .await
                 .expect("the server publishes");
             let mut values = HashMap::new();
             loop {
