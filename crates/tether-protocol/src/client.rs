@@ -71,6 +71,16 @@ pub enum ClientEvent {
         /// Details.
         message: String,
     },
+    /// The server is going away; the session reconnects after about `retry_after` (the
+    /// connection ends after this).
+    GoAway {
+        /// Why (one that allows reconnection).
+        reason: CloseReason,
+        /// The server's hint.
+        retry_after: Duration,
+        /// Details.
+        message: String,
+    },
 }
 
 /// The connection must end; [`ConnectionFault::reason`] says whether the session may resume.
@@ -351,6 +361,24 @@ impl ClientSession {
             ServerFrame::Close { reason, message } => {
                 self.events
                     .push_back(ClientEvent::ServerClosed { reason, message });
+            }
+            ServerFrame::GoAway {
+                reason,
+                retry_after_ms,
+                message,
+            } => {
+                // A going-away reason that does not allow reconnection would be a server bug;
+                // treat it as the generic "try again".
+                let reason = if reason.allows_reconnect() {
+                    reason
+                } else {
+                    CloseReason::ServerDraining
+                };
+                self.events.push_back(ClientEvent::GoAway {
+                    reason,
+                    retry_after: Duration::from_millis(retry_after_ms.into()),
+                    message,
+                });
             }
         }
         Ok(())

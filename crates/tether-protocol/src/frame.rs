@@ -193,6 +193,17 @@ pub enum ServerFrame {
         /// Details for people.
         message: String,
     },
+    /// Control: the server is going away but the session is not over: the client reconnects
+    /// (to this server or another) after about `retry_after_ms`. Every request the server
+    /// applied was acknowledged before this frame; the connection ends after it.
+    GoAway {
+        /// Why ([`CloseReason::ServerDraining`], ...; one that allows reconnection).
+        reason: CloseReason,
+        /// How long to wait before reconnecting, in ms (spread it: see the strategies).
+        retry_after_ms: u32,
+        /// Details for people.
+        message: String,
+    },
 }
 
 impl ServerFrame {

@@ -165,6 +165,11 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             reason: CloseReason::ClosedByServer,
             message: "bye".into(),
         },
+        ServerFrame::GoAway {
+            reason: CloseReason::ServerDraining,
+            retry_after_ms: 1500,
+            message: "restarting".into(),
+        },
     ];
     let headers = |h: Vec<(&str, String)>| -> Vec<u8> {
         h.into_iter()

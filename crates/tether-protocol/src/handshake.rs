@@ -40,6 +40,11 @@ pub const HEADER_PING: &str = "x-tether-ping-ms";
 pub const HEADER_MAX_FRAME: &str = "x-tether-max-frame";
 /// Refusal response: the close reason's name.
 pub const HEADER_REASON: &str = "x-tether-reason";
+/// Refusal response (503): how long to wait before trying again, in ms (next to the standard
+/// `Retry-After`, in whole seconds).
+pub const HEADER_RETRY_AFTER_MS: &str = "x-tether-retry-after-ms";
+/// Refusal response: the standard header, in whole seconds.
+pub const HEADER_RETRY_AFTER: &str = "retry-after";
 
 /// Most partitions listed in a resume request; more are left out (a single server does not
 /// need them, a cluster falls back to the session sequence).
@@ -107,6 +112,63 @@ impl ResumeToken {
 impl fmt::Debug for ResumeToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResumeToken(<redacted>)")
+    }
+}
+
+/// A session's resume tokens, as the server keeps them: the one handed out last, and the one
+/// presented by the last successful resume.
+///
+/// Every resume rotates the token, but the answer carrying the new one can be lost (the
+/// connection cut during the upgrade, the server killed just after): the client then still
+/// holds the previous token. Accepting it once more, until the new one is used, keeps such a
+/// session resumable; tokens still rotate on every resume and only ever the last two work.
+/// Comparisons are constant-time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeTokens {
+    current: ResumeToken,
+    previous: Option<ResumeToken>,
+}
+
+impl ResumeTokens {
+    /// A new session's token.
+    pub fn new(current: ResumeToken) -> Self {
+        ResumeTokens {
+            current,
+            previous: None,
+        }
+    }
+
+    /// Tokens as stored (the current one and the previous one, if any).
+    pub fn from_parts(current: ResumeToken, previous: Option<ResumeToken>) -> Self {
+        ResumeTokens { current, previous }
+    }
+
+    /// The token to hand out.
+    pub fn current(&self) -> &ResumeToken {
+        &self.current
+    }
+
+    /// The token presented by the last successful resume, still accepted.
+    pub fn previous(&self) -> Option<&ResumeToken> {
+        self.previous.as_ref()
+    }
+
+    /// Whether `presented` may resume the session (the current token, or the previous one).
+    pub fn accepts(&self, presented: &ResumeToken) -> bool {
+        use subtle::ConstantTimeEq;
+        let current = self.current.as_bytes().ct_eq(presented.as_bytes());
+        let previous = match &self.previous {
+            Some(p) => p.as_bytes().ct_eq(presented.as_bytes()),
+            None => subtle::Choice::from(0),
+        };
+        bool::from(current | previous)
+    }
+
+    /// A resume presenting `presented` succeeded: `next` is handed out, `presented` stays
+    /// valid until `next` is used.
+    pub fn rotate(&mut self, presented: ResumeToken, next: ResumeToken) {
+        self.previous = Some(presented);
+        self.current = next;
     }
 }
 
@@ -352,9 +414,31 @@ pub fn refusal_status(reason: CloseReason) -> u16 {
         CloseReason::UnknownSession => 404,
         CloseReason::ProtocolVersionMismatch => 426,
         CloseReason::LimitExceeded => 429,
-        CloseReason::ClosedByServer => 503,
+        CloseReason::ClosedByServer | CloseReason::ServerDraining | CloseReason::ServerBusy => 503,
         _ => 400,
     }
+}
+
+/// The retry-after headers of a refusal (the precise one in ms and the standard one in
+/// seconds, rounded up).
+pub fn retry_after_headers(retry_after: std::time::Duration) -> [(&'static str, String); 2] {
+    let ms = retry_after.as_millis();
+    [
+        (HEADER_RETRY_AFTER_MS, ms.to_string()),
+        (HEADER_RETRY_AFTER, ms.div_ceil(1000).to_string()),
+    ]
+}
+
+/// Reads a refusal's retry-after hint: the ms header, else the standard one (seconds; an
+/// HTTP date is not understood and ignored). Absurd values are capped at an hour.
+pub fn retry_after<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Duration> {
+    let cap = Duration::from_secs(3600);
+    if let Some(ms) = get(HEADER_RETRY_AFTER_MS).and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_millis(ms).min(cap));
+    }
+    get(HEADER_RETRY_AFTER)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(cap))
 }
 
 /// Reads a refusal: the reason header if present and known, else a guess from the status.
@@ -464,5 +548,20 @@ mod tests {
             assert_eq!(refusal_reason(refusal_status(r), Some(r.as_str())), r);
         }
         assert_eq!(refusal_reason(401, None), CloseReason::AuthenticationFailed);
+    }
+
+    #[test]
+    fn a_token_whose_answer_was_lost_still_resumes_once_the_new_one_is_unused() {
+        let t = |b| ResumeToken::from_bytes([b; 16]);
+        let mut tokens = ResumeTokens::new(t(1));
+        assert!(tokens.accepts(&t(1)) && !tokens.accepts(&t(2)));
+        tokens.rotate(t(1), t(2));
+        // The answer with token 2 was lost: the client presents 1 again.
+        assert!(tokens.accepts(&t(1)) && tokens.accepts(&t(2)));
+        tokens.rotate(t(1), t(3));
+        assert!(tokens.accepts(&t(1)) && tokens.accepts(&t(3)) && !tokens.accepts(&t(2)));
+        // The client uses 3: 1 stops working.
+        tokens.rotate(t(3), t(4));
+        assert!(!tokens.accepts(&t(1)) && tokens.accepts(&t(3)) && tokens.accepts(&t(4)));
     }
 }

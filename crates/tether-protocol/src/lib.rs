@@ -34,7 +34,7 @@ mod timing;
 pub mod topic;
 
 pub use frame::{GapReport, Position, RequestError, RequestErrorKind, Update};
-pub use handshake::{ResumeToken, SessionId};
+pub use handshake::{ResumeToken, ResumeTokens, SessionId};
 pub use reason::CloseReason;
 pub use reliable::BufferLimits;
 pub use state::SessionState;

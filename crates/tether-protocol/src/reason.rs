@@ -37,11 +37,17 @@ pub enum CloseReason {
     AccessDenied,
     /// A configured limit was exceeded (frame size, sessions per principal, queue depth).
     LimitExceeded,
+    /// The server is going away (a restart, a deploy): reconnect, to it or another server,
+    /// after the hint it gave. Nothing is lost: it completed every request it applied first.
+    ServerDraining,
+    /// The server cannot take the session now (overloaded, starting, its store unreachable):
+    /// try again after the hint it gave, possibly elsewhere.
+    ServerBusy,
 }
 
 impl CloseReason {
     /// Every reason, for tables and tests.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClosedByClient,
         CloseReason::ClosedByServer,
         CloseReason::ReconnectAborted,
@@ -56,18 +62,23 @@ impl CloseReason {
         CloseReason::UnknownSession,
         CloseReason::AccessDenied,
         CloseReason::LimitExceeded,
+        CloseReason::ServerDraining,
+        CloseReason::ServerBusy,
     ];
 
     /// Whether losing a connection for this reason lets the session try to resume.
     ///
-    /// Only network failures do: everything else is a decision (by the client, the server or
-    /// the strategy) or a refusal that a retry would meet again.
+    /// Network failures do, and a server that asks to be retried (draining, busy); everything
+    /// else is a decision (by the client, the server or the strategy) or a refusal that a
+    /// retry would meet again.
     pub fn allows_reconnect(self) -> bool {
         matches!(
             self,
             CloseReason::TransportError
                 | CloseReason::ConnectionError
                 | CloseReason::IdleConnection
+                | CloseReason::ServerDraining
+                | CloseReason::ServerBusy
         )
     }
 
@@ -88,6 +99,8 @@ impl CloseReason {
             CloseReason::UnknownSession => "unknown_session",
             CloseReason::AccessDenied => "access_denied",
             CloseReason::LimitExceeded => "limit_exceeded",
+            CloseReason::ServerDraining => "server_draining",
+            CloseReason::ServerBusy => "server_busy",
         }
     }
 
@@ -118,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn only_network_failures_allow_reconnect() {
+    fn only_network_failures_and_servers_asking_for_a_retry_allow_reconnect() {
         let allowed: Vec<_> = CloseReason::ALL
             .into_iter()
             .filter(|r| r.allows_reconnect())
@@ -128,7 +141,9 @@ mod tests {
             [
                 CloseReason::TransportError,
                 CloseReason::ConnectionError,
-                CloseReason::IdleConnection
+                CloseReason::IdleConnection,
+                CloseReason::ServerDraining,
+                CloseReason::ServerBusy
             ]
         );
     }

@@ -81,6 +81,29 @@ impl ServerFault {
     }
 }
 
+/// What a [`ServerSession`] holds across connections, to keep it across a server restart
+/// ([`ServerSession::save`], [`ServerSession::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerSessionState {
+    /// Sequence number of the first frame held.
+    pub first: u64,
+    /// Frames held for the client, in order: the encoded frame and, for an update, its topic
+    /// (`None` for a rejection).
+    pub frames: Vec<(Bytes, Option<String>)>,
+    /// Updates dropped before they were written, per topic.
+    pub evicted_unsent: Vec<(String, u64)>,
+    /// Updates dropped after they were written but before they were acknowledged.
+    pub evicted_sent: Vec<(u64, String)>,
+    /// Rejections dropped from the buffer.
+    pub evicted_rejections: Vec<Bytes>,
+    /// Last client request carried out.
+    pub applied: u64,
+    /// Topics whose updates were lost before reaching the buffer.
+    pub lost: Vec<(String, u64)>,
+    /// Whether the next resume must report a gap.
+    pub forced_gap: bool,
+}
+
 /// The outcome of a resume request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResumeOutcome {
@@ -210,6 +233,79 @@ impl ServerSession {
         self.start_connection(now);
         self.control = control;
         self.queue_ack();
+    }
+
+    /// What the session holds, to restore it in another process (the connection, if any, is
+    /// not part of it: the restored session waits for a resume).
+    pub fn save(&self) -> ServerSessionState {
+        ServerSessionState {
+            first: self.out.first_seq(),
+            frames: self
+                .out
+                .iter()
+                .map(|(_, b)| {
+                    let topic = match &b.kind {
+                        Kind::Update(t) => Some(t.to_string()),
+                        Kind::Rejected => None,
+                    };
+                    (b.bytes.clone(), topic)
+                })
+                .collect(),
+            evicted_unsent: self
+                .evicted_unsent
+                .iter()
+                .map(|(t, n)| (t.to_string(), *n))
+                .collect(),
+            evicted_sent: self
+                .evicted_sent
+                .iter()
+                .map(|(s, t)| (*s, t.to_string()))
+                .collect(),
+            evicted_rejections: self.evicted_rejections.clone(),
+            applied: self.applied,
+            lost: self.lost.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            forced_gap: self.forced_gap,
+        }
+    }
+
+    /// A session saved with [`ServerSession::save`], disconnected, waiting for a resume.
+    pub fn restore(
+        state: ServerSessionState,
+        buffer: BufferLimits,
+        ping_period: Duration,
+    ) -> ServerSession {
+        let mut session = ServerSession::new(buffer, ping_period);
+        session.out.reset_to(state.first);
+        for (bytes, topic) in state.frames {
+            let size = bytes.len();
+            let kind = match topic {
+                Some(t) => Kind::Update(Arc::from(t.as_str())),
+                None => Kind::Rejected,
+            };
+            session.out.push(Buffered { bytes, kind }, size);
+        }
+        // Everything held counts as written: the resume's position decides what is replayed.
+        while session.out.next_unsent().is_some() {}
+        session.evicted_unsent = state
+            .evicted_unsent
+            .into_iter()
+            .map(|(t, n)| (Arc::from(t.as_str()), n))
+            .collect();
+        session.evicted_sent = state
+            .evicted_sent
+            .into_iter()
+            .map(|(s, t)| (s, Arc::from(t.as_str())))
+            .collect();
+        session.evicted_rejections = state.evicted_rejections;
+        session.received = state.applied;
+        session.applied = state.applied;
+        session.lost = state
+            .lost
+            .into_iter()
+            .map(|(t, n)| (Arc::from(t.as_str()), n))
+            .collect();
+        session.forced_gap = state.forced_gap;
+        session
     }
 
     /// Last client request carried out (for the resume answer).
@@ -443,6 +539,24 @@ impl ServerSession {
         self.control.push_back(Control {
             bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::Close {
                 reason,
+                message: message.to_owned(),
+            })),
+            after: self.out.next_seq(),
+            is_ack: false,
+        });
+    }
+
+    /// The server is going away but the session goes on: after every frame queued so far, an
+    /// ack that completes every request applied, then a [`ServerFrame::GoAway`] telling the
+    /// client to reconnect after `retry_after`. The shell ends the connection once it is
+    /// written, and reads nothing more from it (unread requests are sent again after the
+    /// reconnection).
+    pub fn go_away(&mut self, reason: CloseReason, retry_after: Duration, message: &str) {
+        self.queue_ack();
+        self.control.push_back(Control {
+            bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::GoAway {
+                reason,
+                retry_after_ms: u32::try_from(retry_after.as_millis()).unwrap_or(u32::MAX),
                 message: message.to_owned(),
             })),
             after: self.out.next_seq(),

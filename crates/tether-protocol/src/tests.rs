@@ -187,7 +187,9 @@ impl Pair {
                     self.completed.push((request, result))
                 }
                 ClientEvent::Gap(g) => self.gaps.push(g),
-                ClientEvent::ServerClosed { .. } => panic!("unexpected close"),
+                ClientEvent::ServerClosed { .. } | ClientEvent::GoAway { .. } => {
+                    panic!("unexpected close")
+                }
             }
         }
     }

@@ -84,6 +84,10 @@ pub struct LimitsConfig {
     /// New connections accepted per second from one IP address, with bursts of as many
     /// (default 1,000; 0 = unlimited). Excess connections get `429 limit_exceeded`.
     pub connection_attempts_per_second_per_address: u32,
+    /// Opens and resumes handled at once (default 1,024): past it, a connection gets `503
+    /// server_busy` with a retry-after hint instead of waiting, so that a storm of resumes
+    /// never makes the server unresponsive.
+    pub max_pending_upgrades: usize,
 }
 
 impl Default for LimitsConfig {
@@ -93,6 +97,7 @@ impl Default for LimitsConfig {
             max_sessions_per_principal: 10_000,
             handshake_timeout_ms: 5_000,
             connection_attempts_per_second_per_address: 1_000,
+            max_pending_upgrades: 1_024,
         }
     }
 }
@@ -125,6 +130,27 @@ pub struct TlsConfig {
     pub certificate: std::path::PathBuf,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
     pub private_key: std::path::PathBuf,
+}
+
+/// Going away without losing anything (SIGTERM, [`crate::Server::drain`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Longest a drain waits for its sessions to leave, in ms (default 10,000).
+    pub grace_ms: u64,
+    /// The hint sent with `server_draining` and `server_busy`: how long clients wait before
+    /// coming back, in ms (default 1,000; the built-in strategies spread their return over
+    /// once to twice this).
+    pub retry_after_ms: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            grace_ms: 10_000,
+            retry_after_ms: 1_000,
+        }
+    }
 }
 
 /// Where sessions and topics live.
@@ -185,6 +211,12 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where sessions and topics live (default: in memory, one node).
     pub store: StoreConfig,
+    /// Draining.
+    pub drain: DrainConfig,
+    /// With the memory store: where a draining server writes its sessions and topics, and
+    /// where the next start on this machine reads them back (`systemctl restart` keeps every
+    /// session that returns within its retention). Absent: nothing is kept across restarts.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -200,6 +232,8 @@ impl Default for ServerConfig {
             tls: None,
             metrics_listen: None,
             store: StoreConfig::default(),
+            drain: DrainConfig::default(),
+            state_dir: None,
         }
     }
 }
@@ -278,6 +312,18 @@ impl ServerConfig {
                 ),
             ));
         }
+        if self.state_dir.is_some() && !self.store.is_memory() {
+            return Err(invalid(
+                "state_dir",
+                "is for the memory store; a cluster keeps its sessions in its store",
+            ));
+        }
+        if self.limits.max_pending_upgrades == 0 {
+            return Err(invalid(
+                "limits.max_pending_upgrades",
+                "must be greater than 0",
+            ));
+        }
         if !(1..=256).contains(&self.store.partitions) {
             return Err(invalid("store.partitions", "must be between 1 and 256"));
         }
@@ -314,6 +360,11 @@ impl ServerConfig {
     /// The ping period.
     pub fn ping_period(&self) -> Duration {
         Duration::from_millis(self.ping_period_ms)
+    }
+
+    /// The retry-after hint of `server_draining` and `server_busy`.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_millis(self.drain.retry_after_ms)
     }
 
     /// The maximum reconnection timeout.

@@ -119,6 +119,7 @@ pub(crate) async fn write_refusal<S: AsyncWrite + Unpin>(
     stream: &mut S,
     reason: CloseReason,
     message: &str,
+    retry_after: Option<std::time::Duration>,
 ) {
     let status = refusal_status(reason);
     let text = match status {
@@ -131,8 +132,14 @@ pub(crate) async fn write_refusal<S: AsyncWrite + Unpin>(
         _ => "Bad Request",
     };
     let body = format!("{reason}: {message}\n");
+    let hints: String = retry_after
+        .map(tether_protocol::handshake::retry_after_headers)
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let response = format!(
-        "HTTP/1.1 {status} {text}\r\n{HEADER_REASON}: {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {text}\r\n{HEADER_REASON}: {reason}\r\n{hints}content-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     // The peer may already be gone; there is nothing more to tell it then.

@@ -22,12 +22,15 @@ mod failpoint;
 mod handshake;
 mod metrics;
 mod server;
+mod state;
 mod store;
 mod tls;
 pub mod topics;
 
 pub use config::{ConfigError, ServerConfig};
-pub use server::{PublishError, Server, ServerError, SessionInfo};
+pub use server::{DrainReport, PublishError, Server, ServerError, SessionInfo};
+pub use state::StateError;
+pub use store::StoreError;
 pub use tether_protocol as protocol;
 
 /// Fuzz targets (see `fuzz/` and `cargo xtask fuzz`); not part of the public API.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +36,11 @@ pub(crate) struct Metrics {
     pub(crate) bytes_in: Counter,
     pub(crate) bytes_out: Counter,
     pub(crate) slow_consumers: Counter,
+    pub(crate) drains: Counter,
+    pub(crate) sent_away: Counter,
+    pub(crate) retry_afters: Counter,
+    /// Whether the server takes new sessions (`GET /ready`); false while draining.
+    ready: AtomicBool,
 }
 
 impl Metrics {
@@ -51,6 +57,10 @@ impl Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             slow_consumers: Counter::default(),
+            drains: Counter::default(),
+            sent_away: Counter::default(),
+            retry_afters: Counter::default(),
+            ready: AtomicBool::new(true),
         };
         registry.register("sessions", "Sessions kept, by state", m.sessions.clone());
         registry.register("session_opens", "Sessions opened", m.opens.clone());
@@ -85,7 +95,31 @@ impl Metrics {
             "Connections dropped because their client read too slowly",
             m.slow_consumers.clone(),
         );
+        registry.register(
+            "drains",
+            "Drains started (SIGTERM, Server::drain)",
+            m.drains.clone(),
+        );
+        registry.register(
+            "sessions_sent_away",
+            "Sessions told to reconnect elsewhere (server_draining)",
+            m.sent_away.clone(),
+        );
+        registry.register(
+            "retry_afters",
+            "Opens and resumes refused with a retry-after hint (server_draining, server_busy)",
+            m.retry_afters.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Whether `GET /ready` answers ready.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
 
     fn state(&self, state: &'static str) -> Gauge {
@@ -120,7 +154,8 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listen` until the returned task is aborted.
+/// Serves `GET /metrics` and `GET /ready` (200 `ready`, or 503 `draining`: take the node out
+/// of the load balancer) on `listen` until the returned task is aborted.
 pub(crate) async fn serve(
     metrics: Arc<Metrics>,
     listen: SocketAddr,
@@ -145,10 +180,16 @@ pub(crate) async fn serve(
                 let (status, body) =
                     if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
                         ("200 OK", metrics.render())
+                    } else if head.starts_with("GET /ready ") || head.starts_with("GET /ready?") {
+                        if metrics.is_ready() {
+                            ("200 OK", "ready\n".to_string())
+                        } else {
+                            ("503 Service Unavailable", "draining\n".to_string())
+                        }
                     } else {
                         (
                             "404 Not Found",
-                            "only GET /metrics is served here\n".to_string(),
+                            "only GET /metrics and GET /ready are served here\n".to_string(),
                         )
                     };
                 let response = format!(

@@ -31,6 +31,8 @@ pub trait TopicStore: Send {
     fn remove_partition(&mut self, partition: u32) -> Vec<Arc<str>>;
     /// Current values of the topics a selector matches.
     fn current(&self, selector: &Selector) -> Vec<TopicValue>;
+    /// Every topic's current value.
+    fn all(&self) -> Vec<TopicValue>;
     /// Number of topics.
     fn len(&self) -> usize;
     /// Whether there are no topics.
@@ -68,6 +70,8 @@ impl TopicStore for MemoryTopicStore {
     }
 
     fn put(&mut self, topic: &str, value: Bytes, position: Position) -> TopicValue {
+        // Topics created later get partitions of their own (restored ones keep theirs).
+        self.next_partition = self.next_partition.max(position.partition.wrapping_add(1));
         if let Some(existing) = self.topics.get_mut(topic) {
             existing.value = value;
             existing.position = position;
@@ -112,6 +116,10 @@ impl TopicStore for MemoryTopicStore {
             .collect();
         found.sort_by(|a, b| a.topic.cmp(&b.topic));
         found
+    }
+
+    fn all(&self) -> Vec<TopicValue> {
+        self.topics.values().cloned().collect()
     }
 
     fn len(&self) -> usize {

@@ -1,5 +1,5 @@
 //! The `tether-server` binary: configuration errors name the field, `hash-password` prints a
-//! usable hash, and `--dev` announces itself, prints its address and stops cleanly on SIGTERM.
+//! usable hash, and `--dev` announces itself, prints its address and drains then stops on SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -152,7 +152,7 @@ async fn hash_password_reads_stdin_and_prints_a_verifiable_phc_string() {
 }
 
 #[tokio::test]
-async fn dev_mode_warns_prints_its_address_and_stops_on_sigterm() {
+async fn dev_mode_warns_prints_its_address_and_drains_on_sigterm() {
     let mut child = Command::new(BIN)
         .args(["--dev", "--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
@@ -209,16 +209,20 @@ async fn dev_mode_warns_prints_its_address_and_stops_on_sigterm() {
         .expect("run kill");
     assert!(status.success());
 
-    // The open session is told why it ends.
-    let mut reason = None;
-    while let Some(Ok(message)) = within("the session to end", ws.next()).await {
+    // A drain, not the end of the session: it is told to come back after a hint.
+    let mut went_away = None;
+    while let Some(Ok(message)) = within("the connection to end", ws.next()).await {
         if let Message::Binary(b) = message
-            && let Ok(ServerFrame::Close { reason: r, .. }) = frame::decode_server(&b)
+            && let Ok(ServerFrame::GoAway {
+                reason,
+                retry_after_ms,
+                ..
+            }) = frame::decode_server(&b)
         {
-            reason = Some(r);
+            went_away = Some((reason, retry_after_ms));
         }
     }
-    assert_eq!(reason, Some(CloseReason::ClosedByServer));
+    assert_eq!(went_away, Some((CloseReason::ServerDraining, 1000)));
 
     let status = within("the server to exit", child.wait())
         .await

@@ -35,14 +35,20 @@ pub(crate) struct TlsOptions {
     pub(crate) accept_invalid_certificates: bool,
 }
 
-/// Everything needed to open connections to one server, checked once at `open`.
+/// Everything needed to open connections to a session's servers (one URL, or several tried
+/// in turn), checked once at `open`.
 pub(crate) struct Connector {
+    targets: Vec<Target>,
+    timeout: Duration,
+}
+
+/// One server URL, parsed.
+struct Target {
     /// Path and query for the request line.
     path: String,
     host: String,
     port: u16,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
-    timeout: Duration,
 }
 
 fn invalid_url(url: &str, message: impl Into<String>) -> Error {
@@ -53,8 +59,55 @@ fn invalid_url(url: &str, message: impl Into<String>) -> Error {
 }
 
 impl Connector {
-    /// Checks the URL and builds the TLS configuration for `wss://`.
-    pub(crate) fn new(url: &str, tls: &TlsOptions, timeout: Duration) -> Result<Connector, Error> {
+    /// Checks every URL and builds the TLS configuration for `wss://` ones.
+    pub(crate) fn new(
+        urls: &[String],
+        tls: &TlsOptions,
+        timeout: Duration,
+    ) -> Result<Connector, Error> {
+        if urls.is_empty() {
+            return Err(Error::InvalidArgument("no server URL given".into()));
+        }
+        let targets = urls
+            .iter()
+            .map(|url| Target::new(url, tls))
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.iter().all(|t| t.tls.is_none())
+            && (!tls.extra_roots_pem.is_empty() || tls.accept_invalid_certificates)
+        {
+            return Err(Error::InvalidArgument(
+                "TLS options given for a ws:// (plain) URL".into(),
+            ));
+        }
+        Ok(Connector { targets, timeout })
+    }
+
+    /// How many servers the session may try.
+    pub(crate) fn targets(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Opens a connection to server number `target` (modulo the number of servers) and reads
+    /// the server's answer from the upgrade response.
+    pub(crate) async fn connect(
+        &self,
+        request: &SessionRequest,
+        target: usize,
+    ) -> Result<(Ws, SessionAccepted), Failure> {
+        let t = &self.targets[target % self.targets.len()];
+        match tokio::time::timeout(self.timeout, t.connect(request)).await {
+            Ok(result) => result,
+            Err(_) => Err((
+                CloseReason::ConnectionError,
+                format!("no answer within {:?}", self.timeout),
+            )
+                .into()),
+        }
+    }
+}
+
+impl Target {
+    fn new(url: &str, tls: &TlsOptions) -> Result<Target, Error> {
         let parsed = url::Url::parse(url).map_err(|e| invalid_url(url, e.to_string()))?;
         let secure = match parsed.scheme() {
             "ws" => false,
@@ -82,44 +135,21 @@ impl Connector {
             })?;
             Some((tls_connector(tls)?, name))
         } else {
-            if !tls.extra_roots_pem.is_empty() || tls.accept_invalid_certificates {
-                return Err(Error::InvalidArgument(
-                    "TLS options given for a ws:// (plain) URL".into(),
-                ));
-            }
             None
         };
         let path = match parsed.query() {
             Some(q) => format!("{}?{q}", parsed.path()),
             None => parsed.path().to_owned(),
         };
-        Ok(Connector {
+        Ok(Target {
             path,
             host,
             port,
             tls,
-            timeout,
         })
     }
 
-    /// Opens a connection and reads the server's answer from the upgrade response.
-    pub(crate) async fn connect(
-        &self,
-        request: &SessionRequest,
-    ) -> Result<(Ws, SessionAccepted), Failure> {
-        match tokio::time::timeout(self.timeout, self.connect_inner(request)).await {
-            Ok(result) => result,
-            Err(_) => Err((
-                CloseReason::ConnectionError,
-                format!("no answer within {:?}", self.timeout),
-            )),
-        }
-    }
-
-    async fn connect_inner(
-        &self,
-        request: &SessionRequest,
-    ) -> Result<(Ws, SessionAccepted), Failure> {
+    async fn connect(&self, request: &SessionRequest) -> Result<(Ws, SessionAccepted), Failure> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| (CloseReason::ConnectionError, e.to_string()))?;
@@ -147,7 +177,11 @@ impl Connector {
             } else {
                 response.body.clone()
             };
-            return Err((reason, message));
+            return Err(Failure {
+                reason,
+                message,
+                retry_after: tether_protocol::handshake::retry_after(|name| response.header(name)),
+            });
         }
         let expected_accept = derive_accept_key(key.as_bytes());
         let upgraded = response
@@ -158,7 +192,8 @@ impl Connector {
             return Err((
                 CloseReason::HandshakeError,
                 "not a valid WebSocket upgrade response".into(),
-            ));
+            )
+                .into());
         }
         let accepted = SessionAccepted::from_headers(|name| response.header(name))
             .map_err(|e| (e.reason(), format!("bad upgrade response: {e}")))?;
@@ -228,7 +263,8 @@ async fn read_response(stream: &mut Box<dyn Io>) -> Result<(Response, Vec<u8>), 
             return Err((
                 CloseReason::ConnectionError,
                 "connection closed during the upgrade".into(),
-            ));
+            )
+                .into());
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -254,13 +290,15 @@ async fn read_response(stream: &mut Box<dyn Io>) -> Result<(Response, Vec<u8>), 
                 return Err((
                     CloseReason::HandshakeError,
                     "upgrade response head too large".into(),
-                ));
+                )
+                    .into());
             }
             Err(e) => {
                 return Err((
                     CloseReason::HandshakeError,
                     format!("malformed upgrade response: {e}"),
-                ));
+                )
+                    .into());
             }
         }
     };
@@ -399,15 +437,31 @@ pub(crate) fn check_request(request: &SessionRequest) -> Result<(), Error> {
     Ok(())
 }
 
-/// A failed connection attempt: the typed reason and details.
-pub(crate) type Failure = (CloseReason, String);
+/// A failed connection attempt: the typed reason, details, and the server's hint of when to
+/// try again (a `503` with `Retry-After`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) reason: CloseReason,
+    pub(crate) message: String,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl From<(CloseReason, String)> for Failure {
+    fn from((reason, message): (CloseReason, String)) -> Failure {
+        Failure {
+            reason,
+            message,
+            retry_after: None,
+        }
+    }
+}
 
 fn classify_tls(e: std::io::Error) -> Failure {
     // rustls reports its own errors (bad certificate, protocol) as InvalidData.
     if e.kind() == std::io::ErrorKind::InvalidData {
-        (CloseReason::HandshakeError, format!("TLS: {e}"))
+        (CloseReason::HandshakeError, format!("TLS: {e}")).into()
     } else {
-        (CloseReason::ConnectionError, format!("TLS: {e}"))
+        (CloseReason::ConnectionError, format!("TLS: {e}")).into()
     }
 }
 

@@ -26,7 +26,7 @@ use tether_protocol::{
 };
 
 use crate::Error;
-use crate::connect::{self, Connector, TlsOptions, Ws};
+use crate::connect::{self, Connector, Failure, TlsOptions, Ws};
 use crate::runtime;
 use crate::strategy::{
     AttemptInfo, Decision, ReconnectionAttempt, ReconnectionStrategy, Timer, default_strategy,
@@ -135,7 +135,7 @@ impl Timer for RuntimeTimer {
 /// # Ok(()) }
 /// ```
 pub struct SessionBuilder {
-    url: String,
+    urls: Vec<String>,
     principal: Option<String>,
     credentials: Option<String>,
     reconnect_timeout: Duration,
@@ -151,7 +151,7 @@ pub struct SessionBuilder {
 impl SessionBuilder {
     fn new(url: &str) -> Self {
         SessionBuilder {
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
             principal: None,
             credentials: None,
             reconnect_timeout: Duration::from_secs(60),
@@ -176,6 +176,16 @@ impl SessionBuilder {
     /// the path can read and change the session. Never enable it in production.
     pub fn danger_accept_invalid_certificates(mut self, accept: bool) -> Self {
         self.tls.accept_invalid_certificates = accept;
+        self
+    }
+
+    /// Another server to try when the first does not answer: `open` tries the URLs in order
+    /// until one answers, and reconnection attempts rotate through them (an attempt after a
+    /// server asked the session to go away starts with the next one). May be called several
+    /// times; all URLs must serve the same sessions (one server restarted in place, or the
+    /// nodes of one cluster).
+    pub fn fallback_url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
         self
     }
 
@@ -269,7 +279,7 @@ impl SessionBuilder {
                 "connect timeout must be greater than zero".into(),
             ));
         }
-        let connector = Connector::new(&self.url, &self.tls, self.connect_timeout)?;
+        let connector = Connector::new(&self.urls, &self.tls, self.connect_timeout)?;
         if self.principal.is_none() && self.credentials.is_some() {
             return Err(Error::InvalidArgument(
                 "credentials given without a principal".into(),
@@ -303,9 +313,28 @@ async fn open_on_runtime(
     handle: tokio::runtime::Handle,
 ) -> Result<Session, Error> {
     let callbacks = Callbacks::new(&handle);
-    let (ws, accepted) = match connector.connect(&request).await {
-        Ok(ok) => ok,
-        Err((reason, message)) => {
+    // The first server that answers wins.
+    let mut opened = None;
+    let mut failure = None;
+    for target in 0..connector.targets() {
+        match connector.connect(&request, target).await {
+            Ok(ok) => {
+                opened = Some((ok, target));
+                break;
+            }
+            Err(f) => {
+                debug!(target, reason = %f.reason, message = %f.message, "cannot open on this server");
+                failure = Some(f);
+            }
+        }
+    }
+    let ((ws, accepted), target) = match opened {
+        Some(ok) => ok,
+        None => {
+            let (reason, message) = failure.map_or(
+                (CloseReason::ConnectionError, "no server URL".to_string()),
+                |f| (f.reason, f.message),
+            );
             let change = StateChange {
                 old: SessionState::Connecting,
                 new: SessionState::closed_for(reason),
@@ -333,6 +362,7 @@ async fn open_on_runtime(
     let inner = Arc::new(SessionInner {
         id: accepted.session,
         connector,
+        target: std::sync::atomic::AtomicUsize::new(target),
         strategy: b.strategy,
         close_timeout: b.close_timeout,
         handle: handle.clone(),
@@ -414,6 +444,8 @@ struct Shared {
 pub(crate) struct SessionInner {
     id: SessionId,
     connector: Connector,
+    /// The server (index in the connector's URLs) of the current or last connection.
+    target: std::sync::atomic::AtomicUsize,
     strategy: Arc<dyn ReconnectionStrategy>,
     close_timeout: Duration,
     handle: tokio::runtime::Handle,
@@ -548,6 +580,14 @@ impl SessionInner {
                     info!(session = %self.id, %reason, %message, "closed by the server");
                     end.get_or_insert(ConnEnd::Fatal(reason));
                 }
+                ClientEvent::GoAway {
+                    reason,
+                    retry_after,
+                    message,
+                } => {
+                    info!(session = %self.id, %reason, retry_after_ms = retry_after.as_millis() as u64, %message, "the server is going away");
+                    end.get_or_insert(ConnEnd::Lost(reason, Some(retry_after)));
+                }
             }
         }
         freed
@@ -586,7 +626,7 @@ fn fault_end(fault: ConnectionFault) -> ConnEnd {
     let reason = fault.reason();
     warn!(%fault, "connection fault");
     if reason.allows_reconnect() {
-        ConnEnd::Lost(reason)
+        ConnEnd::Lost(reason, None)
     } else {
         ConnEnd::Fatal(reason)
     }
@@ -656,8 +696,8 @@ fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
 
 /// How a connection ended.
 enum ConnEnd {
-    /// Lost; the session may resume.
-    Lost(CloseReason),
+    /// Lost; the session may resume (after the server's hint, if it gave one).
+    Lost(CloseReason, Option<Duration>),
     /// The session must close for this reason.
     Fatal(CloseReason),
     /// The application closed the session.
@@ -670,10 +710,10 @@ async fn drive(inner: Arc<SessionInner>, first: Ws) {
     let reason = loop {
         let end = run_connection(&inner, ws, &mut close_rx).await;
         lock(&inner.shared).proto.disconnected();
-        let reason = match end {
+        let (reason, hint) = match end {
             ConnEnd::ClosedByClient => break CloseReason::ClosedByClient,
             ConnEnd::Fatal(r) => break r,
-            ConnEnd::Lost(r) => r,
+            ConnEnd::Lost(r, hint) => (r, hint),
         };
         if *close_rx.borrow() {
             break CloseReason::ClosedByClient;
@@ -685,7 +725,7 @@ async fn drive(inner: Arc<SessionInner>, first: Ws) {
         }
         info!(session = %inner.id, %reason, "connection lost; recovering");
         inner.transition(SessionState::RecoveringReconnect, Some(reason));
-        match recover(&inner, reason, timeout, &mut close_rx).await {
+        match recover(&inner, reason, hint, timeout, &mut close_rx).await {
             Ok(next) => {
                 ws = next;
                 inner.transition(SessionState::ConnectedActive, None);
@@ -724,7 +764,7 @@ async fn run_connection(
                 }
                 return match end {
                     Ok(WriterEnd::Fault(f)) => fault_end(f),
-                    Ok(WriterEnd::Io) | Err(_) => ConnEnd::Lost(CloseReason::TransportError),
+                    Ok(WriterEnd::Io) | Err(_) => ConnEnd::Lost(CloseReason::TransportError, None),
                 };
             }
             changed = close_rx.changed(), if !closing => {
@@ -750,14 +790,14 @@ async fn run_connection(
                         Some(Ok(Message::Binary(b))) => batch.push(b),
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                         Some(Ok(Message::Text(_))) => {
-                            end = Some(ConnEnd::Lost(CloseReason::TransportError));
+                            end = Some(ConnEnd::Lost(CloseReason::TransportError, None));
                             break;
                         }
                         Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                             end = Some(if closing {
                                 ConnEnd::ClosedByClient
                             } else {
-                                ConnEnd::Lost(CloseReason::TransportError)
+                                ConnEnd::Lost(CloseReason::TransportError, None)
                             });
                             break;
                         }
@@ -847,6 +887,7 @@ fn attempt_failure_is_final(reason: CloseReason) -> bool {
 async fn recover(
     inner: &Arc<SessionInner>,
     first_reason: CloseReason,
+    first_hint: Option<Duration>,
     timeout: Duration,
     close_rx: &mut watch::Receiver<bool>,
 ) -> Result<Ws, CloseReason> {
@@ -854,7 +895,14 @@ async fn recover(
     let deadline = started + timeout;
     let mut number = 1u32;
     let mut last_reason = first_reason;
+    let mut last_hint = first_hint;
     let timer: Arc<dyn Timer> = Arc::new(RuntimeTimer(inner.handle.clone()));
+    // With several servers, the first attempt goes back to the last one, unless it asked the
+    // session to go away; then every attempt tries the next.
+    let mut target = inner.target.load(std::sync::atomic::Ordering::Relaxed);
+    if going_elsewhere(first_reason) {
+        target += 1;
+    }
     loop {
         let now = tokio::time::Instant::now();
         let info = AttemptInfo {
@@ -862,6 +910,7 @@ async fn recover(
             elapsed: now - started,
             remaining: deadline.saturating_duration_since(now),
             last_reason,
+            retry_after: last_hint,
         };
         let (tx, rx) = oneshot::channel();
         let attempt = ReconnectionAttempt::new(info.clone(), tx, timer.clone());
@@ -901,13 +950,17 @@ async fn recover(
             }
         };
         let result = tokio::select! {
-            r = tokio::time::timeout_at(deadline, inner.connector.connect(&request)) => r,
+            r = tokio::time::timeout_at(deadline, inner.connector.connect(&request, target)) => r,
             _ = close_rx.wait_for(|c| *c) => return Err(CloseReason::ClosedByClient),
         };
         let failure = match result {
             Err(_) => return Err(CloseReason::ReconnectTimeout),
             Ok(Ok((ws, accepted))) => match resumed(inner, &accepted) {
                 Ok(()) => {
+                    inner.target.store(
+                        target % inner.connector.targets(),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     let strategy = inner.strategy.clone();
                     let done = AttemptInfo {
                         elapsed: started.elapsed(),
@@ -921,7 +974,11 @@ async fn recover(
             },
             Ok(Err(failure)) => failure,
         };
-        let (reason, message) = failure;
+        let Failure {
+            reason,
+            message,
+            retry_after,
+        } = failure;
         info!(session = %inner.id, attempt = number, %reason, %message, "reconnection attempt failed");
         if attempt_failure_is_final(reason) {
             return Err(reason);
@@ -935,8 +992,18 @@ async fn recover(
             .callbacks
             .post(move || strategy.on_failure(&failed, reason));
         last_reason = reason;
+        last_hint = retry_after;
+        target += 1;
         number += 1;
     }
+}
+
+/// Whether the server asked the session to go elsewhere (try the next URL first).
+fn going_elsewhere(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::ServerDraining | CloseReason::ServerBusy
+    )
 }
 
 fn resumed(inner: &SessionInner, accepted: &SessionAccepted) -> Result<(), CloseReason> {

@@ -33,6 +33,10 @@ pub struct AttemptInfo {
     pub remaining: Duration,
     /// Why the connection was lost (first attempt) or why the previous attempt failed.
     pub last_reason: CloseReason,
+    /// How long the server asked the session to wait before trying again, when it did (it is
+    /// going away: `server_draining`; or it is busy: `server_busy`). The built-in strategies
+    /// wait at least this long, spread with jitter (see [`honour_retry_after`]).
+    pub retry_after: Option<Duration>,
 }
 
 /// What the strategy decided.
@@ -154,6 +158,10 @@ impl ReconnectionAttempt {
     pub fn last_reason(&self) -> CloseReason {
         self.inner.info.last_reason
     }
+    /// The server's hint of how long to wait (with `server_draining` or `server_busy`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.info.retry_after
+    }
 }
 
 /// Decides when a session in `RECOVERING_RECONNECT` tries again.
@@ -187,9 +195,26 @@ pub trait DelayStrategy: Send + Sync + 'static {
     fn reset(&self) {}
 }
 
-/// Carries out a [`DelayStrategy`]'s decision for one attempt.
+/// The delay a strategy chose, made to respect the server's retry-after hint: at least the
+/// hint, plus a uniform random share of it, so that the thousands of sessions a draining
+/// server sends away come back spread over `[hint, 2 × hint)` rather than in one millisecond.
+pub fn honour_retry_after(delay: Duration, info: &AttemptInfo) -> Duration {
+    match info.retry_after {
+        Some(hint) if !hint.is_zero() => {
+            let spread = hint.mul_f64(1.0 + rand::rng().random::<f64>());
+            delay.max(spread)
+        }
+        _ => delay,
+    }
+}
+
+/// Carries out a [`DelayStrategy`]'s decision for one attempt (respecting the server's
+/// retry-after hint: see [`honour_retry_after`]).
 pub fn apply_delay(strategy: &dyn DelayStrategy, attempt: ReconnectionAttempt) {
-    match strategy.next_delay(attempt.info()) {
+    match strategy
+        .next_delay(attempt.info())
+        .map(|d| honour_retry_after(d, attempt.info()))
+    {
         Some(d) if d.is_zero() => {
             attempt.start();
         }

@@ -43,6 +43,9 @@ use crate::strategy::{AttemptInfo, Decision, ReconnectionAttempt, ReconnectionSt
 pub enum Outcome {
     /// The attempt fails for this reason (the strategy is called again if time remains).
     Fail(CloseReason),
+    /// The server refuses the attempt for this reason and asks to be retried after the
+    /// duration (`503` with `Retry-After`).
+    RetryAfter(CloseReason, Duration),
     /// The attempt succeeds.
     Succeed,
 }
@@ -159,6 +162,7 @@ pub struct StrategyHarness {
     timeout: Duration,
     clock: VirtualClock,
     first_reason: CloseReason,
+    first_hint: Option<Duration>,
 }
 
 impl StrategyHarness {
@@ -169,12 +173,21 @@ impl StrategyHarness {
             timeout: reconnect_timeout,
             clock: VirtualClock::default(),
             first_reason: CloseReason::TransportError,
+            first_hint: None,
         }
     }
 
     /// The reason the (virtual) connection was lost; `transport_error` by default.
     pub fn disconnected_because(mut self, reason: CloseReason) -> Self {
         self.first_reason = reason;
+        self
+    }
+
+    /// The server sent the session away (`reason`, e.g. `server_draining`) asking it to come
+    /// back after `retry_after`.
+    pub fn sent_away(mut self, reason: CloseReason, retry_after: Duration) -> Self {
+        self.first_reason = reason;
+        self.first_hint = Some(retry_after);
         self
     }
 
@@ -197,6 +210,7 @@ impl StrategyHarness {
         };
         let mut number = 1;
         let mut last_reason = self.first_reason;
+        let mut last_hint = self.first_hint;
         let start = self.clock.now();
         let deadline = start + self.timeout;
         loop {
@@ -206,6 +220,7 @@ impl StrategyHarness {
                 elapsed: called_at - start,
                 remaining: deadline.saturating_sub(called_at),
                 last_reason,
+                retry_after: last_hint,
             };
             let (tx, mut rx) = oneshot::channel();
             let timer: Arc<dyn Timer> = Arc::new(self.clock.clone());
@@ -245,14 +260,19 @@ impl StrategyHarness {
                         remaining: deadline.saturating_sub(now),
                         ..info
                     };
-                    match outcomes.next().unwrap_or(Outcome::Succeed) {
+                    let outcome = outcomes.next().unwrap_or(Outcome::Succeed);
+                    let outcome_hint = match outcome {
+                        Outcome::RetryAfter(_, h) => Some(h),
+                        _ => None,
+                    };
+                    match outcome {
                         Outcome::Succeed => {
                             report.successes += 1;
                             self.strategy.on_success(&info);
                             report.end = End::Reconnected;
                             break;
                         }
-                        Outcome::Fail(reason) => {
+                        Outcome::Fail(reason) | Outcome::RetryAfter(reason, _) => {
                             report.failures += 1;
                             self.strategy.on_failure(&info, reason);
                             if !reason.allows_reconnect() {
@@ -260,6 +280,7 @@ impl StrategyHarness {
                                 break;
                             }
                             last_reason = reason;
+                            last_hint = outcome_hint;
                             number += 1;
                         }
                     }

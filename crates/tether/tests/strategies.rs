@@ -188,3 +188,49 @@ fn a_final_failure_ends_recovery_and_abort_immediately_aborts() {
     let report = StrategyHarness::new(Arc::new(AbortImmediately), MS(1000)).run([]);
     assert_eq!((report.end, report.attempts.len()), (End::Aborted, 0));
 }
+
+#[test]
+fn a_server_retry_after_hint_is_honoured_and_spread_by_the_built_ins() {
+    // 10,000 sessions a draining server sent away must not all come back in one millisecond:
+    // each waits at least the hint, spread over [hint, 2 × hint).
+    let hint = MS(1000);
+    let mut firsts = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let report = StrategyHarness::new(tether::strategy::default_strategy(), MS(60_000))
+            .sent_away(CloseReason::ServerDraining, hint)
+            .run([]);
+        assert_eq!(report.end, End::Reconnected);
+        let first = report.attempts[0].delay;
+        assert!(first >= hint && first < hint * 2, "{first:?}");
+        firsts.insert(first);
+    }
+    assert!(firsts.len() > 10, "the returns are spread: {firsts:?}");
+    // A busy server's hint on a failed attempt counts the same way, with any built-in.
+    let report = StrategyHarness::new(ConstantDelay::new(MS(10)).into_strategy(), MS(60_000))
+        .run([Outcome::RetryAfter(CloseReason::ServerBusy, MS(500))]);
+    assert_eq!(report.end, End::Reconnected);
+    assert_eq!(
+        report.attempts[0].delay,
+        MS(10),
+        "no hint for the first attempt"
+    );
+    let second = report.attempts[1].delay;
+    assert!(second >= MS(500) && second < MS(1000), "{second:?}");
+}
+
+#[test]
+fn a_strategy_sees_the_reason_and_the_hint() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let strategy = move |attempt: ReconnectionAttempt| {
+        *record.lock().expect("seen") = Some((attempt.last_reason(), attempt.retry_after()));
+        attempt.start();
+    };
+    StrategyHarness::new(Arc::new(strategy), MS(5000))
+        .sent_away(CloseReason::ServerDraining, MS(750))
+        .run([]);
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        Some((CloseReason::ServerDraining, Some(MS(750))))
+    );
+}

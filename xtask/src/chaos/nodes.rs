@@ -284,6 +284,23 @@ pub(crate) async fn run(
     let same_session = session.session_id() == id
         && session.wait_for_state(SessionState::ConnectedActive).await
             == SessionState::ConnectedActive;
+    if !same_session {
+        eprintln!(
+            "the session ended: {:?} (producer {:?}, observer {:?})",
+            session.close_reason(),
+            producer.close_reason(),
+            observer.close_reason()
+        );
+        let cluster = cluster.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = id.to_string();
+        for (i, slot) in cluster.nodes.iter().enumerate() {
+            if let Some(node) = &slot.node {
+                for line in node.log().lines().filter(|l| l.contains(&wanted)) {
+                    eprintln!("node {i}: {line}");
+                }
+            }
+        }
+    }
     session.close().await;
     observer.close().await;
     producer.close().await;

@@ -26,6 +26,23 @@ struct Cli {
     /// `[store] url`.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// With the memory store: where a drain (SIGTERM) saves sessions and topics, and where the
+    /// next start reads them back. Overrides `state_dir`.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Keepalive period announced to clients, in ms. Overrides `ping_period_ms`.
+    #[arg(long, value_name = "MS")]
+    ping_ms: Option<u64>,
+    /// Longest a disconnected session is kept, in ms. Overrides `max_reconnect_timeout_ms`.
+    #[arg(long, value_name = "MS")]
+    retention_ms: Option<u64>,
+    /// How long SIGTERM's drain waits for sessions to leave, in ms. Overrides
+    /// `[drain] grace_ms`.
+    #[arg(long, value_name = "MS")]
+    drain_grace_ms: Option<u64>,
+    /// With `--dev`: also accept anonymous sessions, with every permission.
+    #[arg(long, requires = "dev")]
+    anonymous: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -95,11 +112,29 @@ fn main() -> ExitCode {
     }
     if let Some(store) = cli.store {
         config.store.url = store;
-        if let Err(e) = config.validate() {
-            eprintln!("error: --store: {e}");
-            return ExitCode::from(2);
-        }
     }
+    if let Some(dir) = cli.state_dir {
+        config.state_dir = Some(dir);
+    }
+    if let Some(ms) = cli.ping_ms {
+        config.ping_period_ms = ms;
+    }
+    if let Some(ms) = cli.retention_ms {
+        config.max_reconnect_timeout_ms = ms;
+    }
+    if let Some(ms) = cli.drain_grace_ms {
+        config.drain.grace_ms = ms;
+    }
+    if cli.anonymous {
+        config.anonymous.enabled = true;
+        config.anonymous.subscribe = vec!["**".into()];
+        config.anonymous.publish = vec!["**".into()];
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let grace = Duration::from_millis(config.drain.grace_ms);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -124,8 +159,15 @@ fn main() -> ExitCode {
             None => println!("{{\"listen\":\"{}\"}}", server.local_addr()),
         }
         wait_for_signal().await;
-        server.shutdown(Duration::from_secs(5)).await;
-        ExitCode::SUCCESS
+        // A restart or a deploy, not the end of the sessions: they are sent elsewhere (or
+        // saved for the next start), with nothing applied left unconfirmed.
+        match server.drain(grace).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 

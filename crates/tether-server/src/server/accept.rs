@@ -105,6 +105,7 @@ pub(super) async fn upgrade(
             &mut stream,
             CloseReason::LimitExceeded,
             "too many connection attempts from this address",
+            None,
         )
         .await;
         return None;
@@ -118,9 +119,22 @@ pub(super) async fn upgrade(
         Err(UpgradeError::Refuse(reason, message)) => {
             debug!(%peer, %reason, %message, "upgrade refused");
             shared.metrics.refused(reason);
-            write_refusal(&mut stream, reason, &message).await;
+            write_refusal(&mut stream, reason, &message, None).await;
             return None;
         }
+    };
+    // Opens and resumes in progress are bounded: past the bound, the client is told to come
+    // back later rather than kept waiting.
+    let Some(_upgrading) = UpgradeSlot::take(shared) else {
+        shared
+            .refuse_with_hint(
+                &mut stream,
+                peer,
+                CloseReason::ServerBusy,
+                "too many opens and resumes in progress; try again shortly",
+            )
+            .await;
+        return None;
     };
     let parsed = SessionRequest::from_headers(|name| request.headers.get(name).map(String::as_str));
     let admitted = match parsed {
@@ -145,9 +159,9 @@ pub(super) async fn upgrade(
     let admitted = match admitted {
         Ok(a) => a,
         Err((reason, message)) => {
-            info!(%peer, %reason, %message, "session refused");
-            shared.metrics.refused(reason);
-            write_refusal(&mut stream, reason, &message).await;
+            shared
+                .refuse_with_hint(&mut stream, peer, reason, &message)
+                .await;
             return None;
         }
     };
@@ -187,5 +201,49 @@ impl Shared {
         } else {
             false
         }
+    }
+}
+
+/// One open or resume in progress, counted against `limits.max_pending_upgrades`.
+pub(super) struct UpgradeSlot<'a>(&'a Shared);
+
+impl<'a> UpgradeSlot<'a> {
+    fn take(shared: &'a Shared) -> Option<UpgradeSlot<'a>> {
+        let limit = shared.config.limits.max_pending_upgrades;
+        let before = shared.upgrading.fetch_add(1, Ordering::SeqCst);
+        if before >= limit {
+            shared.upgrading.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(UpgradeSlot(shared))
+    }
+}
+
+impl Drop for UpgradeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.upgrading.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Shared {
+    /// Refuses an open or resume; a server that is draining or busy adds its retry-after hint.
+    pub(super) async fn refuse_with_hint(
+        &self,
+        stream: &mut BoxIo,
+        peer: SocketAddr,
+        reason: CloseReason,
+        message: &str,
+    ) {
+        info!(%peer, %reason, %message, "session refused");
+        self.metrics.refused(reason);
+        let hint = matches!(
+            reason,
+            CloseReason::ServerDraining | CloseReason::ServerBusy
+        )
+        .then(|| self.config.retry_after());
+        if hint.is_some() {
+            self.metrics.retry_afters.inc();
+        }
+        write_refusal(stream, reason, message, hint).await;
     }
 }

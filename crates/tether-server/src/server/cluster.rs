@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -27,7 +26,8 @@ use tether_protocol::handshake::SessionAccepted;
 use tether_protocol::server::{ServerRequest, ServerSession};
 use tether_protocol::topic::validate_topic;
 use tether_protocol::{
-    CloseReason, Position, RequestError, RequestErrorKind, ResumeToken, Selector, SessionId, Update,
+    CloseReason, Position, RequestError, RequestErrorKind, ResumeToken, ResumeTokens, Selector,
+    SessionId, Update,
 };
 
 use crate::store::redis::RedisStore;
@@ -378,6 +378,10 @@ impl Shared {
             if inner.generation != generation {
                 return Handled::Superseded;
             }
+            if inner.closing && frame.is_sequenced() {
+                // Sent away: left unread, unapplied (see the memory dispatch).
+                return Handled::Closed;
+            }
             let fence = Fence {
                 session: slot.id,
                 generation: inner.store_gen,
@@ -444,9 +448,18 @@ impl Shared {
                 Handled::Continue
             }
             Err(StoreError::Fenced) => {
-                info!(session = %slot.id, "the session was resumed on another node; letting go");
-                self.free(slot, "resumed elsewhere", Release::Keep);
-                Handled::Closed
+                // A newer owner: a resume on this node (its connection superseded this one) or
+                // on another (then this node lets the session go).
+                let elsewhere = {
+                    let inner = lock(&slot.inner);
+                    inner.generation == generation && inner.store_gen == fence.generation
+                };
+                if elsewhere {
+                    info!(session = %slot.id, "the session was resumed on another node; letting go");
+                    self.free(slot, "resumed elsewhere", Release::Keep);
+                    return Handled::Closed;
+                }
+                Handled::Superseded
             }
             Err(e) => {
                 // Unknown fate: no ack covers the request; the client resumes (here or on
@@ -629,7 +642,7 @@ impl Shared {
     ) -> Result<(), (CloseReason, String)> {
         let record = SessionRecord {
             principal: slot.principal.clone(),
-            token: token.clone(),
+            tokens: ResumeTokens::new(token.clone()),
             reconnect_timeout,
             generation: 1,
             applied: 0,
@@ -670,7 +683,7 @@ impl Shared {
             }
             return Err(self.tombstone_or(id, token, unknown()));
         };
-        if !bool::from(record.token.as_bytes().ct_eq(token.as_bytes())) {
+        if !record.tokens.accepts(token) {
             warn!(session = %id, "resume refused: unknown session or wrong token");
             return Err(unknown());
         }
@@ -686,6 +699,7 @@ impl Shared {
             .claim(
                 id,
                 record.generation,
+                token,
                 &new_token,
                 confirmed,
                 connected_ttl(record.reconnect_timeout),
@@ -705,19 +719,33 @@ impl Shared {
             let held = lock(&slot.inner).store_gen;
             if held == record.generation {
                 // This node owned it last: its buffers replay exactly.
-                return self.resume_local(
+                match self.resume_local(
                     &slot,
-                    None,
+                    token,
+                    true,
                     received,
-                    new_token,
+                    new_token.clone(),
                     Some((generation, record.applied)),
-                );
+                ) {
+                    // Let go meanwhile (an older connection learnt it was fenced): the claim
+                    // holds, so the session is rebuilt from the store below.
+                    Err((CloseReason::UnknownSession, _)) => {}
+                    done => return done,
+                }
+            } else {
+                // Another node had it since: what this node holds is stale.
+                self.free(&slot, "resumed elsewhere since", Release::Keep);
             }
-            // Another node had it since: what this node holds is stale.
-            self.free(&slot, "resumed elsewhere since", Release::Keep);
         }
         self.continue_session(
-            cluster, id, record, generation, new_token, received, positions, confirmed,
+            cluster,
+            id,
+            record,
+            generation,
+            ResumeTokens::from_parts(new_token, Some(token.clone())),
+            received,
+            positions,
+            confirmed,
         )
         .await
     }
@@ -734,7 +762,7 @@ impl Shared {
         let (record, timeout) = {
             let topics = lock(&self.topics);
             let inner = lock(&slot.inner);
-            if inner.closed || !bool::from(inner.token.as_bytes().ct_eq(token.as_bytes())) {
+            if inner.closed || !inner.tokens.accepts(token) {
                 return Err((
                     CloseReason::UnknownSession,
                     format!("no session {} to resume", slot.id),
@@ -743,7 +771,7 @@ impl Shared {
             let from = Cursor(topics.log.heads.clone());
             let record = SessionRecord {
                 principal: slot.principal.clone(),
-                token: inner.token.clone(),
+                tokens: inner.tokens.clone(),
                 reconnect_timeout: inner.reconnect_timeout,
                 generation: inner.store_gen + 1,
                 applied: inner.proto.applied(),
@@ -764,7 +792,7 @@ impl Shared {
         warn!(session = %slot.id, "the store lost this session's record; registering it again");
         let new_token = ResumeToken::from_bytes(random_bytes());
         let record = SessionRecord {
-            token: new_token.clone(),
+            tokens: ResumeTokens::from_parts(new_token.clone(), Some(token.clone())),
             ..record
         };
         cluster
@@ -782,7 +810,8 @@ impl Shared {
         }
         self.resume_local(
             slot,
-            None,
+            token,
+            true,
             received,
             new_token,
             Some((record.generation, record.applied)),
@@ -798,7 +827,7 @@ impl Shared {
         id: SessionId,
         record: SessionRecord,
         store_gen: u64,
-        token: ResumeToken,
+        tokens: ResumeTokens,
         received: u64,
         positions: &[Position],
         confirmed: u64,
@@ -828,7 +857,7 @@ impl Shared {
             perms,
             inner: Mutex::new(SlotInner {
                 proto: ServerSession::new(self.config.buffer_limits(), self.config.ping_period()),
-                token: token.clone(),
+                tokens: tokens.clone(),
                 subscriptions: subs.iter().map(|(s, _)| s.clone()).collect(),
                 generation: 1,
                 connected: false,
@@ -932,7 +961,7 @@ impl Shared {
         info!(session = %id, gaps = gaps.len(), "session continued from another node");
         let accepted = SessionAccepted {
             session: id,
-            token,
+            token: tokens.current().clone(),
             reconnect_timeout: record.reconnect_timeout,
             ping_period: self.config.ping_period(),
             received: record.applied,

@@ -45,11 +45,13 @@ pub(super) async fn run_connection(
         end = &mut reader => {
             match end {
                 ReaderEnd::Closed => {
-                    // Give the writer a moment to send the close frame.
+                    // Give the writer a moment to send the close (or go-away) frame.
                     slot.notify.notify_one();
                     if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
                         writer.abort();
                     }
+                    // A session sent away lives on, waiting for its resume.
+                    shared.connection_lost(&slot, generation);
                 }
                 ReaderEnd::Lost(reason) => {
                     writer.abort();

@@ -48,6 +48,11 @@ impl Shared {
         if inner.generation != generation {
             return Handled::Superseded;
         }
+        if inner.closing {
+            // Sent away or closing: requests from now on are left unread, unapplied; the
+            // client sends them again once reconnected.
+            return Handled::Closed;
+        }
         let deadline_before = inner.proto.poll_timeout();
         let request = match inner.proto.handle_decoded(now, frame) {
             Ok(Some(r)) => r,

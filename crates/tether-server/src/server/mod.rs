@@ -32,8 +32,11 @@ mod accept;
 mod cluster;
 mod connection;
 mod dispatch;
+mod drain;
 mod fanout;
 mod table;
+
+pub use drain::DrainReport;
 
 use accept::{Admitted, accept_loop};
 use cluster::{Cluster, LogState, Release};
@@ -63,6 +66,9 @@ pub enum ServerError {
     /// The shared store could not be reached or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The state saved by the last drain could not be loaded.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// A publish made through [`Server::publish`] was refused.
@@ -121,6 +127,10 @@ pub(crate) struct Shared {
     connections_done: Notify,
     /// With a shared store: the cluster side of this node.
     cluster: Option<Cluster>,
+    /// A drain has begun: opens and resumes are refused with `server_draining`.
+    draining: AtomicBool,
+    /// Opens and resumes in progress (bounded by `limits.max_pending_upgrades`).
+    upgrading: AtomicUsize,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
@@ -224,7 +234,17 @@ impl Server {
             connections: AtomicUsize::new(0),
             connections_done: Notify::new(),
             cluster,
+            draining: AtomicBool::new(false),
+            upgrading: AtomicUsize::new(0),
         });
+        if let Some(dir) = shared.config.state_dir.clone()
+            && shared.cluster.is_none()
+            && let Some(saved) = crate::state::load(&dir)?
+        {
+            let n = shared.restore(saved);
+            crate::state::remove(&dir)?;
+            info!(sessions = n, dir = %dir.display(), "sessions and topics restored from the last drain");
+        }
         if let Some(cluster) = &shared.cluster {
             cluster.start(&shared);
         }
@@ -329,18 +349,24 @@ impl Server {
         }
     }
 
-    /// Stops accepting, closes every session (reason closed by server) and waits up to
-    /// `grace` for the connections to drain.
-    pub async fn shutdown(self, grace: Duration) {
+    /// Stops the accept loop, the metrics listener and the cluster's tasks.
+    async fn stop_accepting(&self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.stop.notify_one();
-        let _ = self.accept.await;
+        self.accept.abort();
         if let Some((_, task)) = &self.metrics_server {
             task.abort();
         }
         if let Some(cluster) = &self.shared.cluster {
             cluster.stop();
         }
+    }
+
+    /// Stops accepting, closes every session (reason closed by server: the sessions end) and
+    /// waits up to `grace` for the connections to go. To restart without ending sessions, use
+    /// [`Server::drain`].
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop_accepting().await;
         let slots: Vec<Arc<Slot>> = lock(&self.shared.sessions).values().cloned().collect();
         for slot in slots {
             self.shared

@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use tether_protocol::handshake::SessionAccepted;
 use tether_protocol::server::{ResumeOutcome, ServerFault, ServerSession};
-use tether_protocol::{CloseReason, ResumeToken, Selector, SessionId, Update};
+use tether_protocol::{CloseReason, ResumeToken, ResumeTokens, Selector, SessionId, Update};
 
 use crate::auth::{Permissions, verify_password};
 
@@ -51,7 +51,7 @@ pub(super) struct Slot {
 
 pub(super) struct SlotInner {
     pub(super) proto: ServerSession,
-    pub(super) token: ResumeToken,
+    pub(super) tokens: ResumeTokens,
     pub(super) subscriptions: Vec<Selector>,
     /// Bumped by every new connection (and by a kick): a task whose generation is stale stops.
     pub(super) generation: u64,
@@ -75,9 +75,7 @@ impl Shared {
         credentials: Option<String>,
         requested_timeout: Duration,
     ) -> Result<Admitted, (CloseReason, String)> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err((CloseReason::ClosedByServer, "server shutting down".into()));
-        }
+        self.admitting()?;
         let perms = match &principal {
             Some(name) => {
                 let denied = || {
@@ -133,7 +131,7 @@ impl Shared {
             perms,
             inner: Mutex::new(SlotInner {
                 proto,
-                token,
+                tokens: ResumeTokens::new(token),
                 subscriptions: Vec::new(),
                 generation: 1,
                 connected: true,
@@ -174,9 +172,7 @@ impl Shared {
         positions: &[tether_protocol::Position],
         confirmed: u64,
     ) -> Result<Admitted, (CloseReason, String)> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err((CloseReason::ClosedByServer, "server shutting down".into()));
-        }
+        self.admitting()?;
         if let Some(cluster) = &self.cluster {
             return self
                 .resume_clustered(cluster, id, token, received, positions, confirmed)
@@ -192,7 +188,7 @@ impl Shared {
             return Err(self.tombstone_or(id, token, unknown()));
         };
         let rotated = ResumeToken::from_bytes(random_bytes());
-        self.resume_local(&slot, Some(token), received, rotated, None)
+        self.resume_local(&slot, token, false, received, rotated, None)
     }
 
     /// A session the server closed on purpose answers a resume with why, for its retention;
@@ -216,13 +212,14 @@ impl Shared {
         otherwise
     }
 
-    /// Resumes a session this node holds, replaying from its buffers. `token` is checked
-    /// unless the store already did; `store` is the generation just claimed and the record's
-    /// last applied request.
+    /// Resumes a session this node holds, replaying from its buffers. The presented `token` is
+    /// checked unless the store already did (`checked`); `store` is the generation just
+    /// claimed and the record's last applied request.
     pub(super) fn resume_local(
         &self,
         slot: &Arc<Slot>,
-        token: Option<&ResumeToken>,
+        token: &ResumeToken,
+        checked: bool,
         received: u64,
         rotated: ResumeToken,
         store: Option<(u64, u64)>,
@@ -236,7 +233,7 @@ impl Shared {
         };
         let topics = lock(&self.topics);
         let mut inner = lock(&slot.inner);
-        let token_ok = token.is_none_or(|t| bool::from(inner.token.as_bytes().ct_eq(t.as_bytes())));
+        let token_ok = checked || inner.tokens.accepts(token);
         if inner.closed || !token_ok {
             // A wrong token says nothing about whether the session exists.
             warn!(session = %id, "resume refused: unknown session or wrong token");
@@ -264,7 +261,9 @@ impl Shared {
         };
         inner.generation += 1;
         inner.connected = true;
-        inner.token = rotated;
+        // A connection sent away (a drain) is over; this one starts afresh.
+        inner.closing = false;
+        inner.tokens.rotate(token.clone(), rotated);
         self.metrics.resumes.inc();
         self.metrics
             .replayed_frames
@@ -300,7 +299,7 @@ impl Shared {
         }
         let accepted = SessionAccepted {
             session: id,
-            token: inner.token.clone(),
+            token: inner.tokens.current().clone(),
             reconnect_timeout: inner.reconnect_timeout,
             ping_period: self.config.ping_period(),
             received: inner.proto.applied(),
@@ -338,7 +337,7 @@ impl Shared {
                 let mut tombstones = lock(&self.tombstones);
                 let now = tokio::time::Instant::now();
                 tombstones.retain(|_, (_, until)| *until > now);
-                tombstones.insert(slot.id, (inner.token.clone(), expiry));
+                tombstones.insert(slot.id, (inner.tokens.current().clone(), expiry));
             }
         }
         info!(session = %slot.id, %reason, message, "session closed by the server");
@@ -378,6 +377,16 @@ impl Shared {
         }
         self.detach_record(slot, timeout);
         debug!(session = %slot.id, timeout_ms = timeout.as_millis() as u64, "session disconnected; kept for resume");
+        self.expire_after(slot, generation, timeout);
+    }
+
+    /// Frees the session after `timeout` unless a resume (a new generation) came first.
+    pub(super) fn expire_after(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        generation: u64,
+        timeout: Duration,
+    ) {
         let shared = self.clone();
         let slot = slot.clone();
         tokio::spawn(async move {
@@ -427,6 +436,40 @@ impl Shared {
         slot.notify.notify_one();
         self.freed.notify_waiters();
         info!(session = %slot.id, why, "session freed");
+    }
+
+    /// Whether new sessions and resumes are taken: not while shutting down (closed), nor while
+    /// draining (come back later or elsewhere).
+    fn admitting(&self) -> Result<(), (CloseReason, String)> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err((
+                CloseReason::ServerDraining,
+                "server draining: reconnect after the hint, here or elsewhere".into(),
+            ));
+        }
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err((CloseReason::ClosedByServer, "server shutting down".into()));
+        }
+        Ok(())
+    }
+
+    /// Tells a connected session to reconnect after the retry-after hint (to this server once
+    /// it is back, or another): after everything queued for it, an ack that completes every
+    /// request it applied, then `GoAway`; nothing more is read from the connection.
+    pub(super) fn send_away(&self, slot: &Arc<Slot>, message: &str) -> bool {
+        let mut inner = lock(&slot.inner);
+        if !inner.connected || inner.closed || inner.closing {
+            return false;
+        }
+        inner.proto.go_away(
+            CloseReason::ServerDraining,
+            self.config.retry_after(),
+            message,
+        );
+        inner.closing = true;
+        self.metrics.sent_away.inc();
+        slot.notify.notify_one();
+        true
     }
 
     fn release_principal(&self, slot: &Slot) {

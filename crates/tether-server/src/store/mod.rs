@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tether_protocol::{RequestError, ResumeToken, SessionId};
+use tether_protocol::{RequestError, ResumeToken, ResumeTokens, SessionId};
 
 pub(crate) mod redis;
 
@@ -108,7 +108,7 @@ impl Cursor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SessionRecord {
     pub(crate) principal: Option<String>,
-    pub(crate) token: ResumeToken,
+    pub(crate) tokens: ResumeTokens,
     pub(crate) reconnect_timeout: Duration,
     pub(crate) generation: u64,
     /// Last client request carried out.
@@ -187,12 +187,14 @@ pub(crate) trait SessionStore: Send + Sync {
     /// The record, if the store has it.
     fn load(&self, id: SessionId) -> StoreFuture<'_, Option<SessionRecord>>;
     /// Takes the session over: succeeds only if its generation is still `expected`; the new
-    /// generation (returned) fences every older writer. Rejections the client has seen
-    /// (requests up to `confirmed`) are forgotten.
+    /// generation (returned) fences every older writer. `presented` stays valid next to the
+    /// new `token` (see [`ResumeTokens`]). Rejections the client has seen (requests up to
+    /// `confirmed`) are forgotten.
     fn claim<'a>(
         &'a self,
         id: SessionId,
         expected: u64,
+        presented: &'a ResumeToken,
         token: &'a ResumeToken,
         confirmed: u64,
         ttl: Duration,

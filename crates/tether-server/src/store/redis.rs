@@ -25,7 +25,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script, Value};
-use tether_protocol::{RequestError, RequestErrorKind, ResumeToken, SessionId};
+use tether_protocol::{RequestError, RequestErrorKind, ResumeToken, ResumeTokens, SessionId};
 
 use super::{
     Applied, Commit, Cursor, Fence, Head, LogEntry, SessionRecord, SessionStore, StoreError,
@@ -80,7 +80,7 @@ if not g then return -1 end
 if g ~= ARGV[1] then return -2 end
 if redis.call('HGET', KEYS[1], 'closed') == '1' then return -3 end
 local ng = tonumber(g) + 1
-redis.call('HSET', KEYS[1], 'gen', ng, 'token', ARGV[2])
+redis.call('HSET', KEYS[1], 'gen', ng, 'token', ARGV[2], 'prev', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local confirmed = tonumber(ARGV[4])
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -339,6 +339,10 @@ fn parse_record(fields: HashMap<String, String>) -> Result<SessionRecord, StoreE
         .get("token")
         .and_then(|t| ResumeToken::parse(t))
         .ok_or_else(|| corrupt("token"))?;
+    let previous = match fields.get("prev") {
+        Some(p) => Some(ResumeToken::parse(p).ok_or_else(|| corrupt("prev"))?),
+        None => None,
+    };
     let mut subscriptions = Vec::new();
     let mut rejections = Vec::new();
     for (name, value) in &fields {
@@ -358,7 +362,7 @@ fn parse_record(fields: HashMap<String, String>) -> Result<SessionRecord, StoreE
     rejections.sort_by_key(|(seq, _)| *seq);
     Ok(SessionRecord {
         principal: fields.get("principal").cloned(),
-        token,
+        tokens: ResumeTokens::from_parts(token, previous),
         reconnect_timeout: Duration::from_millis(number("timeout")?),
         generation: number("gen")?,
         applied: number("applied")?,
@@ -401,12 +405,15 @@ impl SessionStore for RedisStore {
             let key = session_key(id);
             let mut fields: Vec<(String, String)> = vec![
                 ("gen".into(), record.generation.to_string()),
-                ("token".into(), record.token.to_header_value()),
+                ("token".into(), record.tokens.current().to_header_value()),
                 ("timeout".into(), ms(record.reconnect_timeout).to_string()),
                 ("applied".into(), record.applied.to_string()),
             ];
             if let Some(p) = &record.principal {
                 fields.push(("principal".into(), p.clone()));
+            }
+            if let Some(prev) = record.tokens.previous() {
+                fields.push(("prev".into(), prev.to_header_value()));
             }
             for s in &record.subscriptions {
                 fields.push((
@@ -444,6 +451,7 @@ impl SessionStore for RedisStore {
         &'a self,
         id: SessionId,
         expected: u64,
+        presented: &'a ResumeToken,
         token: &'a ResumeToken,
         confirmed: u64,
         ttl: Duration,
@@ -457,6 +465,7 @@ impl SessionStore for RedisStore {
                 .arg(token.to_header_value())
                 .arg(ms(ttl))
                 .arg(confirmed)
+                .arg(presented.to_header_value())
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| self.unavailable(e))?;

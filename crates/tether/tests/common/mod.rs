@@ -86,6 +86,17 @@ impl Env {
     }
 }
 
+/// A server URL, for tests that took the server out of its [`Env`].
+pub struct Url(pub String);
+
+impl Url {
+    pub fn builder(&self) -> tether::SessionBuilder {
+        tether::Session::builder(&self.0)
+            .principal("control")
+            .password("password")
+    }
+}
+
 /// A listener that records every change.
 #[derive(Clone, Default)]
 pub struct Recorder {
