@@ -28,7 +28,9 @@ export type CloseReason =
   | 'lost_messages'
   | 'unknown_session'
   | 'access_denied'
-  | 'limit_exceeded';
+  | 'limit_exceeded'
+  | 'server_draining'
+  | 'server_busy';
 
 /** Every close reason, in a stable order. */
 export declare const CLOSE_REASONS: readonly CloseReason[];

@@ -26,6 +26,8 @@ const CLOSE_REASONS = Object.freeze([
   'unknown_session',
   'access_denied',
   'limit_exceeded',
+  'server_draining',
+  'server_busy',
 ]);
 
 const DEFAULT_RECONNECT_TIMEOUT = 60000;

@@ -249,6 +249,10 @@ pub enum CloseReason {
     AccessDenied,
     /// A configured limit was exceeded.
     LimitExceeded,
+    /// The server is going away: reconnect after its hint, here or elsewhere.
+    ServerDraining,
+    /// The server cannot take the session now: try again after its hint.
+    ServerBusy,
 }
 
 impl From<tether::CloseReason> for CloseReason {
@@ -269,6 +273,8 @@ impl From<tether::CloseReason> for CloseReason {
             C::UnknownSession => CloseReason::UnknownSession,
             C::AccessDenied => CloseReason::AccessDenied,
             C::LimitExceeded => CloseReason::LimitExceeded,
+            C::ServerDraining => CloseReason::ServerDraining,
+            C::ServerBusy => CloseReason::ServerBusy,
             // The core's enum is non-exhaustive; `every_core_reason_maps_to_its_own_name`
             // fails when it grows, so this arm is never taken by a released build.
             _ => CloseReason::TransportError,
@@ -294,6 +300,8 @@ impl From<CloseReason> for tether::CloseReason {
             CloseReason::UnknownSession => C::UnknownSession,
             CloseReason::AccessDenied => C::AccessDenied,
             CloseReason::LimitExceeded => C::LimitExceeded,
+            CloseReason::ServerDraining => C::ServerDraining,
+            CloseReason::ServerBusy => C::ServerBusy,
         }
     }
 }

@@ -62,25 +62,21 @@ pub extern "C" fn session_state_as_string(state: SessionStateValue) -> *const c_
     })
 }
 
-/// The stable snake_case name of a close reason, NUL-terminated.
+/// The stable snake_case name of a close reason, NUL-terminated: the core's
+/// [`CloseReason::as_str`], made C strings once.
 pub(crate) fn reason_name(reason: CloseReason) -> &'static CStr {
-    match reason {
-        CloseReason::ClosedByClient => c"closed_by_client",
-        CloseReason::ClosedByServer => c"closed_by_server",
-        CloseReason::ReconnectAborted => c"reconnect_aborted",
-        CloseReason::ReconnectTimeout => c"reconnect_timeout",
-        CloseReason::AuthenticationFailed => c"authentication_failed",
-        CloseReason::HandshakeError => c"handshake_error",
-        CloseReason::ProtocolVersionMismatch => c"protocol_version_mismatch",
-        CloseReason::TransportError => c"transport_error",
-        CloseReason::ConnectionError => c"connection_error",
-        CloseReason::IdleConnection => c"idle_connection",
-        CloseReason::LostMessages => c"lost_messages",
-        CloseReason::UnknownSession => c"unknown_session",
-        CloseReason::AccessDenied => c"access_denied",
-        CloseReason::LimitExceeded => c"limit_exceeded",
-        _ => c"unknown",
-    }
+    static NAMES: std::sync::OnceLock<Vec<(CloseReason, std::ffi::CString)>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            CloseReason::ALL
+                .iter()
+                .map(|r| (*r, std::ffi::CString::new(r.as_str()).unwrap_or_default()))
+                .collect()
+        })
+        .iter()
+        .find(|(r, _)| *r == reason)
+        .map_or(c"unknown", |(_, name)| name.as_c_str())
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ class CloseReason(str, enum.Enum):
     UNKNOWN_SESSION = "unknown_session"
     ACCESS_DENIED = "access_denied"
     LIMIT_EXCEEDED = "limit_exceeded"
+    SERVER_DRAINING = "server_draining"
+    SERVER_BUSY = "server_busy"
 
     def __str__(self) -> str:
         return self.value

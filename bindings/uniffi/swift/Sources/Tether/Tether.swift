@@ -2818,6 +2818,14 @@ public enum CloseReason: Equatable, Hashable, CustomStringConvertible {
      * A configured limit was exceeded.
      */
     case limitExceeded
+    /**
+     * The server is going away: reconnect after its hint, here or elsewhere.
+     */
+    case serverDraining
+    /**
+     * The server cannot take the session now: try again after its hint.
+     */
+    case serverBusy
 
 
 
@@ -2890,6 +2898,10 @@ public struct FfiConverterTypeCloseReason: FfiConverterRustBuffer {
         
         case 14: return .limitExceeded
         
+        case 15: return .serverDraining
+        
+        case 16: return .serverBusy
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -2952,6 +2964,14 @@ public struct FfiConverterTypeCloseReason: FfiConverterRustBuffer {
         
         case .limitExceeded:
             writeInt(&buf, Int32(14))
+        
+        
+        case .serverDraining:
+            writeInt(&buf, Int32(15))
+        
+        
+        case .serverBusy:
+            writeInt(&buf, Int32(16))
         
         }
     }
