@@ -9,6 +9,7 @@
 //! | e | storm: every session cut at once → all active again | — | < 5 s, zero loss, server responsive |
 //! | f | criterion microbenches of the codec and the recovery buffer | — | report |
 //! | g | the Redis store: resume same/other node, publishes/s, fan-out; raw Redis appends | the memory store, same run | report |
+//! | h | rolling restart of a three-node cluster under N sessions: drain time, time until all are back | — | zero loss, zero sessions ended |
 //!
 //! `cargo xtask bench` builds the release binaries and re-runs itself from `target/release`
 //! (`--built`), so that the load generator is a release build too. Servers whose memory is
@@ -24,6 +25,7 @@ mod micro;
 mod raw;
 mod report;
 mod resume;
+mod rolling;
 mod stats;
 mod storm;
 mod throughput;
@@ -292,13 +294,14 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
             println!("--- run {run} of {}", plan.runs);
         }
         let l = &plan.launcher;
-        let measures: [(char, &str); 6] = [
+        let measures: [(char, &str); 7] = [
             ('a', "resume latency"),
             ('b', "one-session throughput"),
             ('c', "idle memory"),
             ('d', "fan-out"),
             ('e', "reconnection storm"),
             ('g', "redis store"),
+            ('h', "rolling restart"),
         ];
         for (id, name) in measures {
             if !plan.wants(id) {
@@ -321,6 +324,7 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
                         })
                         .await
                     }
+                    'h' => rolling::run(l, sizes.storm_sessions).await,
                     _ => storm::run(l, sizes.storm_sessions).await,
                 }
             });

@@ -43,6 +43,10 @@ pub(crate) const EXPECTED_KEYS: &[&str] = &[
     "g.up",
     "g.fanout",
     "g.append",
+    "h.drain",
+    "h.back",
+    "h.lost",
+    "h.closed",
 ];
 
 /// What a value counts.
