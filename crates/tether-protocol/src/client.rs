@@ -129,6 +129,10 @@ impl std::fmt::Display for ConnectionFault {
 struct Connection {
     liveness: Liveness,
     acks: AckSchedule,
+    /// Several frames per WebSocket message (negotiated in the upgrade).
+    batched: bool,
+    /// The largest message the server accepts.
+    max_message: usize,
 }
 
 /// The client end of a session, independent of any connection.
@@ -144,6 +148,7 @@ pub struct ClientSession {
     control: VecDeque<Bytes>,
     events: VecDeque<ClientEvent>,
     conn: Option<Connection>,
+    batcher: frame::Batcher,
     /// Highest request sequence number written on any connection: a request at or below it
     /// may have reached the server, one above it certainly did not.
     sent_through: u64,
@@ -175,6 +180,7 @@ impl ClientSession {
             control: VecDeque::new(),
             events: VecDeque::new(),
             conn: None,
+            batcher: frame::Batcher::default(),
             sent_through: 0,
             close: CloseProgress::Open,
         }
@@ -245,7 +251,10 @@ impl ClientSession {
         self.conn = Some(Connection {
             liveness: Liveness::new(accepted.ping_period, now),
             acks: AckSchedule::default(),
+            batched: accepted.batch,
+            max_message: accepted.max_frame.min(frame::BATCH_BYTES),
         });
+        self.batcher.clear();
         self.reset_close();
         Ok(())
     }
@@ -254,6 +263,7 @@ impl ClientSession {
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.control.clear();
+        self.batcher.clear();
         self.reset_close();
     }
 
@@ -308,7 +318,20 @@ impl ClientSession {
         }
     }
 
-    /// Feeds one binary message from the server.
+    /// Feeds one WebSocket binary message from the server: one frame, or on a batched
+    /// connection every frame of the batch, in order.
+    pub fn handle_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ConnectionFault> {
+        if !self.conn.as_ref().is_some_and(|c| c.batched) {
+            return self.handle_frame(now, bytes);
+        }
+        for frame in frame::batch_frames(bytes) {
+            let frame = frame.map_err(|e| ConnectionFault::Protocol(e.to_string()))?;
+            self.handle_frame(now, frame)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds one frame from the server.
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ConnectionFault> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
@@ -444,7 +467,19 @@ impl ClientSession {
         self.conn.is_some()
             && (!self.control.is_empty()
                 || self.out.has_unsent()
+                || self.batcher.is_holding()
                 || self.close == CloseProgress::Requested)
+    }
+
+    /// The next WebSocket message to write: on a batched connection every frame ready (up to
+    /// the server's message limit) in one message, otherwise one frame; in the order of
+    /// [`ClientSession::poll_transmit`].
+    pub fn poll_transmit_message(&mut self, now: Instant) -> Option<Bytes> {
+        let (batched, limit) = self.conn.as_ref().map(|c| (c.batched, c.max_message))?;
+        let mut batcher = std::mem::take(&mut self.batcher);
+        let message = batcher.next_message(batched, limit, || self.poll_transmit(now));
+        self.batcher = batcher;
+        message
     }
 
     /// When [`ClientSession::handle_timeout`] wants to be called next.

@@ -66,6 +66,7 @@ pub fn sessions(data: &[u8]) {
         ping_period: Duration::from_secs(1),
         received: 0,
         max_frame: 1 << 20,
+        batch: false,
     };
     let mut client = ClientSession::new(ClientSessionConfig::default());
     let _ = client.connected(now, &accepted);

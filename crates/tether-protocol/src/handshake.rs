@@ -38,6 +38,9 @@ pub const HEADER_CONFIRMED: &str = "x-tether-confirmed";
 pub const HEADER_PING: &str = "x-tether-ping-ms";
 /// Response: largest frame the server accepts, in bytes.
 pub const HEADER_MAX_FRAME: &str = "x-tether-max-frame";
+/// Request: the client can send and read batched messages (several frames per WebSocket
+/// message, see [`crate::frame::push_to_batch`]); response: both sides batch on this connection.
+pub const HEADER_BATCH: &str = "x-tether-batch";
 /// Refusal response: the close reason's name.
 pub const HEADER_REASON: &str = "x-tether-reason";
 /// Refusal response (503): how long to wait before trying again, in ms (next to the standard
@@ -289,6 +292,11 @@ impl SessionRequest {
         h
     }
 
+    /// Whether a request asks for batched messages (see [`HEADER_BATCH`]).
+    pub fn wants_batch<'a>(get: impl Fn(&str) -> Option<&'a str>) -> bool {
+        get(HEADER_BATCH).is_some_and(|v| v.trim() == "1")
+    }
+
     /// Reads a request from its headers; `get` looks a header up by lower-case name.
     pub fn from_headers<'a>(
         get: impl Fn(&str) -> Option<&'a str>,
@@ -363,12 +371,14 @@ pub struct SessionAccepted {
     pub received: u64,
     /// Largest frame the server accepts.
     pub max_frame: usize,
+    /// Both sides batch frames on this connection (see [`HEADER_BATCH`]).
+    pub batch: bool,
 }
 
 impl SessionAccepted {
     /// The response headers.
     pub fn to_headers(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut h = vec![
             (HEADER_VERSION, PROTOCOL_VERSION.to_string()),
             (HEADER_SESSION, self.session.to_string()),
             (HEADER_TOKEN, self.token.to_header_value()),
@@ -376,7 +386,11 @@ impl SessionAccepted {
             (HEADER_PING, ms(self.ping_period)),
             (HEADER_RECEIVED, self.received.to_string()),
             (HEADER_MAX_FRAME, self.max_frame.to_string()),
-        ]
+        ];
+        if self.batch {
+            h.push((HEADER_BATCH, "1".to_string()));
+        }
+        h
     }
 
     /// Reads the response headers.
@@ -402,6 +416,7 @@ impl SessionAccepted {
             received: parse_u64(get(HEADER_RECEIVED), HEADER_RECEIVED)?,
             max_frame: usize::try_from(parse_u64(get(HEADER_MAX_FRAME), HEADER_MAX_FRAME)?)
                 .map_err(|_| HandshakeError::Invalid(HEADER_MAX_FRAME))?,
+            batch: get(HEADER_BATCH).is_some_and(|v| v.trim() == "1"),
         })
     }
 }
@@ -507,6 +522,7 @@ mod tests {
             ping_period: Duration::from_secs(10),
             received: 3,
             max_frame: 1 << 20,
+            batch: false,
         };
         let mut map: HashMap<&str, String> = acc.to_headers().into_iter().collect();
         assert_eq!(

@@ -165,6 +165,9 @@ pub struct ServerSession {
     forced_gap: bool,
     control: VecDeque<Control>,
     conn: Option<Connection>,
+    /// Several frames per WebSocket message on the current connection.
+    batched: bool,
+    batcher: frame::Batcher,
 }
 
 impl ServerSession {
@@ -182,7 +185,20 @@ impl ServerSession {
             forced_gap: false,
             control: VecDeque::new(),
             conn: None,
+            batched: false,
+            batcher: frame::Batcher::default(),
         }
+    }
+
+    /// Whether the current connection batches frames (negotiated in its upgrade); set it
+    /// after each open, resume or attach.
+    pub fn set_batched(&mut self, batched: bool) {
+        self.batched = batched;
+    }
+
+    /// Whether the current connection batches frames.
+    pub fn is_batched(&self) -> bool {
+        self.batched
     }
 
     /// A session carried on from another server, which is gone: the client has received
@@ -364,6 +380,7 @@ impl ServerSession {
         // client, with the same numbers.
         self.received = self.applied;
         self.control.clear();
+        self.batcher.clear();
         self.conn = Some(Connection {
             liveness: Liveness::new(self.ping_period, now),
             acks: AckSchedule::default(),
@@ -460,6 +477,7 @@ impl ServerSession {
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.control.clear();
+        self.batcher.clear();
     }
 
     fn push(&mut self, buffered: Buffered) -> Result<(), ServerFault> {
@@ -678,7 +696,20 @@ impl ServerSession {
 
     /// Whether [`ServerSession::poll_transmit`] has something to write now.
     pub fn has_pending_transmit(&self) -> bool {
-        self.conn.is_some() && (!self.control.is_empty() || self.out.has_unsent())
+        self.conn.is_some()
+            && (!self.control.is_empty() || self.out.has_unsent() || self.batcher.is_holding())
+    }
+
+    /// The next WebSocket message to write: on a batched connection every frame ready (up to
+    /// [`frame::BATCH_BYTES`], or one larger frame) in one message, otherwise one frame; in
+    /// the order of [`ServerSession::poll_transmit`].
+    pub fn poll_transmit_message(&mut self, now: Instant) -> Option<Bytes> {
+        self.conn.as_ref()?;
+        let mut batcher = std::mem::take(&mut self.batcher);
+        let batched = self.batched;
+        let message = batcher.next_message(batched, frame::BATCH_BYTES, || self.poll_transmit(now));
+        self.batcher = batcher;
+        message
     }
 
     /// When [`ServerSession::handle_timeout`] wants to be called next.

@@ -80,6 +80,7 @@ impl Pair {
             ping_period: PING,
             received: self.server.applied(),
             max_frame: 1 << 20,
+            batch: false,
         }
     }
 

@@ -225,6 +225,9 @@ impl Target {
             head.push_str(&value);
             head.push_str("\r\n");
         }
+        // Several frames per WebSocket message, if the server agrees (its answer says so).
+        head.push_str(tether_protocol::handshake::HEADER_BATCH);
+        head.push_str(": 1\r\n");
         head.push_str("\r\n");
         head
     }

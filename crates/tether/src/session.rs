@@ -533,7 +533,7 @@ impl SessionInner {
         let mut end = None;
         let mut freed = false;
         for bytes in frames {
-            if let Err(fault) = s.proto.handle_frame(now, bytes) {
+            if let Err(fault) = s.proto.handle_message(now, bytes) {
                 end = Some(fault_end(fault));
             }
             freed |= self.drain_events(&mut s, &mut end);
@@ -841,7 +841,7 @@ async fn write_loop(
                 return WriterEnd::Fault(fault);
             }
             while batch.len() < 256 {
-                match s.proto.poll_transmit(now) {
+                match s.proto.poll_transmit_message(now) {
                     Some(b) => batch.push(b),
                     None => break,
                 }

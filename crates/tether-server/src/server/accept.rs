@@ -62,10 +62,11 @@ pub(super) async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer
     // tungstenite's default 128 KiB read buffer, zero-filled per connection, would dominate an
     // idle session's memory; 4 KiB holds dozens of typical frames per read.
     const READ_BUFFER: usize = 4 * 1024;
+    // Room for a batch's length prefixes: each frame is checked against the limit itself.
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+        .max_message_size(Some(max + 16))
+        .max_frame_size(Some(max + 16));
     let rest = tether_protocol::handshake::read_buffer_after_upgrade(&rest, READ_BUFFER);
     let ws =
         WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(ws_config)).await;
@@ -156,7 +157,7 @@ pub(super) async fn upgrade(
                 .await
         }
     };
-    let admitted = match admitted {
+    let mut admitted = match admitted {
         Ok(a) => a,
         Err((reason, message)) => {
             shared
@@ -165,6 +166,16 @@ pub(super) async fn upgrade(
             return None;
         }
     };
+    // Several frames per message, if the client can (every Tether client since batching).
+    let batched = tether_protocol::handshake::SessionRequest::wants_batch(|name| {
+        request.headers.get(name).map(String::as_str)
+    });
+    if batched {
+        admitted
+            .headers
+            .push((tether_protocol::handshake::HEADER_BATCH, "1".into()));
+    }
+    lock(&admitted.slot.inner).proto.set_batched(batched);
     if let Err(e) = write_accept(&mut stream, &request.key, &admitted.headers).await {
         debug!(session = %admitted.slot.id, error = %e, "peer left during the upgrade");
         shared.connection_lost(&admitted.slot, admitted.generation);

@@ -966,6 +966,7 @@ impl Shared {
             ping_period: self.config.ping_period(),
             received: record.applied,
             max_frame: self.config.limits.max_frame_bytes,
+            batch: false,
         };
         Ok(Admitted {
             slot,

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::debug;
 
 use tether_protocol::CloseReason;
-use tether_protocol::frame::{self};
+use tether_protocol::frame::{self, ClientFrame};
 
 use crate::metrics::Metrics;
 
@@ -77,6 +77,8 @@ pub(super) async fn read_loop(
     generation: u64,
     mut stream: futures_util::stream::SplitStream<WebSocketStream<BoxIo>>,
 ) -> ReaderEnd {
+    let batched = lock(&slot.inner).proto.is_batched();
+    let max_frame = shared.config.limits.max_frame_bytes;
     let mut ready = None;
     loop {
         let message = match ready.take() {
@@ -113,20 +115,27 @@ pub(super) async fn read_loop(
                 return ReaderEnd::Closed;
             }
         };
-        let frame = match frame::decode_client(&bytes) {
+        let frames = match decode_message(&bytes, batched, max_frame) {
             Ok(f) => f,
-            Err(e) => {
-                shared.close_slot(slot, CloseReason::TransportError, &e.to_string());
+            Err((reason, message)) => {
+                shared.close_slot(slot, reason, &message);
                 return ReaderEnd::Closed;
             }
         };
         let handled = match &shared.cluster {
             Some(cluster) => {
-                shared
-                    .handle_frame_clustered(cluster, slot, generation, frame)
-                    .await
+                let mut handled = Handled::Continue;
+                for frame in frames {
+                    handled = shared
+                        .handle_frame_clustered(cluster, slot, generation, frame)
+                        .await;
+                    if !matches!(handled, Handled::Continue) {
+                        break;
+                    }
+                }
+                handled
             }
-            None => shared.handle_client_frame(slot, generation, frame),
+            None => shared.handle_client_frames(slot, generation, frames),
         };
         match handled {
             Handled::Continue => {}
@@ -170,7 +179,7 @@ pub(super) async fn write_loop(
                 return;
             }
             while batch.len() < 256 {
-                match inner.proto.poll_transmit(now) {
+                match inner.proto.poll_transmit_message(now) {
                     Some(b) => batch.push(b),
                     None => break,
                 }
@@ -218,4 +227,38 @@ impl Shared {
             slot.notify.notify_one();
         }
     }
+}
+
+/// The frames of one message: the message itself, or every frame of a batch (each within the
+/// frame limit). A malformed message closes the session with the reason to report.
+fn decode_message(
+    bytes: &[u8],
+    batched: bool,
+    max_frame: usize,
+) -> Result<Vec<ClientFrame>, (CloseReason, String)> {
+    let malformed = |e: frame::DecodeError| (CloseReason::TransportError, e.to_string());
+    if !batched {
+        if bytes.len() > max_frame {
+            return Err((
+                CloseReason::LimitExceeded,
+                format!(
+                    "message of {} bytes (the limit is {max_frame})",
+                    bytes.len()
+                ),
+            ));
+        }
+        return Ok(vec![frame::decode_client(bytes).map_err(malformed)?]);
+    }
+    let mut frames = Vec::new();
+    for f in frame::batch_frames(bytes) {
+        let f = f.map_err(malformed)?;
+        if f.len() > max_frame {
+            return Err((
+                CloseReason::LimitExceeded,
+                format!("frame of {} bytes (the limit is {max_frame})", f.len()),
+            ));
+        }
+        frames.push(frame::decode_client(f).map_err(malformed)?);
+    }
+    Ok(frames)
 }

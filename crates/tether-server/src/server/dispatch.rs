@@ -18,88 +18,93 @@ pub(super) fn request_error(kind: RequestErrorKind, message: impl Into<String>) 
 }
 
 impl Shared {
-    pub(super) fn handle_client_frame(
+    /// Carries out the frames of one message (one frame, or a batch) in order, under one
+    /// lock of the topics (if any frame needs them) and of the session.
+    pub(super) fn handle_client_frames(
         &self,
         slot: &Arc<Slot>,
         generation: u64,
-        frame: ClientFrame,
+        frames: Vec<ClientFrame>,
     ) -> Handled {
         let now = Instant::now();
-        if !frame.is_sequenced() {
-            let mut inner = lock(&slot.inner);
-            if inner.generation != generation {
-                return Handled::Superseded;
-            }
-            return match inner.proto.handle_decoded(now, frame) {
-                Ok(Some(ServerRequest::Close)) => {
-                    drop(inner);
-                    self.free(slot, "closed by client", Release::Delete);
-                    Handled::Closed
-                }
-                Ok(_) => Handled::Continue,
-                Err(fault) => {
-                    drop(inner);
-                    self.fault(slot, fault)
-                }
-            };
-        }
-        let mut topics = lock(&self.topics);
+        let mut topics = frames
+            .iter()
+            .any(ClientFrame::is_sequenced)
+            .then(|| lock(&self.topics));
         let mut inner = lock(&slot.inner);
         if inner.generation != generation {
             return Handled::Superseded;
         }
-        if inner.closing {
-            // Sent away or closing: requests from now on are left unread, unapplied; the
-            // client sends them again once reconnected.
-            return Handled::Closed;
-        }
         let deadline_before = inner.proto.poll_timeout();
-        let request = match inner.proto.handle_decoded(now, frame) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Handled::Continue,
-            Err(fault) => {
-                drop(inner);
-                drop(topics);
-                return self.fault(slot, fault);
+        let mut closed = false;
+        for frame in frames {
+            if frame.is_sequenced() && inner.closing {
+                // Sent away or closing: requests from now on are left unread, unapplied;
+                // the client sends them again once reconnected.
+                return Handled::Closed;
             }
-        };
-        let seq = request.seq();
-        let result = match request {
-            ServerRequest::Subscribe { seq, selector } => {
-                self.subscribe(&mut topics, slot, &mut inner, seq, &selector)
+            let request = match inner.proto.handle_decoded(now, frame) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(fault) => {
+                    drop(inner);
+                    drop(topics);
+                    return self.fault(slot, fault);
+                }
+            };
+            if request == ServerRequest::Close {
+                closed = true;
+                break;
             }
-            ServerRequest::Unsubscribe { seq, selector } => {
-                self.unsubscribe(&mut topics, slot, &mut inner, seq, &selector)
-            }
-            ServerRequest::Publish { seq, topic, value } => {
-                let refusal = if let Err(e) = validate_topic(&topic) {
-                    Some(request_error(RequestErrorKind::InvalidTopic, e.to_string()))
-                } else if !slot.perms.may_publish(&topic) {
-                    Some(request_error(
-                        RequestErrorKind::AccessDenied,
-                        format!("may not publish on {topic}"),
-                    ))
-                } else {
-                    None
-                };
-                match refusal {
-                    Some(error) => inner.proto.reject(seq, error),
-                    None => {
-                        self.fan_out(&mut topics, &topic, value, Some((slot, &mut inner)));
-                        Ok(())
+            let Some(topics) = topics.as_mut() else {
+                // Requests are sequenced: the topics' lock is held whenever one came.
+                continue;
+            };
+            let seq = request.seq();
+            let result = match request {
+                ServerRequest::Subscribe { seq, selector } => {
+                    self.subscribe(topics, slot, &mut inner, seq, &selector)
+                }
+                ServerRequest::Unsubscribe { seq, selector } => {
+                    self.unsubscribe(topics, slot, &mut inner, seq, &selector)
+                }
+                ServerRequest::Publish { seq, topic, value } => {
+                    let refusal = if let Err(e) = validate_topic(&topic) {
+                        Some(request_error(RequestErrorKind::InvalidTopic, e.to_string()))
+                    } else if !slot.perms.may_publish(&topic) {
+                        Some(request_error(
+                            RequestErrorKind::AccessDenied,
+                            format!("may not publish on {topic}"),
+                        ))
+                    } else {
+                        None
+                    };
+                    match refusal {
+                        Some(error) => inner.proto.reject(seq, error),
+                        None => {
+                            self.fan_out(topics, &topic, value, Some((slot, &mut inner)));
+                            Ok(())
+                        }
                     }
                 }
+                ServerRequest::Close => Ok(()),
+            };
+            if let Some(seq) = seq {
+                // Carried out under the session's lock: the next ack may cover it.
+                inner.proto.request_applied(now, seq);
             }
-            ServerRequest::Close => Ok(()),
-        };
-        if let Some(seq) = seq {
-            // Carried out under the session's lock: the next ack may cover it.
-            inner.proto.request_applied(now, seq);
+            if let Err(ServerFault::SlowConsumer) = result {
+                self.metrics.slow_consumers.inc();
+                self.drop_connection(slot, &mut inner);
+                return Handled::Superseded;
+            }
         }
-        if let Err(ServerFault::SlowConsumer) = result {
-            self.metrics.slow_consumers.inc();
-            self.drop_connection(slot, &mut inner);
-            return Handled::Superseded;
+        if closed {
+            // Freeing takes the locks in their order: release them first.
+            drop(inner);
+            drop(topics);
+            self.free(slot, "closed by client", Release::Delete);
+            return Handled::Closed;
         }
         // Fan-out already woke every subscriber's writer; this one needs waking only for a
         // rejection to write or an ack timer that moved earlier.

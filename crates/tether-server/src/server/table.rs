@@ -124,6 +124,7 @@ impl Shared {
             ping_period: self.config.ping_period(),
             received: 0,
             max_frame: self.config.limits.max_frame_bytes,
+            batch: false,
         };
         let slot = Arc::new(Slot {
             id,
@@ -304,6 +305,7 @@ impl Shared {
             ping_period: self.config.ping_period(),
             received: inner.proto.applied(),
             max_frame: self.config.limits.max_frame_bytes,
+            batch: false,
         };
         debug!(session = %id, "session resumed");
         Ok(Admitted {
