@@ -250,7 +250,7 @@ impl ClientSession {
         self.control.clear();
         self.conn = Some(Connection {
             liveness: Liveness::new(accepted.ping_period, now),
-            acks: AckSchedule::default(),
+            acks: AckSchedule::lazy(),
             batched: accepted.batch,
             max_message: accepted.max_frame.min(frame::BATCH_BYTES),
         });

@@ -186,6 +186,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 SessionRequest::Open {
                     principal: Some("p".into()),
                     credentials: Some("c".into()),
+                    auth_token: None,
                     reconnect_timeout: Duration::from_secs(5),
                 }
                 .to_headers(),

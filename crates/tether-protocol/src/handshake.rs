@@ -21,6 +21,9 @@ pub const HEADER_VERSION: &str = "x-tether-version";
 pub const HEADER_PRINCIPAL: &str = "x-tether-principal";
 /// Request: credentials (a password).
 pub const HEADER_CREDENTIALS: &str = "x-tether-credentials";
+/// Request (open): a signed token (JWT) naming the principal and its permissions, instead of
+/// a principal and a password.
+pub const HEADER_AUTH_TOKEN: &str = "x-tether-auth-token";
 /// Request: requested reconnection timeout in ms (0 disables); response: granted timeout.
 pub const HEADER_RECONNECT_TIMEOUT: &str = "x-tether-reconnect-timeout-ms";
 /// Request (resume) and response: session id.
@@ -208,6 +211,8 @@ pub enum SessionRequest {
         principal: Option<String>,
         /// Password.
         credentials: Option<String>,
+        /// A signed token (JWT) instead of a principal and a password.
+        auth_token: Option<String>,
         /// Requested reconnection timeout; zero disables reconnection.
         reconnect_timeout: Duration,
     },
@@ -256,8 +261,12 @@ impl SessionRequest {
             SessionRequest::Open {
                 principal,
                 credentials,
+                auth_token,
                 reconnect_timeout,
             } => {
+                if let Some(t) = auth_token {
+                    h.push((HEADER_AUTH_TOKEN, t.clone()));
+                }
                 if let Some(p) = principal {
                     h.push((HEADER_PRINCIPAL, p.clone()));
                 }
@@ -351,6 +360,7 @@ impl SessionRequest {
         Ok(SessionRequest::Open {
             principal: get(HEADER_PRINCIPAL).map(str::to_owned),
             credentials: get(HEADER_CREDENTIALS).map(str::to_owned),
+            auth_token: get(HEADER_AUTH_TOKEN).map(str::to_owned),
             reconnect_timeout,
         })
     }
@@ -497,6 +507,7 @@ mod tests {
         let open = SessionRequest::Open {
             principal: Some("control".into()),
             credentials: Some("password".into()),
+            auth_token: None,
             reconnect_timeout: Duration::from_millis(2500),
         };
         assert_eq!(round_trip_request(&open), Ok(open));

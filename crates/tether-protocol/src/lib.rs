@@ -38,7 +38,7 @@ pub use handshake::{ResumeToken, ResumeTokens, SessionId};
 pub use reason::CloseReason;
 pub use reliable::BufferLimits;
 pub use state::SessionState;
-pub use timing::{ACK_DELAY, ACK_EVERY};
+pub use timing::{ACK_DELAY, ACK_EVERY, LAZY_ACK_DELAY, LAZY_ACK_EVERY};
 pub use topic::{Selector, TopicError};
 
 /// Whether the timer deadline `after` is earlier than `before` (a writer waiting for `before`

@@ -43,6 +43,8 @@ struct Pair {
     /// Server shell: reject publishes to this topic.
     forbidden: &'static str,
     connected: bool,
+    /// Several frames per message, both ways.
+    batched: bool,
 }
 
 impl Pair {
@@ -62,6 +64,7 @@ impl Pair {
             echo: true,
             forbidden: "forbidden",
             connected: false,
+            batched: false,
         };
         pair.server.opened(now);
         let accepted = pair.accepted();
@@ -80,7 +83,7 @@ impl Pair {
             ping_period: PING,
             received: self.server.applied(),
             max_frame: 1 << 20,
-            batch: false,
+            batch: self.batched,
         }
     }
 
@@ -114,10 +117,10 @@ impl Pair {
         }
         for _ in 0..1_000_000 {
             let mut progress = false;
-            while let Some(b) = self.client.poll_transmit(self.now) {
+            while let Some(b) = self.client.poll_transmit_message(self.now) {
                 self.c2s.push_back(b);
             }
-            while let Some(b) = self.server.poll_transmit(self.now) {
+            while let Some(b) = self.server.poll_transmit_message(self.now) {
                 self.s2c.push_back(b);
             }
             while let Some(b) = self.c2s.pop_front() {
@@ -138,7 +141,7 @@ impl Pair {
                 .min();
             if !progress {
                 match next {
-                    Some(t) if t <= self.now + crate::ACK_DELAY => {
+                    Some(t) if t <= self.now + crate::LAZY_ACK_DELAY => {
                         self.now = self.now.max(t);
                         self.client.handle_timeout(self.now).expect("alive");
                         self.server.handle_timeout(self.now).expect("alive");
@@ -154,8 +157,17 @@ impl Pair {
         panic!("drive did not settle");
     }
 
-    /// The server shell: carries out one client frame.
+    /// The server shell: carries out one client message (one frame, or a batch).
     fn server_process(&mut self, bytes: &[u8]) {
+        if !self.batched {
+            return self.server_process_frame(bytes);
+        }
+        for frame in crate::frame::batch_frames(bytes) {
+            self.server_process_frame(frame.expect("valid batch"));
+        }
+    }
+
+    fn server_process_frame(&mut self, bytes: &[u8]) {
         if let Some(ServerRequest::Publish { seq, topic, value }) = self
             .server
             .handle_frame(self.now, bytes)
@@ -179,7 +191,7 @@ impl Pair {
 
     fn client_process(&mut self, bytes: &[u8]) {
         self.client
-            .handle_frame(self.now, bytes)
+            .handle_message(self.now, bytes)
             .expect("valid server frame");
         while let Some(e) = self.client.poll_event() {
             match e {
@@ -223,6 +235,7 @@ impl Pair {
             .server
             .resume(self.now, self.client.received())
             .expect("resumable");
+        self.server.set_batched(self.batched);
         let accepted = self.accepted();
         self.client
             .connected(self.now, &accepted)
@@ -249,8 +262,21 @@ fn value(i: u64) -> Bytes {
 
 #[test]
 fn random_cuts_lose_and_duplicate_nothing_in_either_direction() {
+    random_cuts(false);
+}
+
+#[test]
+fn random_cuts_lose_and_duplicate_nothing_with_batched_messages() {
+    random_cuts(true);
+}
+
+fn random_cuts(batched: bool) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
+    pair.batched = batched;
+    pair.server.set_batched(batched);
+    let accepted = pair.accepted();
+    pair.client.connected(pair.now, &accepted).expect("batched");
     let total = 5_000u64;
     let mut sent = 0u64;
     let mut requests = Vec::new();
@@ -262,7 +288,7 @@ fn random_cuts_lose_and_duplicate_nothing_in_either_direction() {
         }
         // Half of the time, some frames move before the cut.
         if rng.below(2) == 0 {
-            while let Some(b) = pair.client.poll_transmit(pair.now) {
+            while let Some(b) = pair.client.poll_transmit_message(pair.now) {
                 pair.c2s.push_back(b);
             }
         }

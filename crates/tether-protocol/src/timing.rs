@@ -2,26 +2,56 @@
 
 use std::time::{Duration, Instant};
 
-/// Send an ack after this many unacknowledged sequenced frames…
+/// The server acks requests after this many unacknowledged ones…
 pub const ACK_EVERY: u32 = 64;
-/// …or this long after the first unacknowledged one, whichever comes first.
+/// …or this long after the first unacknowledged one, whichever comes first (and at once when
+/// it has read everything: see `ServerSession::handle_input_drained`). Its acks complete
+/// requests, so they are prompt.
 pub const ACK_DELAY: Duration = Duration::from_millis(20);
+/// The client's acks only let the server release what it keeps for a resume: they are lazy,
+/// after this many updates…
+pub const LAZY_ACK_EVERY: u32 = 256;
+/// …or this long after the first unacknowledged one.
+pub const LAZY_ACK_DELAY: Duration = Duration::from_millis(100);
 
 /// When the receiving side owes the peer an ack.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AckSchedule {
     unacked: u32,
     deadline: Option<Instant>,
+    every: u32,
+    delay: Duration,
+}
+
+impl Default for AckSchedule {
+    /// The prompt schedule (the server's acks, which complete requests).
+    fn default() -> Self {
+        AckSchedule::new(ACK_EVERY, ACK_DELAY)
+    }
 }
 
 impl AckSchedule {
+    pub(crate) fn new(every: u32, delay: Duration) -> Self {
+        AckSchedule {
+            unacked: 0,
+            deadline: None,
+            every,
+            delay,
+        }
+    }
+
+    /// The lazy schedule (the client's acks, which only free the server's memory).
+    pub(crate) fn lazy() -> Self {
+        AckSchedule::new(LAZY_ACK_EVERY, LAZY_ACK_DELAY)
+    }
+
     /// A sequenced frame arrived; returns `true` when an ack is due at once.
     pub(crate) fn on_received(&mut self, now: Instant) -> bool {
         self.unacked += 1;
         if self.deadline.is_none() {
-            self.deadline = Some(now + ACK_DELAY);
+            self.deadline = Some(now + self.delay);
         }
-        self.unacked >= ACK_EVERY
+        self.unacked >= self.every
     }
 
     pub(crate) fn is_due(&self, now: Instant) -> bool {

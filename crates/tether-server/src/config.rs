@@ -132,6 +132,34 @@ pub struct TlsConfig {
     pub private_key: std::path::PathBuf,
 }
 
+/// Signed-token (JWT) logins, next to passwords: a token names its principal (`sub`), carries
+/// its permissions (`subscribe` and `publish`: lists of selectors) and expires (`exp`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// `HS256` (a shared secret), `RS256` or `ES256` (a public key).
+    pub algorithm: String,
+    /// The HS256 secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A PEM file with the RS256 or ES256 public key.
+    #[serde(default)]
+    pub public_key: Option<std::path::PathBuf>,
+    /// When set, tokens must carry this issuer (`iss`).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this audience (`aud`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed when checking `exp`, in seconds (default 5).
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u64,
+}
+
+fn default_leeway() -> u64 {
+    5
+}
+
 /// Going away without losing anything (SIGTERM, [`crate::Server::drain`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -205,6 +233,8 @@ pub struct ServerConfig {
     pub anonymous: AnonymousConfig,
     /// Principals.
     pub principals: Vec<PrincipalConfig>,
+    /// Signed-token logins; absent means passwords (and anonymous access) only.
+    pub tokens: Option<TokensConfig>,
     /// TLS; absent means plain `ws://`.
     pub tls: Option<TlsConfig>,
     /// Where to serve Prometheus metrics (`GET /metrics`); absent means not served.
@@ -229,6 +259,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             anonymous: AnonymousConfig::default(),
             principals: Vec::new(),
+            tokens: None,
             tls: None,
             metrics_listen: None,
             store: StoreConfig::default(),
@@ -332,6 +363,10 @@ impl ServerConfig {
         }
         check_selectors("anonymous.subscribe", &self.anonymous.subscribe)?;
         check_selectors("anonymous.publish", &self.anonymous.publish)?;
+        if let Some(tokens) = &self.tokens {
+            crate::auth::TokenVerifier::new(tokens)
+                .map_err(|(field, message)| invalid(format!("tokens.{field}"), message))?;
+        }
         if let Some(tls) = &self.tls {
             crate::tls::acceptor(tls).map_err(|(field, message)| invalid(field, message))?;
         }

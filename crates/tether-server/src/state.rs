@@ -46,6 +46,8 @@ pub(crate) struct SavedSession {
     pub(crate) previous_token: Option<[u8; 16]>,
     pub(crate) subscriptions: Vec<String>,
     pub(crate) reconnect_timeout_ms: u64,
+    /// Permissions a signed token granted (subscribe, publish).
+    pub(crate) grant: Option<(Vec<String>, Vec<String>)>,
     pub(crate) proto: ServerSessionState,
 }
 

@@ -188,6 +188,7 @@ async fn dev_mode_warns_prints_its_address_and_drains_on_sigterm() {
     let open = SessionRequest::Open {
         principal: Some("control".into()),
         credentials: Some("password".into()),
+        auth_token: None,
         reconnect_timeout: Duration::from_secs(30),
     };
     for (name, value) in open.to_headers() {

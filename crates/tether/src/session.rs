@@ -5,7 +5,6 @@
 //! lost it runs the reconnection strategy. User code (listeners, strategies) never runs on the
 //! driver or under a lock: it is queued, in order, to the session's callback executor.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -138,6 +137,7 @@ pub struct SessionBuilder {
     urls: Vec<String>,
     principal: Option<String>,
     credentials: Option<String>,
+    auth_token: Option<String>,
     reconnect_timeout: Duration,
     strategy: Arc<dyn ReconnectionStrategy>,
     listeners: Vec<Arc<dyn SessionListener>>,
@@ -154,6 +154,7 @@ impl SessionBuilder {
             urls: vec![url.to_owned()],
             principal: None,
             credentials: None,
+            auth_token: None,
             reconnect_timeout: Duration::from_secs(60),
             strategy: default_strategy(),
             listeners: Vec::new(),
@@ -198,6 +199,14 @@ impl SessionBuilder {
     /// The principal's password.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.credentials = Some(password.into());
+        self
+    }
+
+    /// Logs in with a signed token (a JWT the server's `[tokens]` configuration verifies)
+    /// instead of a principal and a password: the token names the principal and carries its
+    /// permissions.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
         self
     }
 
@@ -285,9 +294,15 @@ impl SessionBuilder {
                 "credentials given without a principal".into(),
             ));
         }
+        if self.auth_token.is_some() && (self.principal.is_some() || self.credentials.is_some()) {
+            return Err(Error::InvalidArgument(
+                "give a signed token or a principal and password, not both".into(),
+            ));
+        }
         let request = SessionRequest::Open {
             principal: self.principal.clone(),
             credentials: self.credentials.clone(),
+            auth_token: self.auth_token.clone(),
             reconnect_timeout: self.reconnect_timeout,
         };
         connect::check_request(&request)?;
@@ -383,7 +398,7 @@ async fn open_on_runtime(
             gap_streams: Vec::new(),
             subscriptions: Vec::new(),
             next_subscription: 0,
-            pending: HashMap::new(),
+            pending: PendingRequests::default(),
         }),
     });
     runtime::register(Arc::downgrade(&inner));
@@ -394,6 +409,34 @@ async fn open_on_runtime(
         _owner: Arc::new(CloseOnDrop(inner.clone())),
         inner,
     })
+}
+
+/// Requests waiting for their answer, in sequence order: requests are queued in order and
+/// answered in order, so the answer is almost always for the first one (no hashing per
+/// request).
+#[derive(Default)]
+struct PendingRequests(std::collections::VecDeque<(u64, Pending)>);
+
+impl PendingRequests {
+    fn insert(&mut self, seq: u64, p: Pending) {
+        self.0.push_back((seq, p));
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Pending> {
+        if self.0.front().is_some_and(|(s, _)| *s == seq) {
+            return self.0.pop_front().map(|(_, p)| p);
+        }
+        let i = self.0.iter().position(|(s, _)| *s == seq)?;
+        self.0.remove(i).map(|(_, p)| p)
+    }
+}
+
+impl IntoIterator for PendingRequests {
+    type Item = (u64, Pending);
+    type IntoIter = std::collections::vec_deque::IntoIter<(u64, Pending)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
 }
 
 enum Pending {
@@ -438,7 +481,7 @@ struct Shared {
     gap_streams: Vec<mpsc::UnboundedSender<GapReport>>,
     subscriptions: Vec<LocalSubscription>,
     next_subscription: u64,
-    pending: HashMap<u64, Pending>,
+    pending: PendingRequests,
 }
 
 pub(crate) struct SessionInner {
@@ -670,7 +713,7 @@ fn deliver(sink: &Sink, u: TopicUpdate, callbacks: &Callbacks) {
 }
 
 fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
-    match s.pending.remove(&request) {
+    match s.pending.remove(request) {
         Some(Pending::Publish(tx)) => {
             let _ = tx.send(result);
         }

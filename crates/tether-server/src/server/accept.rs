@@ -143,8 +143,13 @@ pub(super) async fn upgrade(
         Ok(SessionRequest::Open {
             principal,
             credentials,
+            auth_token,
             reconnect_timeout,
-        }) => shared.open(principal, credentials, reconnect_timeout).await,
+        }) => {
+            shared
+                .open(principal, credentials, auth_token, reconnect_timeout)
+                .await
+        }
         Ok(SessionRequest::Resume {
             session,
             token,

@@ -649,6 +649,7 @@ impl Shared {
             closed_by_server: false,
             subscriptions: Vec::new(),
             rejections: Vec::new(),
+            grant: slot.perms.token_grant().cloned(),
         };
         cluster
             .store
@@ -786,6 +787,7 @@ impl Shared {
                     })
                     .collect(),
                 rejections: Vec::new(),
+                grant: slot.perms.token_grant().cloned(),
             };
             (record, inner.reconnect_timeout)
         };
@@ -832,9 +834,12 @@ impl Shared {
         positions: &[Position],
         confirmed: u64,
     ) -> Result<Admitted, (CloseReason, String)> {
-        let perms = match &record.principal {
-            Some(name) => self.principals.get(name).map(|(_, p)| p.clone()),
-            None => self.anonymous.clone(),
+        let perms = match (&record.grant, &record.principal) {
+            (Some((subscribe, publish)), _) => Some(Arc::new(
+                crate::auth::Permissions::granted_by_token(subscribe, publish),
+            )),
+            (None, Some(name)) => self.principals.get(name).map(|(_, p)| p.clone()),
+            (None, None) => self.anonymous.clone(),
         }
         .ok_or((
             CloseReason::AuthenticationFailed,

@@ -141,6 +141,7 @@ impl Shared {
                     subscriptions: inner.subscriptions.iter().map(|s| s.to_string()).collect(),
                     reconnect_timeout_ms: u64::try_from(inner.reconnect_timeout.as_millis())
                         .unwrap_or(u64::MAX),
+                    grant: slot.perms.token_grant().cloned(),
                     proto: inner.proto.save(),
                 })
             })
@@ -176,9 +177,12 @@ impl Shared {
             if left.is_zero() {
                 continue;
             }
-            let perms = match &s.principal {
-                Some(name) => self.principals.get(name).map(|(_, p)| p.clone()),
-                None => self.anonymous.clone(),
+            let perms = match (&s.grant, &s.principal) {
+                (Some((subscribe, publish)), _) => Some(Arc::new(
+                    crate::auth::Permissions::granted_by_token(subscribe, publish),
+                )),
+                (None, Some(name)) => self.principals.get(name).map(|(_, p)| p.clone()),
+                (None, None) => self.anonymous.clone(),
             };
             let Some(perms) = perms else {
                 warn!(principal = ?s.principal, "a saved session's principal is no longer accepted; dropped");

@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
     principals: HashMap<String, (String, Arc<Permissions>)>,
     anonymous: Option<Arc<Permissions>>,
+    /// Verifies signed-token logins, when configured.
+    tokens: Option<crate::auth::TokenVerifier>,
     topics: Mutex<Topics>,
     sessions: Mutex<HashMap<SessionId, Arc<Slot>>>,
     per_principal: Mutex<HashMap<String, usize>>,
@@ -195,6 +197,16 @@ impl Server {
             })?),
             None => None,
         };
+        let tokens =
+            match &config.tokens {
+                Some(t) => Some(crate::auth::TokenVerifier::new(t).map_err(
+                    |(field, message)| crate::config::ConfigError::Invalid {
+                        field: format!("tokens.{field}"),
+                        message,
+                    },
+                )?),
+                None => None,
+            };
         let metrics = Arc::new(Metrics::new());
         let metrics_server = match config.metrics_listen {
             Some(addr) => Some(
@@ -221,6 +233,7 @@ impl Server {
             tls,
             principals,
             anonymous,
+            tokens,
             topics: Mutex::new(Topics {
                 store: Box::new(store),
                 index: SubscriptionIndex::default(),

@@ -73,32 +73,42 @@ impl Shared {
         &self,
         principal: Option<String>,
         credentials: Option<String>,
+        auth_token: Option<String>,
         requested_timeout: Duration,
     ) -> Result<Admitted, (CloseReason, String)> {
         self.admitting()?;
-        let perms = match &principal {
-            Some(name) => {
-                let denied = || {
-                    (
-                        CloseReason::AuthenticationFailed,
-                        "unknown principal or wrong credentials".to_string(),
-                    )
-                };
-                let (hash, perms) = self.principals.get(name).cloned().ok_or_else(denied)?;
-                let password = credentials.ok_or_else(denied)?;
+        let denied = |message: &str| (CloseReason::AuthenticationFailed, message.to_string());
+        let (principal, perms) = match (auth_token, principal) {
+            (Some(token), None) => {
+                let verifier = self
+                    .tokens
+                    .as_ref()
+                    .ok_or_else(|| denied("signed tokens are not accepted here"))?;
+                let (name, perms) = verifier.verify(&token).map_err(|m| denied(&m))?;
+                (Some(name), Arc::new(perms))
+            }
+            (Some(_), Some(_)) => {
+                return Err(denied("give a signed token or a principal, not both"));
+            }
+            (None, Some(name)) => {
+                let wrong = || denied("unknown principal or wrong credentials");
+                let (hash, perms) = self.principals.get(&name).cloned().ok_or_else(wrong)?;
+                let password = credentials.ok_or_else(wrong)?;
                 // argon2 is slow on purpose: keep it off the async workers.
                 let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
                     .await
                     .unwrap_or(false);
                 if !ok {
-                    return Err(denied());
+                    return Err(wrong());
                 }
-                perms
+                (Some(name), perms)
             }
-            None => self.anonymous.clone().ok_or((
-                CloseReason::AuthenticationFailed,
-                "anonymous sessions are not accepted".to_string(),
-            ))?,
+            (None, None) => (
+                None,
+                self.anonymous
+                    .clone()
+                    .ok_or_else(|| denied("anonymous sessions are not accepted"))?,
+            ),
         };
         if let Some(name) = &principal {
             let mut counts = lock(&self.per_principal);

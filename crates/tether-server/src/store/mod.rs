@@ -120,6 +120,9 @@ pub(crate) struct SessionRecord {
     pub(crate) subscriptions: Vec<StoredSubscription>,
     /// Refusals the client may not have seen yet, by request.
     pub(crate) rejections: Vec<(u64, RequestError)>,
+    /// Permissions a signed token granted (subscribe, publish selectors): no configuration
+    /// names them, so they travel with the session.
+    pub(crate) grant: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// One subscription in a [`SessionRecord`].

@@ -367,6 +367,10 @@ fn parse_record(fields: HashMap<String, String>) -> Result<SessionRecord, StoreE
         generation: number("gen")?,
         applied: number("applied")?,
         closed_by_server: fields.get("closed").is_some_and(|c| c == "1"),
+        grant: match fields.get("grant") {
+            Some(json) => Some(serde_json::from_str(json).map_err(|_| corrupt("grant"))?),
+            None => None,
+        },
         subscriptions,
         rejections,
     })
@@ -411,6 +415,11 @@ impl SessionStore for RedisStore {
             ];
             if let Some(p) = &record.principal {
                 fields.push(("principal".into(), p.clone()));
+            }
+            if let Some(grant) = &record.grant
+                && let Ok(json) = serde_json::to_string(grant)
+            {
+                fields.push(("grant".into(), json));
             }
             if let Some(prev) = record.tokens.previous() {
                 fields.push(("prev".into(), prev.to_header_value()));

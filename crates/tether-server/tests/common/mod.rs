@@ -155,6 +155,7 @@ pub fn open_request(name: &str, password: &str, timeout_ms: u64) -> SessionReque
     SessionRequest::Open {
         principal: Some(name.into()),
         credentials: Some(password.into()),
+        auth_token: None,
         reconnect_timeout: Duration::from_millis(timeout_ms),
     }
 }
