@@ -40,6 +40,11 @@ impl ChildServer {
         format!("ws://{}", self.addr)
     }
 
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its resident set size, in bytes.
     pub(crate) fn rss(&self) -> Result<u64, String> {
         rss_of(self.child.id())

@@ -1,4 +1,4 @@
-//! (g) The Redis store next to the memory store, in the same run: resume on the same node and
+//! (r) The Redis store next to the memory store, in the same run: resume on the same node and
 //! on another node, one session's publish throughput, fan-out; and, as a limit, the raw rate
 //! of pipelined stream appends to the same Redis. Two in-process nodes share a `redis-server`
 //! the measure starts (a free port, no persistence).
@@ -69,8 +69,8 @@ async fn measure(
         resumes.push(times?);
     }
     for (label, key, times) in [
-        ("same node", "g.resume_same", &resumes[1]),
-        ("another node", "g.resume_other", &resumes[2]),
+        ("same node", "r.resume_same", &resumes[1]),
+        ("another node", "r.resume_other", &resumes[2]),
     ] {
         for p in [50.0, 95.0] {
             samples.push(
@@ -99,7 +99,7 @@ async fn measure(
     let up_redis = on_tether(up(a.url())).await?;
     samples.push(
         Sample::new(
-            "g.up",
+            "r.up",
             "redis store: one session's publishes/s (100 B)",
             Unit::PerSec,
             up_redis,
@@ -123,7 +123,7 @@ async fn measure(
     let rate = |o: &super::fanout::Outcome| o.delivered as f64 / o.elapsed.as_secs_f64();
     samples.push(
         Sample::new(
-            "g.fanout",
+            "r.fanout",
             "redis store: fan-out deliveries/s, 1 topic",
             Unit::PerSec,
             rate(&fan_redis),
@@ -138,7 +138,7 @@ async fn measure(
     let appends = raw_appends(&redis.url(), scale.messages).await?;
     samples.push(
         Sample::new(
-            "g.append",
+            "r.append",
             "redis itself: pipelined XADD/s (the limit for publishes)",
             Unit::PerSec,
             appends,

@@ -8,8 +8,9 @@
 //! | d | fan-out, 1 topic: deliveries/s, p99 latency | — | ≥ 1 M/s, < 50 ms |
 //! | e | storm: every session cut at once → all active again | — | < 5 s, zero loss, server responsive |
 //! | f | criterion microbenches of the codec and the recovery buffer | — | report |
-//! | g | the Redis store: resume same/other node, publishes/s, fan-out; raw Redis appends | the memory store, same run | report |
-//! | h | rolling restart of a three-node cluster under N sessions: drain time, time until all are back | — | zero loss, zero sessions ended |
+//! | g | login storm: N fresh opens with a password and with a signed token: time, server CPU | — | token: < 5 s |
+//! | r | the Redis store: resume same/other node, publishes/s, fan-out; raw Redis appends | the memory store, same run | report |
+//! | k | rolling restart of a three-node cluster under N sessions: drain time, time until all are back | — | zero loss, zero sessions ended |
 //!
 //! `cargo xtask bench` builds the release binaries and re-runs itself from `target/release`
 //! (`--built`), so that the load generator is a release build too. Servers whose memory is
@@ -20,6 +21,7 @@
 mod child;
 mod cluster;
 mod fanout;
+mod logins;
 mod memory;
 mod micro;
 mod raw;
@@ -294,14 +296,15 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
             println!("--- run {run} of {}", plan.runs);
         }
         let l = &plan.launcher;
-        let measures: [(char, &str); 7] = [
+        let measures: [(char, &str); 8] = [
             ('a', "resume latency"),
             ('b', "one-session throughput"),
             ('c', "idle memory"),
             ('d', "fan-out"),
             ('e', "reconnection storm"),
-            ('g', "redis store"),
-            ('h', "rolling restart"),
+            ('g', "login storm"),
+            ('r', "redis store"),
+            ('k', "rolling restart"),
         ];
         for (id, name) in measures {
             if !plan.wants(id) {
@@ -315,7 +318,8 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
                     'b' => throughput::run(sizes.messages).await,
                     'c' => memory::run(l, sizes.idle_sessions).await,
                     'd' => fanout::run(l, sizes.subscribers, sizes.updates).await,
-                    'g' => {
+                    'g' => logins::run(l, sizes.storm_sessions).await,
+                    'r' => {
                         cluster::run(cluster::Scale {
                             resumes: (sizes.resumes / 4).max(10),
                             messages: (sizes.messages / 10).max(1000),
@@ -324,7 +328,7 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
                         })
                         .await
                     }
-                    'h' => rolling::run(l, sizes.storm_sessions).await,
+                    'k' => rolling::run(l, sizes.storm_sessions).await,
                     _ => storm::run(l, sizes.storm_sessions).await,
                 }
             });

@@ -1,4 +1,4 @@
-//! (h) Rolling restart of a three-node cluster under load: N sessions spread over three
+//! (k) Rolling restart of a three-node cluster under load: N sessions spread over three
 //! `tether-server` processes sharing a Redis, each session given the three URLs; numbered
 //! updates published all along; each node in turn gets SIGTERM (it drains and exits) and starts
 //! again on its address. Rows: the time each node takes to drain, the time until every session
@@ -84,20 +84,20 @@ pub(crate) async fn run(launcher: &Launcher, sessions: usize) -> Result<Vec<Samp
     );
     Ok(vec![
         Sample::new(
-            "h.drain",
+            "k.drain",
             "rolling restart: slowest node drain (SIGTERM → exit)",
             Unit::Seconds,
             drains.iter().copied().fold(0.0, f64::max),
         )
         .note(note.clone()),
         Sample::new(
-            "h.back",
+            "k.back",
             "rolling restart: restart → every session active, slowest node",
             Unit::Seconds,
             backs.iter().copied().fold(0.0, f64::max),
         ),
         Sample::new(
-            "h.lost",
+            "k.lost",
             "rolling restart: messages lost, duplicated or reordered",
             Unit::Count,
             lost as f64,
@@ -105,7 +105,7 @@ pub(crate) async fn run(launcher: &Launcher, sessions: usize) -> Result<Vec<Samp
         .target(Target::Zero)
         .note(note),
         Sample::new(
-            "h.closed",
+            "k.closed",
             "rolling restart: sessions that ended",
             Unit::Count,
             t.closed as f64,
