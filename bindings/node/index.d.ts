@@ -82,8 +82,19 @@ export interface AttemptInfo {
   readonly elapsed: number;
   /** Time left before the reconnection timeout closes the session, ms. */
   readonly remaining: number;
-  /** Why the connection was lost (first attempt) or why the previous attempt failed. */
+  /**
+   * Why the connection was lost (first attempt) or why the previous attempt failed:
+   * `server_draining` when the server is going away, `server_busy` when it cannot take the
+   * session now.
+   */
   readonly reason: CloseReason;
+  /**
+   * How long the server asked the session to wait before trying again, ms (with
+   * `server_draining` or `server_busy`); `null` when it did not. The built-in strategies wait
+   * at least that long, spread over `[retryAfter, 2 × retryAfter)`; a strategy of yours should
+   * too: `setTimeout(start, attempt.retryAfter ?? myDelay)`.
+   */
+  readonly retryAfter: number | null;
 }
 
 /**
@@ -105,6 +116,13 @@ export type StrategyFunction = (
 export declare class BuiltinStrategy {
   private constructor();
   readonly kind: 'default' | 'constant' | 'exponentialBackoff' | 'abortImmediately';
+  /**
+   * Lets this built-in decide an attempt a strategy function was given (its fourth argument):
+   * start it after the built-in's delay (at least the server's `retryAfter`), or abort. For a
+   * strategy function that logs or counts attempts and leaves the decision to a built-in.
+   * Throws a `TypeError` for anything else.
+   */
+  decide(attempt: AttemptInfo): void;
 }
 
 export type ReconnectionStrategy = StrategyFunction | BuiltinStrategy;
@@ -144,8 +162,15 @@ export interface ReconnectOptions {
 }
 
 export interface ConnectOptions {
-  /** `ws://host:port/path`; or give `host` (and `port`, `secure`, `path`) instead. */
-  url?: string;
+  /**
+   * `ws://host:port/path`; or give `host` (and `port`, `secure`, `path`) instead. An array
+   * gives several servers that serve the same sessions (one server restarted in place, or the
+   * nodes of a cluster): `connect` tries them in order until one answers, and reconnection
+   * attempts rotate through them (an attempt goes back to the server the session was on, then
+   * tries the next; after a server asked the session to go away, `server_draining`, the first
+   * attempt tries the next).
+   */
+  url?: string | readonly string[];
   host?: string;
   /** Default 80, or 443 when `secure`. */
   port?: number;

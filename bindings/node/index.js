@@ -94,6 +94,10 @@ function milliseconds(value, name, { integer = false, positive = false } = {}) {
 // Built-in strategies: descriptions of the core's strategies, carried out in Rust.
 
 const kSpec = Symbol('tether.strategySpec');
+/** The native attempt behind the `attempt` a strategy function is given. */
+const kAttempt = Symbol('tether.attempt');
+/** The core strategy of each built-in a strategy function hands attempts to (made on first use). */
+const delegates = new WeakMap();
 
 /** A built-in reconnection strategy; make one with the functions below. */
 class BuiltinStrategy {
@@ -106,6 +110,24 @@ class BuiltinStrategy {
   /** `default`, `constant`, `exponentialBackoff` or `abortImmediately`. */
   get kind() {
     return this[kSpec].kind;
+  }
+
+  /**
+   * Lets this built-in decide an attempt a strategy function was given (its fourth argument):
+   * start it after the built-in's delay (at least the server's `retryAfter`), or abort. For a
+   * strategy function that logs or counts attempts and leaves the decision to a built-in.
+   */
+  decide(attempt) {
+    const handle = attempt !== null && typeof attempt === 'object' ? attempt[kAttempt] : undefined;
+    if (handle === undefined) {
+      throw fail('decide(attempt)', "the attempt a strategy function was given (its fourth argument)", attempt);
+    }
+    let strategy = delegates.get(this);
+    if (strategy === undefined) {
+      strategy = new native.NativeStrategy({ ...this[kSpec] });
+      delegates.set(this, strategy);
+    }
+    strategy.perform(handle);
   }
 }
 
@@ -171,7 +193,7 @@ const defaultStrategy = new BuiltinStrategy(kSpec, { kind: 'default' });
 
 function checkStrategy(value, name) {
   if (typeof value === 'function' || value instanceof BuiltinStrategy) return value;
-  throw fail(name, 'a function (start, abort, reason) => void or a built-in strategy', value);
+  throw fail(name, 'a function (start, abort, reason, attempt) => void or a built-in strategy', value);
 }
 
 /** `reconnect` as the seed has it → { timeout, strategy }. */
@@ -206,14 +228,26 @@ const OPTION_KEYS = [
   'closeTimeout',
 ];
 
-function buildUrl(options) {
+/** `{ url, fallbackUrls }` from the options: `url` is a string, or an array of them (the first, then fallbacks). */
+function buildUrls(options) {
   if (options.url !== undefined) {
-    if (typeof options.url !== 'string' || options.url === '') throw fail('options.url', 'a non-empty string', options.url);
+    const urls = Array.isArray(options.url) ? options.url : [options.url];
+    const expected = 'a non-empty string or a non-empty array of them';
+    if (urls.length === 0) throw fail('options.url', expected, options.url);
+    urls.forEach((url, i) => {
+      if (typeof url !== 'string' || url === '') {
+        throw fail(Array.isArray(options.url) ? `options.url[${i}]` : 'options.url', Array.isArray(options.url) ? 'a non-empty string' : expected, url);
+      }
+    });
     for (const key of ['host', 'port', 'secure', 'path']) {
       if (options[key] !== undefined) throw new TypeError(`options.url and options.${key} cannot be used together`);
     }
-    return options.url;
+    return { url: urls[0], fallbackUrls: urls.length > 1 ? urls.slice(1) : undefined };
   }
+  return { url: buildUrl(options), fallbackUrls: undefined };
+}
+
+function buildUrl(options) {
   if (typeof options.host !== 'string' || options.host === '') {
     if (options.host === undefined) throw new TypeError('options.url or options.host is required');
     throw fail('options.host', 'a non-empty string', options.host);
@@ -239,7 +273,7 @@ function buildUrl(options) {
 function normalizeOptions(options) {
   if (options === null || typeof options !== 'object' || Array.isArray(options)) throw fail('options', 'an object', options);
   checkKeys(options, OPTION_KEYS, 'options');
-  const url = buildUrl(options);
+  const { url, fallbackUrls } = buildUrls(options);
   const principal = optionalString(options.principal, 'options.principal');
   const credentials = optionalString(options.credentials, 'options.credentials');
   if (credentials !== undefined && principal === undefined) {
@@ -255,6 +289,7 @@ function normalizeOptions(options) {
     strategy: jsStrategy ? reconnect.strategy : null,
     native: {
       url,
+      fallbackUrls,
       principal,
       credentials,
       reconnectTimeoutMs: reconnect.timeout,
@@ -493,12 +528,16 @@ class Session extends EventEmitter {
     const strategy = this.#strategy;
     const start = () => attempt.start();
     const abort = () => attempt.abort();
-    const info = Object.freeze({
+    const info = {
       number: attempt.number,
       elapsed: attempt.elapsed,
       remaining: attempt.remaining,
       reason,
-    });
+      retryAfter: attempt.retryAfter ?? null,
+    };
+    // For `builtin.decide(info)`: not enumerable, so logging the facts shows only the facts.
+    Object.defineProperty(info, kAttempt, { value: attempt });
+    Object.freeze(info);
     if (typeof strategy !== 'function') {
       attempt.abort();
       return;

@@ -34,6 +34,19 @@ namespace Tether.Interop
         public IntPtr Context;
     }
 
+    /// <summary>RECONNECTION_ATTEMPT_INFO_T.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct ReconnectionAttemptInfoNative
+    {
+        public uint Number;
+        public ulong ElapsedMs;
+        public ulong RemainingMs;
+        /// <summary>A static string: never freed.</summary>
+        public IntPtr LastReason;
+        /// <summary>-1 (RECONNECTION_NO_RETRY_AFTER) when the server gave no hint.</summary>
+        public long RetryAfterMs;
+    }
+
     /// <summary>SESSION_STATE_CHANGED_CB_T.</summary>
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     internal delegate void StateChangedCallback(IntPtr session, int oldState, int newState);
@@ -92,6 +105,18 @@ namespace Tether.Interop
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr session_create(
             byte[] url,
+            byte[] principal,
+            IntPtr credentials,
+            ref SessionListenerNative listener,
+            IntPtr strategy,
+            ref TetherErrorNative error);
+
+        /// <summary><paramref name="urls"/>: pointers to NUL-terminated UTF-8 strings, pinned
+        /// by the caller for the duration of the call.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr session_create_with_urls(
+            IntPtr[] urls,
+            UIntPtr urlCount,
             byte[] principal,
             IntPtr credentials,
             ref SessionListenerNative listener,
@@ -164,6 +189,12 @@ namespace Tether.Interop
         /// <summary>A static string: never freed.</summary>
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr session_state_as_string(int state);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool session_reconnection_attempt_get(
+            IntPtr session,
+            out ReconnectionAttemptInfoNative info);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr make_reconnection_strategy_user_function(

@@ -33,9 +33,32 @@ namespace Tether
 
     /// <summary>One reconnection decision. Callable from any thread; the first of
     /// <see cref="Start"/> / <see cref="Abort"/> wins, later calls (and calls once the session
-    /// has closed) are ignored.</summary>
+    /// has closed) are ignored. Its facts (<see cref="Number"/>, <see cref="Elapsed"/>,
+    /// <see cref="Remaining"/>, <see cref="LastReason"/>, <see cref="RetryAfter"/>) are those
+    /// of <see cref="ReconnectionAttemptInfo"/>.</summary>
     public interface IReconnectionAttempt
     {
+        /// <summary>1 for the first attempt after a disconnection, then 2, 3, ...</summary>
+        int Number { get; }
+
+        /// <summary>Time since the connection was lost.</summary>
+        TimeSpan Elapsed { get; }
+
+        /// <summary>Time left before the reconnection timeout closes the session.</summary>
+        TimeSpan Remaining { get; }
+
+        /// <summary>Why the connection was lost (first attempt) or why the previous attempt
+        /// failed, as a stable snake_case name: <c>transport_error</c>,
+        /// <c>server_draining</c> (the server is going away), <c>server_busy</c> (it cannot take
+        /// the session now), ...</summary>
+        string LastReason { get; }
+
+        /// <summary>How long the server asked the session to wait before trying again (with
+        /// <c>server_draining</c> or <c>server_busy</c>); null when it did not. The built-in
+        /// strategies wait at least that long, spread over [hint, 2 × hint); a strategy of
+        /// yours should too (<c>await Task.Delay(attempt.RetryAfter ?? myDelay)</c>).</summary>
+        TimeSpan? RetryAfter { get; }
+
         /// <summary>Makes one reconnection attempt now.</summary>
         void Start();
 
@@ -46,6 +69,61 @@ namespace Tether
         /// <summary>Whether <see cref="Start"/> or <see cref="Abort"/> has been called (or the
         /// session closed meanwhile).</summary>
         bool IsDecided { get; }
+    }
+
+    /// <summary>The facts of a reconnection attempt: what a strategy is told when it is called
+    /// (<see cref="IReconnectionAttempt"/>), and what <see cref="ISession.LastReconnectionAttempt"/>
+    /// reports afterwards, whatever the strategy (the built-in ones included).</summary>
+    public sealed class ReconnectionAttemptInfo
+    {
+        internal ReconnectionAttemptInfo(int number, TimeSpan elapsed, TimeSpan remaining, string lastReason, TimeSpan? retryAfter)
+        {
+            Number = number;
+            Elapsed = elapsed;
+            Remaining = remaining;
+            LastReason = lastReason;
+            RetryAfter = retryAfter;
+        }
+
+        /// <inheritdoc cref="IReconnectionAttempt.Number"/>
+        public int Number { get; }
+
+        /// <inheritdoc cref="IReconnectionAttempt.Elapsed"/>
+        public TimeSpan Elapsed { get; }
+
+        /// <inheritdoc cref="IReconnectionAttempt.Remaining"/>
+        public TimeSpan Remaining { get; }
+
+        /// <inheritdoc cref="IReconnectionAttempt.LastReason"/>
+        public string LastReason { get; }
+
+        /// <inheritdoc cref="IReconnectionAttempt.RetryAfter"/>
+        public TimeSpan? RetryAfter { get; }
+
+        /// <summary>The facts of the session's current or latest attempt
+        /// (session_reconnection_attempt_get); null when there was none.</summary>
+        internal static ReconnectionAttemptInfo Of(IntPtr session)
+        {
+            ReconnectionAttemptInfoNative info;
+            if (session == IntPtr.Zero || !NativeMethods.session_reconnection_attempt_get(session, out info))
+            {
+                return null;
+            }
+            return new ReconnectionAttemptInfo(
+                info.Number > int.MaxValue ? int.MaxValue : (int)info.Number,
+                Milliseconds(info.ElapsedMs),
+                Milliseconds(info.RemainingMs),
+                Utf8.Decode(info.LastReason),
+                info.RetryAfterMs < 0 ? (TimeSpan?)null : Milliseconds((ulong)info.RetryAfterMs));
+        }
+
+        private static TimeSpan Milliseconds(ulong ms) =>
+            ms >= (ulong)TimeSpan.MaxValue.TotalMilliseconds ? TimeSpan.MaxValue : TimeSpan.FromMilliseconds(ms);
+
+        /// <summary>The facts, for people (logs).</summary>
+        public override string ToString() =>
+            "attempt " + Number + " (" + LastReason + (RetryAfter.HasValue ? ", retry after " + RetryAfter.Value.TotalMilliseconds + " ms" : "")
+            + ", " + Elapsed.TotalMilliseconds + " ms since the disconnection, " + Remaining.TotalMilliseconds + " ms left)";
     }
 
     /// <summary>How randomness spreads the delays of an exponential backoff.</summary>
@@ -167,6 +245,26 @@ namespace Tether
         private const int Undecided = -1;
         private int decision = Undecided;
         private readonly ManualResetEventSlim decided = new ManualResetEventSlim(false);
+        private readonly ReconnectionAttemptInfo info;
+
+        /// <summary>An attempt with these facts (never null: the core records them before it
+        /// calls the strategy).</summary>
+        internal ReconnectionAttempt(ReconnectionAttemptInfo info)
+        {
+            this.info = info ?? new ReconnectionAttemptInfo(0, TimeSpan.Zero, TimeSpan.Zero, null, null);
+        }
+
+        public int Number => info.Number;
+
+        public TimeSpan Elapsed => info.Elapsed;
+
+        public TimeSpan Remaining => info.Remaining;
+
+        public string LastReason => info.LastReason;
+
+        public TimeSpan? RetryAfter => info.RetryAfter;
+
+        public override string ToString() => info.ToString();
 
         public void Start() => Decide(NativeMethods.ActionStart);
 

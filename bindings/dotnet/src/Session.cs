@@ -34,6 +34,13 @@ namespace Tether
         /// <c>reconnect_aborted</c>, <c>reconnect_timeout</c>, ...); null while it is open.</summary>
         string CloseReason { get; }
 
+        /// <summary>The facts of the session's latest reconnection attempt (the one being
+        /// decided while the session is recovering), as its strategy was given them, whatever
+        /// the strategy (the built-in ones included): after a server drained, say, its
+        /// <c>LastReason</c> is <c>server_draining</c> and its <c>RetryAfter</c> the server's
+        /// hint. Null before the first reconnection attempt.</summary>
+        ReconnectionAttemptInfo LastReconnectionAttempt { get; }
+
         /// <summary>Every state change, with the state left and the state entered, in order,
         /// exactly once each. Handlers added with
         /// <see cref="ISessionFactory.SessionStateChangedHandler"/> also see the first
@@ -108,6 +115,7 @@ namespace Tether
         private bool freed;
         private SessionState finalState;
         private string finalReason;
+        private ReconnectionAttemptInfo finalAttempt;
 
         private Session(SessionFactory factory)
         {
@@ -125,6 +133,11 @@ namespace Tether
         internal static Session Open(SessionFactory factory, string url)
         {
             byte[] urlBytes = Utf8.Encode(url, nameof(url));
+            var fallbacks = new List<byte[]>();
+            foreach (var fallback in factory.FallbackUrls)
+            {
+                fallbacks.Add(Utf8.Encode(fallback, "fallbackUrl"));
+            }
             byte[] principalBytes = Utf8.Encode(factory.PrincipalName, "principal");
             byte[] passwordBytes = Utf8.Encode(factory.PasswordText, "password");
 
@@ -150,8 +163,9 @@ namespace Tether
                     Context = context,
                 };
                 var error = default(TetherErrorNative);
-                IntPtr handle = NativeMethods.session_create(
-                    urlBytes, principalBytes, credentials, ref listener, strategy, ref error);
+                IntPtr handle = fallbacks.Count == 0
+                    ? NativeMethods.session_create(urlBytes, principalBytes, credentials, ref listener, strategy, ref error)
+                    : CreateWithUrls(urlBytes, fallbacks, principalBytes, credentials, ref listener, strategy, ref error);
                 if (handle == IntPtr.Zero)
                 {
                     throw Errors.Take(ref error, "cannot open a session to " + url, nameof(url));
@@ -176,6 +190,43 @@ namespace Tether
             {
                 NativeMethods.free_reconnection_strategy(strategy);
                 NativeMethods.credentials_free(credentials);
+            }
+        }
+
+        /// <summary>session_create_with_urls: <paramref name="url"/> then the fallbacks, pinned
+        /// for the call.</summary>
+        private static IntPtr CreateWithUrls(
+            byte[] url,
+            List<byte[]> fallbacks,
+            byte[] principal,
+            IntPtr credentials,
+            ref SessionListenerNative listener,
+            IntPtr strategy,
+            ref TetherErrorNative error)
+        {
+            var all = new List<byte[]> { url };
+            all.AddRange(fallbacks);
+            var pins = new GCHandle[all.Count];
+            var pointers = new IntPtr[all.Count];
+            try
+            {
+                for (int i = 0; i < all.Count; i++)
+                {
+                    pins[i] = GCHandle.Alloc(all[i], GCHandleType.Pinned);
+                    pointers[i] = pins[i].AddrOfPinnedObject();
+                }
+                return NativeMethods.session_create_with_urls(
+                    pointers, (UIntPtr)pointers.Length, principal, credentials, ref listener, strategy, ref error);
+            }
+            finally
+            {
+                foreach (var pin in pins)
+                {
+                    if (pin.IsAllocated)
+                    {
+                        pin.Free();
+                    }
+                }
             }
         }
 
@@ -283,6 +334,21 @@ namespace Tether
                         return finalReason;
                     }
                     return Utf8.Decode(NativeMethods.session_close_reason(native));
+                }
+            }
+        }
+
+        public ReconnectionAttemptInfo LastReconnectionAttempt
+        {
+            get
+            {
+                lock (gate)
+                {
+                    if (freed)
+                    {
+                        return finalAttempt;
+                    }
+                    return ReconnectionAttemptInfo.Of(native);
                 }
             }
         }
@@ -488,6 +554,7 @@ namespace Tether
                 handle = native;
                 finalState = (SessionState)NativeMethods.session_state_get(handle);
                 finalReason = Utf8.Decode(NativeMethods.session_close_reason(handle));
+                finalAttempt = ReconnectionAttemptInfo.Of(handle);
                 freed = true;
                 native = IntPtr.Zero;
             }
@@ -536,7 +603,7 @@ namespace Tether
         internal int PerformReconnection(IntPtr handle)
         {
             Attach(handle);
-            var attempt = new ReconnectionAttempt();
+            var attempt = new ReconnectionAttempt(ReconnectionAttemptInfo.Of(handle));
             Task task = null;
             InCallback(
                 () =>

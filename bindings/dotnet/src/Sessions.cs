@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Threading.Tasks;
 
 namespace Tether
@@ -30,6 +31,16 @@ namespace Tether
         /// Default: the core's (first attempt within 100 ms, then exponential backoff with full
         /// jitter from 250 ms to 10 s), with or without a <see cref="ReconnectionTimeout"/>.</summary>
         ISessionFactory ReconnectionStrategy(IReconnectionStrategy strategy);
+
+        /// <summary>Adds a server to try when the ones before do not answer (the URL given to
+        /// <see cref="Open"/> comes first, then the fallbacks in the order added). Opening tries
+        /// them in order until one answers; reconnection attempts rotate through them: an attempt
+        /// goes back to the server the session was on, then tries the next; after a server asked
+        /// the session to go away (<c>server_draining</c>), the first attempt tries the next.
+        /// Every URL must serve the same sessions (one server restarted in place, or the nodes of
+        /// a cluster).</summary>
+        /// <param name="url"><c>ws://host:port[/path]</c>.</param>
+        ISessionFactory FallbackUrl(string url);
 
         /// <summary>Adds a handler of the session's state changes, attached before the session
         /// opens so it sees every transition from <c>CONNECTING</c> on. Called on a Tether
@@ -79,6 +90,9 @@ namespace Tether
         public static ISessionFactory ReconnectionStrategy(IReconnectionStrategy strategy) =>
             Factory.ReconnectionStrategy(strategy);
 
+        /// <inheritdoc cref="ISessionFactory.FallbackUrl"/>
+        public static ISessionFactory FallbackUrl(string url) => Factory.FallbackUrl(url);
+
         /// <inheritdoc cref="ISessionFactory.SessionStateChangedHandler"/>
         public static ISessionFactory SessionStateChangedHandler(EventHandler<SessionListenerEventArgs> handler) =>
             Factory.SessionStateChangedHandler(handler);
@@ -102,6 +116,7 @@ namespace Tether
         internal string PasswordText { get; private set; }
         internal int? TimeoutMs { get; private set; }
         internal IReconnectionStrategy Strategy { get; private set; }
+        internal IReadOnlyList<string> FallbackUrls { get; private set; } = new string[0];
         internal EventHandler<SessionListenerEventArgs> StateHandlers { get; private set; }
         internal EventHandler<SessionErrorEventArgs> ErrorHandlers { get; private set; }
 
@@ -148,6 +163,16 @@ namespace Tether
                 throw new ArgumentNullException(nameof(strategy));
             }
             return With(f => f.Strategy = strategy);
+        }
+
+        public ISessionFactory FallbackUrl(string url)
+        {
+            if (url == null)
+            {
+                throw new ArgumentNullException(nameof(url));
+            }
+            var urls = new List<string>(FallbackUrls) { url };
+            return With(f => f.FallbackUrls = urls);
         }
 
         public ISessionFactory SessionStateChangedHandler(EventHandler<SessionListenerEventArgs> handler)

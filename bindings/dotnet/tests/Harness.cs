@@ -390,22 +390,72 @@ namespace Tether.Tests
 
     /// <summary>`tether-server --dev` on a free loopback port. The server has no
     /// exit-on-stdin-close option, so it runs under a small shell watchdog that kills it when
-    /// this process's end of the stdin pipe closes (also if this process dies).</summary>
+    /// this process's end of the stdin pipe closes (also if this process dies). The kill is a
+    /// SIGTERM, so Dispose drains the server (sessions are sent away with reason
+    /// server_draining and its retry-after hint, and saved when it has a state directory) and
+    /// waits for it to exit.</summary>
     internal sealed class TestServer : IDisposable
     {
         private readonly ChildProcess child;
 
         internal TestServer()
+            : this("--dev", "127.0.0.1:0")
+        {
+        }
+
+        /// <summary>A server started with <paramref name="arguments"/> (`--dev`, or `--config
+        /// FILE`, ...), listening on <paramref name="listen"/>.</summary>
+        internal TestServer(string arguments, string listen)
         {
             string server = Binaries.Path_("tether-server");
             // sh -c 'SCRIPT' SERVER ARGS...: $0 is the server, $@ its arguments.
             const string script = "$0 $@ </dev/null & pid=$!; trap 'kill $pid 2>/dev/null; wait $pid' EXIT; cat >/dev/null";
-            child = new ChildProcess("/bin/sh", "-c \"" + script + "\" " + server + " --dev --listen 127.0.0.1:0");
+            child = new ChildProcess("/bin/sh", "-c \"" + script + "\" " + server + " " + arguments + " --listen " + listen);
             string line = child.WaitForLine(l => l.Contains("\"listen\""), "the server's listen line");
             Address = Json.Field(line, "listen");
         }
 
         internal string Address { get; }
+
+        internal string Url => "ws://" + Address;
+
+        /// <summary>A configuration file (principal control / password, every permission) in a
+        /// new directory, which is also the server's state directory: a server started with
+        /// it, drained (Dispose) and started again on the same address keeps its sessions.
+        /// Drains send sessions away with a retry-after hint of
+        /// <paramref name="retryAfterMs"/>. Returns the file; the caller deletes the
+        /// directory.</summary>
+        internal static string RestartableConfig(int retryAfterMs)
+        {
+            string dir = Path.Combine(Path.GetTempPath(), "tether-dotnet-" + Process.GetCurrentProcess().Id + "-" + Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(dir);
+            string hash;
+            var info = new ProcessStartInfo(Binaries.Path_("tether-server"), "hash-password")
+            {
+                UseShellExecute = false,
+                RedirectStandardInput = true,
+                RedirectStandardOutput = true,
+            };
+            using (var hasher = Process.Start(info))
+            {
+                hasher.StandardInput.WriteLine("password");
+                hasher.StandardInput.Close();
+                hash = hasher.StandardOutput.ReadToEnd().Trim();
+                hasher.WaitForExit();
+            }
+            string file = Path.Combine(dir, "server.toml");
+            File.WriteAllText(file,
+                "listen = \"127.0.0.1:0\"\n"
+                + "state_dir = \"" + dir + "\"\n"
+                + "[drain]\n"
+                + "retry_after_ms = " + retryAfterMs + "\n"
+                + "[[principals]]\n"
+                + "name = \"control\"\n"
+                + "password_hash = \"" + hash + "\"\n"
+                + "subscribe = [\"**\"]\n"
+                + "publish = [\"**\"]\n");
+            return file;
+        }
 
         public void Dispose() => child.Dispose();
     }

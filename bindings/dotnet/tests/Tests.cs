@@ -112,6 +112,9 @@ namespace Tether.Tests
                 runner.Add("first decision wins: Start then Abort reconnects", FirstDecisionWins);
                 runner.Add("built-in strategies: RepeatingAttempt reconnects, ExponentialBackoff validates", BuiltInStrategies);
                 runner.Add("NoReconnection: a cut closes the session", NoReconnection);
+                runner.Add("attempt facts: number, elapsed, remaining, last reason, no retry-after after a cut", AttemptFacts);
+                runner.Add("drain (SIGTERM) and restart: strategies see server_draining and the server's retry-after", DrainReachesTheStrategies);
+                runner.Add("FallbackUrl: open on the second URL; resume on the fallback when the first refuses", FallbackUrls);
                 runner.Add("subscribe/publish across a cut: nothing lost, duplicated or reordered", SubscribePublishAcrossCut);
                 runner.Add("binary values and unsubscribe", BinaryValuesAndUnsubscribe);
                 runner.Add("Dispose while the strategy is undecided returns, no handler after it", DisposeWhileUndecided);
@@ -449,6 +452,164 @@ namespace Tether.Tests
                     Assert.Equal(0, Volatile.Read(ref calls), "strategy never called");
                 }
             }
+        }
+
+        private static void AttemptFacts()
+        {
+            using (var proxy = new FaultProxy(server.Address))
+            {
+                var states = new StateRecorder();
+                var seen = new List<string>();
+                var strategy = new LambdaStrategy(async attempt =>
+                {
+                    lock (seen)
+                    {
+                        seen.Add(attempt.Number + " " + attempt.LastReason + " " + (attempt.RetryAfter.HasValue ? "hint" : "no-hint")
+                            + " " + (attempt.Remaining > TimeSpan.Zero && attempt.Remaining <= TimeSpan.FromSeconds(30)
+                                && attempt.Elapsed >= TimeSpan.Zero ? "times-ok" : "times-wrong " + attempt));
+                    }
+                    await Task.Delay(20);
+                    if (attempt.Number == 2)
+                    {
+                        proxy.Post("/heal");
+                    }
+                    attempt.Start();
+                });
+                using (var session = Authenticated
+                    .ReconnectionTimeout(30000)
+                    .ReconnectionStrategy(strategy)
+                    .SessionStateChangedHandler(states.Handler)
+                    .Open(proxy.Url))
+                {
+                    Assert.Equal(null, session.LastReconnectionAttempt, "no attempt before the first disconnection");
+                    proxy.Post("/refuse");
+                    proxy.Cut();
+                    states.WaitFor(SessionState.CONNECTED_ACTIVE, 2);
+                    List<string> calls;
+                    lock (seen)
+                    {
+                        calls = seen.ToList();
+                    }
+                    Assert.Equal(2, calls.Count, "one refused attempt, then the successful one");
+                    Assert.True(calls[0] == "1 transport_error no-hint times-ok" || calls[0] == "1 connection_error no-hint times-ok",
+                        "attempt 1 after the cut: " + calls[0]);
+                    Assert.True(calls[1].StartsWith("2 ") && calls[1].EndsWith(" no-hint times-ok"), "attempt 2 after the refusal: " + calls[1]);
+                    var latest = session.LastReconnectionAttempt;
+                    Assert.True(latest != null && latest.Number == 2 && latest.RetryAfter == null,
+                        "the latest attempt's facts: " + latest);
+                }
+            }
+        }
+
+        private static void DrainReachesTheStrategies()
+        {
+            // The restart must come within the hint (the default strategy waits at least that
+            // long before its first attempt): a restart takes tens of milliseconds.
+            const int HintMs = 1000;
+            string config = TestServer.RestartableConfig(HintMs);
+            TestServer first = null, again = null;
+            ISession user = null, dflt = null;
+            try
+            {
+                first = new TestServer("--config " + config, "127.0.0.1:0");
+                string address = first.Address;
+                var userStates = new StateRecorder();
+                var defaultStates = new StateRecorder();
+                Tuple<int, string, TimeSpan?> told = null;
+                var strategy = new LambdaStrategy(async attempt =>
+                {
+                    if (attempt.Number == 1)
+                    {
+                        Volatile.Write(ref told, Tuple.Create(attempt.Number, attempt.LastReason, attempt.RetryAfter));
+                    }
+                    // What the server asked for; a little when it asked nothing.
+                    await Task.Delay(attempt.RetryAfter ?? TimeSpan.FromMilliseconds(50));
+                    attempt.Start();
+                });
+                user = Authenticated.ReconnectionStrategy(strategy).SessionStateChangedHandler(userStates.Handler).Open(first.Url);
+                dflt = Authenticated.SessionStateChangedHandler(defaultStates.Handler).Open(first.Url);
+                string userId = user.SessionId, defaultId = dflt.SessionId;
+
+                first.Dispose(); // SIGTERM: the server drains, saves its sessions and exits
+                first = null;
+                again = new TestServer("--config " + config, address);
+
+                userStates.WaitFor(SessionState.CONNECTED_ACTIVE, 2);
+                defaultStates.WaitFor(SessionState.CONNECTED_ACTIVE, 2);
+                var expected = new[] { "CONNECTING->CONNECTED_ACTIVE", "CONNECTED_ACTIVE->RECOVERING_RECONNECT", "RECOVERING_RECONNECT->CONNECTED_ACTIVE" };
+                Assert.Sequence(expected, userStates.Transitions, "the user strategy's session recovers (never CLOSED_BY_SERVER)");
+                Assert.Sequence(expected, defaultStates.Transitions, "the default strategy's session recovers");
+                var facts = Volatile.Read(ref told);
+                Assert.True(facts != null, "the strategy saw attempt 1");
+                Assert.Equal("server_draining", facts.Item2, "the reason the strategy saw");
+                Assert.Equal((TimeSpan?)TimeSpan.FromMilliseconds(HintMs), facts.Item3, "the hint the strategy saw");
+                var builtIn = dflt.LastReconnectionAttempt;
+                Assert.True(builtIn != null, "the default strategy's attempt is recorded");
+                Assert.Equal(1, builtIn.Number, "the default strategy's first attempt succeeded");
+                Assert.Equal("server_draining", builtIn.LastReason, "the reason the default strategy was given");
+                Assert.Equal((TimeSpan?)TimeSpan.FromMilliseconds(HintMs), builtIn.RetryAfter, "the hint the default strategy was given");
+                Assert.Equal(userId, user.SessionId, "same session id");
+                Assert.Equal(defaultId, dflt.SessionId, "same session id");
+                user.Publish(UniqueTopic("after-drain"), "ok");
+                dflt.Publish(UniqueTopic("after-drain"), "ok");
+            }
+            finally
+            {
+                user?.Dispose();
+                dflt?.Dispose();
+                first?.Dispose();
+                again?.Dispose();
+                Directory.Delete(Path.GetDirectoryName(config), true);
+            }
+        }
+
+        private static void FallbackUrls()
+        {
+            string dead;
+            using (var proxy = new FaultProxy(server.Address))
+            {
+                dead = proxy.Url;
+            }
+            using (var session = Authenticated.FallbackUrl("ws://" + server.Address).Open(dead))
+            {
+                Assert.Equal(SessionState.CONNECTED_ACTIVE, session.State, "opened on the second URL");
+            }
+            using (var first = new FaultProxy(server.Address))
+            using (var second = new FaultProxy(server.Address))
+            {
+                var states = new StateRecorder();
+                var numbers = new List<int>();
+                var strategy = new LambdaStrategy(async attempt =>
+                {
+                    lock (numbers)
+                    {
+                        numbers.Add(attempt.Number);
+                    }
+                    await Task.Delay(20);
+                    attempt.Start();
+                });
+                using (var session = Authenticated
+                    .ReconnectionStrategy(strategy)
+                    .FallbackUrl(second.Url)
+                    .SessionStateChangedHandler(states.Handler)
+                    .Open(first.Url))
+                {
+                    string id = session.SessionId;
+                    Assert.Equal("0", Json.Field(second.Get("/status"), "forwarded_total"), "opened on the first URL");
+                    first.Post("/refuse");
+                    first.Cut();
+                    states.WaitFor(SessionState.CONNECTED_ACTIVE, 2);
+                    Assert.Equal(id, session.SessionId, "same session id");
+                    Assert.Equal("1", Json.Field(second.Get("/status"), "forwarded_total"), "resumed through the fallback");
+                    lock (numbers)
+                    {
+                        Assert.Sequence(new[] { 1, 2 }, numbers, "attempt 1 went back to the first URL (refused), attempt 2 to the fallback");
+                    }
+                    session.Publish(UniqueTopic("fallback"), "ok");
+                }
+            }
+            Assert.Throws<ArgumentNullException>(() => Sessions.FallbackUrl(null), "null fallback URL");
+            Assert.Throws<ArgumentException>(() => Authenticated.FallbackUrl("http://127.0.0.1:1/").Open("ws://" + server.Address), "bad fallback URL");
         }
 
         private static void SubscribePublishAcrossCut()

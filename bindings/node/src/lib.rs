@@ -68,6 +68,8 @@ pub struct StrategySpec {
 pub struct NativeOptions {
     /// `ws://host:port/path`.
     pub url: String,
+    /// More servers, tried in order after `url` (`connect({ url: [...] })`).
+    pub fallback_urls: Option<Vec<String>>,
     /// The principal (anonymous when absent).
     pub principal: Option<String>,
     /// The principal's password.
@@ -313,6 +315,9 @@ pub fn connect<'env>(
     let mut builder = Session::builder(&options.url)
         .reconnection_timeout(millis(options.reconnect_timeout_ms))
         .listener(Forwarder { sink: sink.clone() });
+    for url in options.fallback_urls.iter().flatten() {
+        builder = builder.fallback_url(url.clone());
+    }
     if let Some(p) = &options.principal {
         builder = builder.principal(p.clone());
     }
@@ -534,6 +539,46 @@ impl NativeAttempt {
     #[napi(getter)]
     pub fn last_reason(&self) -> String {
         self.attempt.last_reason().as_str().to_owned()
+    }
+
+    /// How long the server asked the session to wait, ms (`server_draining`, `server_busy`);
+    /// `null` when it did not.
+    #[napi(getter)]
+    pub fn retry_after(&self) -> Option<f64> {
+        self.attempt.retry_after().map(|d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// A built-in strategy that a JavaScript strategy hands attempts to
+/// (`builtin.decide(attempt)`): one core strategy per `BuiltinStrategy` object, so that its
+/// state (a decorrelated backoff's previous delay) carries from attempt to attempt.
+#[napi]
+pub struct NativeStrategy {
+    strategy: Arc<dyn ReconnectionStrategy>,
+}
+
+#[napi]
+impl NativeStrategy {
+    /// The core strategy `spec` describes (checked by the JavaScript side already).
+    #[napi(constructor)]
+    pub fn new(spec: StrategySpec) -> napi::Result<NativeStrategy> {
+        builtin(&spec)
+            .map(|strategy| NativeStrategy { strategy })
+            .map_err(|e| napi::Error::from_reason(e.message))
+    }
+
+    /// Lets the built-in decide `attempt` (start now or after its delay, at least the server's
+    /// hint, or abort).
+    #[napi]
+    pub fn perform(&self, attempt: &NativeAttempt) {
+        let attempt = attempt.attempt.clone();
+        if attempt.number() == 1 {
+            // A new outage: the core resets a strategy after each successful reconnection,
+            // which it does not tell a strategy it does not own; this is the first moment the
+            // built-in hears of it.
+            self.strategy.on_success(attempt.info());
+        }
+        self.strategy.perform_reconnection(attempt);
     }
 }
 

@@ -83,6 +83,10 @@ function hash(password) {
  * Starts a server: `--dev` (principal control / password) by default, or from a config with
  * the given fields (an object value is a table: `{ recovery: { max_frames: 5 } }`) plus principals `control` (everything) and `reader` / `secret` (may only
  * subscribe to `public/**` and publish nothing).
+ *
+ * `restart()` is `systemctl restart`: SIGTERM (the server drains: its sessions are sent away
+ * with reason `server_draining` and its retry-after hint, and saved if it has a `state_dir`),
+ * then the same server again on the same address once the first has exited.
  */
 async function startServer(config) {
   let args = ['--dev', '--listen', '127.0.0.1:0'];
@@ -114,10 +118,16 @@ async function startServer(config) {
     fs.writeFileSync(file, `${lines.join('\n')}\n`);
     args = ['--config', file, '--listen', '127.0.0.1:0'];
   }
-  const { child, info } = await spawnJson('tether-server', args);
+  let { child, info } = await spawnJson('tether-server', args);
   return {
     address: info.listen,
     url: `ws://${info.listen}`,
+    restart: async () => {
+      await stop(child);
+      const listen = args.indexOf('--listen');
+      const again = [...args.slice(0, listen), '--listen', info.listen, ...args.slice(listen + 2)];
+      ({ child, info } = await spawnJson('tether-server', again));
+    },
     /** The sessions the server keeps, by state (`{ connected, disconnected }`); needs `metrics_listen`. */
     sessions: async () => {
       if (!info.metrics) throw new Error('start the server with { metrics_listen: "127.0.0.1:0" }');

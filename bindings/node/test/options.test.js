@@ -14,6 +14,10 @@ const cases = [
   ['options.url or options.host', {}],
   ['options.url', { url: 42 }],
   ['options.url', { url: '' }],
+  ['options.url', { url: [] }],
+  ['options.url[1]', { url: ['ws://127.0.0.1:1', 8080] }],
+  ['options.url[0]', { url: [''] }],
+  ['options.host', { url: ['ws://127.0.0.1:1'], host: 'localhost' }],
   ['options.host', { url: 'ws://127.0.0.1:1', host: 'localhost' }],
   ['options.host', { host: 12 }],
   ['options.port', { ...base, port: 'eighty' }],
@@ -71,6 +75,8 @@ test('built-in strategy factories check their arguments', () => {
   assert.equal(tether.abortImmediately.kind, 'abortImmediately');
   assert.equal(tether.defaultStrategy.kind, 'default');
   assert.ok(Object.isFrozen(tether.constant(5)));
+  check(() => tether.defaultStrategy.decide(), 'decide(attempt)');
+  check(() => tether.defaultStrategy.decide({ number: 1, reason: 'transport_error', retryAfter: null }), 'decide(attempt)');
 });
 
 test('sessions and subscriptions are made by connect and subscribe only', () => {

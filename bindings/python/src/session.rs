@@ -530,6 +530,7 @@ fn publish(
 fn builder(
     py: Python<'_>,
     url: &str,
+    fallback_urls: Vec<String>,
     principal: Option<String>,
     credentials: Option<String>,
     reconnect_timeout: f64,
@@ -547,6 +548,9 @@ fn builder(
         )?)
         .connect_timeout(convert::seconds(py, "connect_timeout", connect_timeout)?)
         .strict(strict);
+    for fallback in fallback_urls {
+        b = b.fallback_url(fallback);
+    }
     if let Some(p) = principal {
         b = b.principal(p);
     }
@@ -572,11 +576,12 @@ async fn open_detached(b: SessionBuilder) -> Result<NativeSession, Error> {
 
 /// Opens a session; returns an awaitable of a `NativeSession`.
 #[pyfunction]
-#[pyo3(signature = (url, *, principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false))]
+#[pyo3(signature = (url, *, fallback_urls = Vec::new(), principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open<'py>(
     py: Python<'py>,
     url: &str,
+    fallback_urls: Vec<String>,
     principal: Option<String>,
     credentials: Option<String>,
     reconnect_timeout: f64,
@@ -589,6 +594,7 @@ pub(crate) fn open<'py>(
     let b = builder(
         py,
         url,
+        fallback_urls,
         principal,
         credentials,
         reconnect_timeout,
@@ -603,11 +609,12 @@ pub(crate) fn open<'py>(
 
 /// Opens a session, blocking (with the GIL released) until it is open.
 #[pyfunction]
-#[pyo3(signature = (url, *, principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false))]
+#[pyo3(signature = (url, *, fallback_urls = Vec::new(), principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open_blocking(
     py: Python<'_>,
     url: &str,
+    fallback_urls: Vec<String>,
     principal: Option<String>,
     credentials: Option<String>,
     reconnect_timeout: f64,
@@ -620,6 +627,7 @@ pub(crate) fn open_blocking(
     let b = builder(
         py,
         url,
+        fallback_urls,
         principal,
         credentials,
         reconnect_timeout,

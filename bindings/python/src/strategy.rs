@@ -1,7 +1,7 @@
 //! Reconnection strategies from Python: the attempt object, the built-ins, and the adapter that
 //! hands attempts to a Python callable.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
@@ -60,6 +60,13 @@ impl Attempt {
         convert::close_reason(py, self.0.last_reason())
     }
 
+    /// Seconds the server asked the session to wait before trying again (with
+    /// `server_draining` or `server_busy`), or `None` when it did not.
+    #[getter]
+    fn retry_after(&self) -> Option<f64> {
+        self.0.retry_after().map(|d| d.as_secs_f64())
+    }
+
     /// Whether `start()` or `abort()` was called (or the session stopped waiting).
     #[getter]
     fn is_decided(&self) -> bool {
@@ -68,14 +75,30 @@ impl Attempt {
 
     fn __repr__(&self) -> String {
         format!(
-            "ReconnectionAttempt(number={}, elapsed={:.3}, remaining={:.3}, reason='{}', decided={})",
+            "ReconnectionAttempt(number={}, elapsed={:.3}, remaining={:.3}, reason='{}', retry_after={}, decided={})",
             self.0.number(),
             self.0.elapsed().as_secs_f64(),
             self.0.remaining().as_secs_f64(),
             self.0.last_reason(),
+            self.0
+                .retry_after()
+                .map_or_else(|| "None".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
             if self.0.is_decided() { "True" } else { "False" },
         )
     }
+}
+
+/// Hands an attempt a Python strategy was given to a built-in (`builtin(attempt)`): the core
+/// strategy decides it (start after its delay, at least the server's hint, or abort).
+fn hand_over(strategy: &Arc<dyn ReconnectionStrategy>, attempt: &Bound<'_, Attempt>) {
+    let attempt = attempt.get().0.clone();
+    if attempt.number() == 1 {
+        // A new outage: the core resets a strategy after each successful reconnection, which
+        // it does not tell a strategy it does not own; this is the first moment the built-in
+        // hears of it.
+        strategy.on_success(attempt.info());
+    }
+    strategy.perform_reconnection(attempt);
 }
 
 /// Hands each attempt to a Python callable, on the session's callback thread. The Python
@@ -112,6 +135,8 @@ impl ReconnectionStrategy for PyStrategy {
 pub(crate) struct ConstantDelay {
     delay: Duration,
     max_attempts: Option<u32>,
+    /// The core strategy that `__call__` hands attempts to (made on first use).
+    delegate: OnceLock<Arc<dyn ReconnectionStrategy>>,
 }
 
 #[pymethods]
@@ -122,7 +147,13 @@ impl ConstantDelay {
         Ok(ConstantDelay {
             delay: convert::seconds(py, "delay", delay)?,
             max_attempts,
+            delegate: OnceLock::new(),
         })
+    }
+
+    /// Decides an attempt that a strategy function was given, as this built-in would.
+    fn __call__(&self, attempt: &Bound<'_, Attempt>) {
+        hand_over(self.delegate.get_or_init(|| self.build()), attempt);
     }
 
     /// The delay in seconds.
@@ -194,6 +225,8 @@ pub(crate) struct ExponentialBackoff {
     max_attempts: Option<u32>,
     first_attempt: Option<Duration>,
     seed: Option<u64>,
+    /// The core strategy that `__call__` hands attempts to (made on first use).
+    delegate: OnceLock<Arc<dyn ReconnectionStrategy>>,
 }
 
 #[pymethods]
@@ -238,7 +271,13 @@ impl ExponentialBackoff {
                 .map(|f| convert::seconds(py, "first_attempt", f))
                 .transpose()?,
             seed,
+            delegate: OnceLock::new(),
         })
+    }
+
+    /// Decides an attempt that a strategy function was given, as this built-in would.
+    fn __call__(&self, attempt: &Bound<'_, Attempt>) {
+        hand_over(self.delegate.get_or_init(|| self.build()), attempt);
     }
 
     /// The first delay, in seconds.
@@ -322,6 +361,11 @@ impl AbortImmediately {
         AbortImmediately
     }
 
+    /// Aborts an attempt that a strategy function was given, as this built-in would.
+    fn __call__(&self, attempt: &Bound<'_, Attempt>) {
+        attempt.get().0.abort();
+    }
+
     fn __repr__(&self) -> &'static str {
         "AbortImmediately()"
     }
@@ -330,13 +374,26 @@ impl AbortImmediately {
 /// The default strategy: the first attempt after a random 0–100 ms, then exponential backoff
 /// with full jitter from 250 ms, doubling, capped at 10 s.
 #[pyclass(frozen, module = "tether._tether")]
-pub(crate) struct DefaultStrategy;
+pub(crate) struct DefaultStrategy {
+    /// The core strategy that `__call__` hands attempts to (made on first use).
+    delegate: OnceLock<Arc<dyn ReconnectionStrategy>>,
+}
 
 #[pymethods]
 impl DefaultStrategy {
     #[new]
     fn new() -> Self {
-        DefaultStrategy
+        DefaultStrategy {
+            delegate: OnceLock::new(),
+        }
+    }
+
+    /// Decides an attempt that a strategy function was given, as this built-in would.
+    fn __call__(&self, attempt: &Bound<'_, Attempt>) {
+        hand_over(
+            self.delegate.get_or_init(strategy::default_strategy),
+            attempt,
+        );
     }
 
     fn __repr__(&self) -> &'static str {

@@ -76,10 +76,9 @@ class Server:
         self.log = log
 
 
-@contextmanager
-def running_server(workdir: Path, extra_config: str = "") -> Iterator[Server]:
-    """A server with principal ``control`` (every permission) and ``reader`` (only
-    ``public/**``), both with password ``password``; its log goes to ``workdir``."""
+def _server_config(workdir: Path, extra_config: str) -> Path:
+    """A configuration with principal ``control`` (every permission) and ``reader`` (only
+    ``public/**``), both with password ``password``."""
     exe = _binary("tether-server")
     digest = subprocess.run(
         [str(exe), "hash-password"], input=PASSWORD, capture_output=True, text=True, check=True
@@ -101,19 +100,66 @@ subscribe = ["public/**"]
 publish = ["public/**"]
 """
     )
-    log = workdir / "server.log"
-    with open(log, "w") as stderr:
+    return config
+
+
+def _start_server(config: Path, listen: str, log: Path) -> "Tuple[subprocess.Popen[str], str]":
+    """The server process and the address it listens on."""
+    with open(log, "a") as stderr:
         proc = subprocess.Popen(
-            [str(exe), "--config", str(config), "--listen", "127.0.0.1:0"],
+            [str(_binary("tether-server")), "--config", str(config), "--listen", listen],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
         )
     try:
-        yield Server(_read_json_line(proc, "tether-server", log)["listen"], log)
+        return proc, _read_json_line(proc, "tether-server", log)["listen"]
+    except BaseException:
+        _stop(proc)
+        raise
+
+
+@contextmanager
+def running_server(workdir: Path, extra_config: str = "") -> Iterator[Server]:
+    """A server with principal ``control`` (every permission) and ``reader`` (only
+    ``public/**``), both with password ``password``; its log goes to ``workdir``."""
+    log = workdir / "server.log"
+    proc, addr = _start_server(_server_config(workdir, extra_config), "127.0.0.1:0", log)
+    try:
+        yield Server(addr, log)
     finally:
         _stop(proc)
+
+
+class RestartableServer(Server):
+    """A server that :meth:`restart` restarts in place, as ``systemctl restart`` does."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self._config = config
+        self._proc, addr = _start_server(config, "127.0.0.1:0", log)
+        super().__init__(addr, log)
+
+    def restart(self) -> None:
+        """SIGTERM (the server drains: every session is sent away with reason
+        ``server_draining`` and the configured retry-after hint, and saved to the state
+        directory), then the same server again on the same address once it has exited."""
+        _stop(self._proc)
+        self._proc, _ = _start_server(self._config, self.addr, self.log)
+
+    def stop(self) -> None:
+        _stop(self._proc)
+
+
+@contextmanager
+def restartable_server(workdir: Path, extra_config: str = "") -> Iterator[RestartableServer]:
+    """As :func:`running_server`, restartable: give it a ``state_dir`` in ``extra_config`` so
+    that the sessions survive the restart."""
+    server = RestartableServer(_server_config(workdir, extra_config), workdir / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -508,14 +508,27 @@ impl ReconnectionAttempt {
         self.inner.remaining()
     }
 
-    /// Why the connection was lost (first attempt) or why the previous attempt failed.
+    /// Why the connection was lost (first attempt) or why the previous attempt failed:
+    /// `ServerDraining` when the server is going away, `ServerBusy` when it cannot take the
+    /// session now.
     pub fn last_reason(&self) -> CloseReason {
         self.inner.last_reason().into()
+    }
+
+    /// How long the server asked the session to wait before trying again (with
+    /// `ServerDraining` or `ServerBusy`); absent when it did not. The built-in strategies wait
+    /// at least that long, spread over `[hint, 2 × hint)`; a strategy of yours should too.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after()
     }
 }
 
 /// Decides when a session in `RECOVERING_RECONNECT` tries again (Kotlin/Java: implement the
 /// interface, or use a lambda from Java; Swift: adopt the protocol).
+///
+/// A strategy of yours may hand an attempt to a built-in (`defaultStrategy()`,
+/// `exponentialBackoff(...)`, ...) by calling its `performReconnection(attempt)`: the built-in
+/// then decides it (after its delay, at least the server's `retryAfter`).
 ///
 /// Called on the session's callback thread (a Tether thread, never the caller's) on entering
 /// `RECOVERING_RECONNECT` and after each failed attempt while time remains. It may return
@@ -702,6 +715,13 @@ impl tether::SessionListener for ListenerAdapter {
 /// Kotlin use named arguments or the `Tether.sessions()` builder.
 #[derive(uniffi::Record)]
 pub struct SessionConfiguration {
+    /// More servers to try after the URL given to `open`, in order, all serving the same
+    /// sessions (one server restarted in place, or the nodes of a cluster). Opening tries them
+    /// in order until one answers; reconnection attempts rotate through them (an attempt goes
+    /// back to the server the session was on, then tries the next; after a server asked the
+    /// session to go away, `ServerDraining`, the first attempt tries the next).
+    #[uniffi(default = [])]
+    pub fallback_urls: Vec<String>,
     /// The principal to authenticate as (anonymous when absent).
     #[uniffi(default = None)]
     pub principal: Option<String>,
@@ -757,6 +777,9 @@ fn positive(name: &str, value: Option<i64>, default: usize) -> Result<usize, Tet
 impl SessionConfiguration {
     fn builder(self, url: &str) -> Result<tether::SessionBuilder, TetherError> {
         let mut b = tether::Session::builder(url);
+        for fallback in self.fallback_urls {
+            b = b.fallback_url(fallback);
+        }
         if let Some(p) = self.principal {
             b = b.principal(p);
         }
@@ -1037,6 +1060,7 @@ mod tests {
     #[test]
     fn bad_configuration_is_a_typed_error() {
         let config = || SessionConfiguration {
+            fallback_urls: Vec::new(),
             principal: None,
             credentials: None,
             reconnection_timeout: None,
@@ -1050,6 +1074,15 @@ mod tests {
             max_queued_bytes: None,
         };
         let e = Session::open("http://x".into(), config()).err();
+        assert!(matches!(e, Some(TetherError::InvalidUrl { .. })), "{e:?}");
+        let e = Session::open(
+            "ws://127.0.0.1:1".into(),
+            SessionConfiguration {
+                fallback_urls: vec!["http://x".into()],
+                ..config()
+            },
+        )
+        .err();
         assert!(matches!(e, Some(TetherError::InvalidUrl { .. })), "{e:?}");
         let e = Session::open(
             "ws://127.0.0.1:1".into(),

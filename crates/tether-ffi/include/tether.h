@@ -42,6 +42,11 @@
 #include <stdint.h>
 
 /**
+ * `retry_after_ms` of a `RECONNECTION_ATTEMPT_INFO_T` when the server gave no hint.
+ */
+#define RECONNECTION_NO_RETRY_AFTER -1
+
+/**
  * A principal's credentials (a password). Opaque.
  *
  * Ownership: created by `credentials_create_password`, owned by the caller, released with
@@ -150,6 +155,40 @@ typedef struct {
 typedef void (*TOPIC_HANDLER_T)(const char *topic, const void *value, size_t length, void *context);
 
 /**
+ * The facts of a reconnection attempt, filled in by `session_reconnection_attempt_get`.
+ *
+ * Ownership: the struct belongs to the caller (usually on its stack); `last_reason` is a
+ * static string owned by the library (never free it).
+ */
+typedef struct {
+  /**
+   * 1 for the first attempt after a disconnection, then 2, 3, ...
+   */
+  uint32_t number;
+  /**
+   * Milliseconds since the connection was lost.
+   */
+  uint64_t elapsed_ms;
+  /**
+   * Milliseconds left before the reconnection timeout closes the session.
+   */
+  uint64_t remaining_ms;
+  /**
+   * Why the connection was lost (first attempt) or why the previous attempt failed, as a
+   * stable snake_case name: `"transport_error"`, `"server_draining"` (the server is going
+   * away), `"server_busy"` (it cannot take the session now), ...
+   */
+  const char *last_reason;
+  /**
+   * How long the server asked the session to wait before trying again, in milliseconds
+   * (with `"server_draining"` or `"server_busy"`), or `RECONNECTION_NO_RETRY_AFTER` (-1)
+   * when it did not. The built-in strategies wait at least that long, spread over
+   * `[hint, 2 × hint)`; a user strategy should too.
+   */
+  int64_t retry_after_ms;
+} RECONNECTION_ATTEMPT_INFO_T;
+
+/**
  * What a user strategy callback decides: `RECONNECTION_ATTEMPT_ACTION_START` or
  * `RECONNECTION_ATTEMPT_ACTION_ABORT`. Any other value aborts (and logs a warning).
  */
@@ -164,18 +203,25 @@ typedef int RECONNECTION_ATTEMPT_ACTION_T;
  * runs, the session's other callbacks wait. `session` is valid during the call; `args` is the
  * pointer given to `make_reconnection_strategy_user_function`. The reconnection timeout runs
  * while the callback blocks: when it elapses the session closes whatever the callback returns.
+ * `session_reconnection_attempt_get(session, &info)` tells the attempt's facts: its number, the
+ * time since the disconnection and before the timeout, why the connection was lost (or why
+ * the previous attempt failed), and the server's retry-after hint (a draining or busy server
+ * asks the session to wait that long).
  */
 typedef RECONNECTION_ATTEMPT_ACTION_T (*PERFORM_RECONNECTION_CB_T)(SESSION_T *session, void *args);
 
 /**
  * Called after a reconnection attempt succeeded (the session is `CONNECTED_ACTIVE` again), on
- * the session's callback thread. `session` is valid during the call.
+ * the session's callback thread. `session` is valid during the call;
+ * `session_reconnection_attempt_get` tells the facts of the attempt that succeeded.
  */
 typedef void (*PERFORM_RECONNECTION_SUCCESS_CB_T)(SESSION_T *session, void *args);
 
 /**
  * Called after a reconnection attempt failed, on the session's callback thread; the strategy
- * callback follows if time remains. `session` is valid during the call.
+ * callback follows if time remains. `session` is valid during the call;
+ * `session_reconnection_attempt_get` tells the facts of the attempt that failed (why it failed
+ * is the `last_reason` of the next strategy call).
  */
 typedef void (*PERFORM_RECONNECTION_FAILURE_CB_T)(SESSION_T *session, void *args);
 
@@ -390,7 +436,7 @@ void tether_error_free(TETHER_ERROR_T *error);
  *
  * Every string argument is read during the call only; `credentials` and `strategy` may be
  * freed as soon as it returns. The caller owns the returned session and releases it with
- * `session_free`.
+ * `session_free`. `session_create_with_urls` takes several servers.
  *
  * Errors: `TETHER_ERROR_NULL_ARGUMENT` / `_INVALID_UTF8` (naming the argument),
  * `_INVALID_URL`, `_INVALID_ARGUMENT`, `_CONNECTION_FAILED`, `_AUTHENTICATION_FAILED`,
@@ -406,6 +452,29 @@ SESSION_T *session_create(const char *url,
                           const SESSION_LISTENER_T *listener,
                           const RECONNECTION_STRATEGY_T *strategy,
                           TETHER_ERROR_T *error);
+
+/**
+ * As `session_create`, with several server URLs: `urls` points to `url_count` (at least one)
+ * NUL-terminated URLs, all serving the same sessions (one server restarted in place, or the
+ * nodes of a cluster). Opening tries them in order until one answers; reconnection attempts
+ * rotate through them: an attempt goes back to the server the session was on, then tries the
+ * next; after a server asked the session to go away (`"server_draining"`), the first attempt
+ * tries the next. The array and its strings are read during the call only.
+ *
+ * Errors: as `session_create`; `TETHER_ERROR_NULL_ARGUMENT` for a NULL `urls` or URL,
+ * `_INVALID_ARGUMENT` for a `url_count` of 0, `_INVALID_URL` when any URL is not usable.
+ *
+ * # Safety
+ * `urls` is NULL or points to `url_count` pointers, each NULL or NUL-terminated; the other
+ * arguments as `session_create`.
+ */
+SESSION_T *session_create_with_urls(const char *const *urls,
+                                    size_t url_count,
+                                    const char *principal,
+                                    const CREDENTIALS_T *credentials,
+                                    const SESSION_LISTENER_T *listener,
+                                    const RECONNECTION_STRATEGY_T *strategy,
+                                    TETHER_ERROR_T *error);
 
 /**
  * Closes the session (`CLOSED_BY_CLIENT`; the server frees it at once) and returns when it is
@@ -586,6 +655,22 @@ bool tether_shutdown(uint32_t timeout_ms, TETHER_ERROR_T *error);
  * free it. Thread-safe.
  */
 const char *session_state_as_string(SESSION_STATE_T state);
+
+/**
+ * Fills `info` with the facts of the session's reconnection attempt: inside the strategy
+ * callback, the attempt it decides; inside `on_success` / `on_failure`, the attempt that
+ * succeeded / failed (its `elapsed_ms` measured then); at any other time, the latest attempt.
+ * The facts are recorded for every strategy, the built-in ones included, so after a
+ * reconnection they tell what the strategy was given (a drain's `"server_draining"` and hint,
+ * say).
+ *
+ * Returns true and fills `info`; false (leaving `info` untouched) when the session has never
+ * been handed a reconnection attempt, or `session` or `info` is NULL.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `info` is NULL or writable.
+ */
+bool session_reconnection_attempt_get(const SESSION_T *session, RECONNECTION_ATTEMPT_INFO_T *info);
 
 /**
  * A strategy that asks `callback` what to do before each attempt, as in the seed's C API.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use tether::strategy::AttemptInfo;
 use tether::{Session, SessionId, SessionListener, StateChange, TopicUpdate};
 use tether_protocol::Selector;
 use tracing::warn;
@@ -16,7 +17,7 @@ use crate::boundary::{boundary, panic_message};
 use crate::credentials::Credentials;
 use crate::error::{ErrorC, FfiError};
 use crate::state::{SESSION_STATE_UNKNOWN, SessionStateValue, reason_name, state_value};
-use crate::strategy::ReconnectionStrategyC;
+use crate::strategy::{DEFAULT_STRATEGY, ReconnectionStrategyC};
 use crate::strings::{arg_str, malloc_string, opt_str};
 
 /// A user pointer (`args`, `context`) handed back to C callbacks.
@@ -108,6 +109,9 @@ pub struct SessionHandle {
     closed_seen: Mutex<bool>,
     closed_cv: Condvar,
     subscriptions: Mutex<Vec<Arc<CSubscription>>>,
+    /// The facts of the latest reconnection attempt handed to the strategy (see
+    /// `session_reconnection_attempt_get`).
+    attempt: Mutex<Option<AttemptInfo>>,
     /// The runtime generation the session runs on (see [`SHUTDOWNS`]).
     generation: u64,
 }
@@ -155,6 +159,16 @@ impl SessionHandle {
 
     fn session(&self) -> Option<Session> {
         lock(&self.session).clone()
+    }
+
+    /// Remembers the facts of the attempt the strategy is being handed (or that just ended).
+    pub(crate) fn record_attempt(&self, info: &AttemptInfo) {
+        *lock(&self.attempt) = Some(info.clone());
+    }
+
+    /// The facts of the latest reconnection attempt, if there was one.
+    pub(crate) fn latest_attempt(&self) -> Option<AttemptInfo> {
+        lock(&self.attempt).clone()
     }
 
     fn set_created(&self, state: Created) {
@@ -267,7 +281,9 @@ impl SessionHandle {
 ///
 /// # Safety
 /// `session` is NULL or a live pointer from `session_create`, not freed during `'a`.
-unsafe fn handle_ref<'a>(session: *const SessionHandle) -> Result<&'a SessionHandle, FfiError> {
+pub(crate) unsafe fn handle_ref<'a>(
+    session: *const SessionHandle,
+) -> Result<&'a SessionHandle, FfiError> {
     // SAFETY: per the contract, NULL or a live handle.
     unsafe { session.as_ref() }.ok_or(FfiError::NullArgument("session"))
 }
@@ -320,7 +336,7 @@ fn init_logging() {
 ///
 /// Every string argument is read during the call only; `credentials` and `strategy` may be
 /// freed as soon as it returns. The caller owns the returned session and releases it with
-/// `session_free`.
+/// `session_free`. `session_create_with_urls` takes several servers.
 ///
 /// Errors: `TETHER_ERROR_NULL_ARGUMENT` / `_INVALID_UTF8` (naming the argument),
 /// `_INVALID_URL`, `_INVALID_ARGUMENT`, `_CONNECTION_FAILED`, `_AUTHENTICATION_FAILED`,
@@ -339,67 +355,131 @@ pub unsafe extern "C" fn session_create(
     error: *mut ErrorC,
 ) -> *mut SessionHandle {
     boundary(error, std::ptr::null_mut(), || {
-        init_logging();
         // SAFETY: NULL or NUL-terminated, valid during this call, per the contract.
         let url = unsafe { arg_str(url, "url") }?;
-        // SAFETY: as above.
-        let principal = unsafe { opt_str(principal, "principal") }?;
-        // SAFETY: NULL or live credentials, per the contract; only read during this call.
-        let credentials = unsafe { credentials.as_ref() };
-        // SAFETY: NULL or a live listener struct, per the contract; copied here.
-        let listener = unsafe { listener.as_ref() }.copied();
-        // SAFETY: NULL or a live strategy; it is plain data, copied here.
-        let strategy = unsafe { strategy.as_ref() }.copied();
-
-        let handle = Arc::new_cyclic(|me| SessionHandle {
-            me: me.clone(),
-            session: Mutex::new(None),
-            id: OnceLock::new(),
-            on_state_changed: listener.and_then(|l| l.on_state_changed),
-            context: UserData(listener.map_or(std::ptr::null_mut(), |l| l.context)),
-            created: Mutex::new(Created::Pending),
-            created_cv: Condvar::new(),
-            gate: Mutex::new(()),
-            freed: AtomicBool::new(false),
-            closed_seen: Mutex::new(false),
-            closed_cv: Condvar::new(),
-            subscriptions: Mutex::new(Vec::new()),
-            generation: SHUTDOWNS.load(Ordering::SeqCst),
-        });
-        // Whatever happens below (an error, a panic), callbacks waiting for the outcome must
-        // not wait forever.
-        struct Outcome<'a>(&'a SessionHandle, Created);
-        impl Drop for Outcome<'_> {
-            fn drop(&mut self) {
-                self.0.set_created(self.1);
-            }
-        }
-        let mut outcome = Outcome(&handle, Created::Failed);
-
-        let mut builder = Session::builder(url).listener(FfiListener {
-            session: Arc::downgrade(&handle),
-        });
-        if let Some(p) = principal {
-            builder = builder.principal(p);
-        }
-        if let Some(c) = credentials {
-            builder = builder.password(c.password.clone());
-        }
-        if let Some(s) = strategy {
-            builder = s.configure(builder, Arc::downgrade(&handle));
-        }
-        let session = block_on(builder.open())??;
-        let _ = handle.id.set(SessionIdC(session.session_id()));
-        *lock(&handle.session) = Some(session);
-        {
-            let mut all = lock(&HANDLES);
-            all.retain(|w| w.strong_count() > 0);
-            all.push(Arc::downgrade(&handle));
-        }
-        outcome.1 = Created::Ready;
-        drop(outcome);
-        Ok(Arc::into_raw(handle).cast_mut())
+        // SAFETY: forwarded from this function's own contract.
+        unsafe { create(&[url], principal, credentials, listener, strategy) }
     })
+}
+
+/// As `session_create`, with several server URLs: `urls` points to `url_count` (at least one)
+/// NUL-terminated URLs, all serving the same sessions (one server restarted in place, or the
+/// nodes of a cluster). Opening tries them in order until one answers; reconnection attempts
+/// rotate through them: an attempt goes back to the server the session was on, then tries the
+/// next; after a server asked the session to go away (`"server_draining"`), the first attempt
+/// tries the next. The array and its strings are read during the call only.
+///
+/// Errors: as `session_create`; `TETHER_ERROR_NULL_ARGUMENT` for a NULL `urls` or URL,
+/// `_INVALID_ARGUMENT` for a `url_count` of 0, `_INVALID_URL` when any URL is not usable.
+///
+/// # Safety
+/// `urls` is NULL or points to `url_count` pointers, each NULL or NUL-terminated; the other
+/// arguments as `session_create`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn session_create_with_urls(
+    urls: *const *const c_char,
+    url_count: usize,
+    principal: *const c_char,
+    credentials: *const Credentials,
+    listener: *const SessionListenerC,
+    strategy: *const ReconnectionStrategyC,
+    error: *mut ErrorC,
+) -> *mut SessionHandle {
+    boundary(error, std::ptr::null_mut(), || {
+        if urls.is_null() {
+            return Err(FfiError::NullArgument("urls"));
+        }
+        if url_count == 0 {
+            return Err(
+                tether::Error::InvalidArgument("url_count must be at least 1".into()).into(),
+            );
+        }
+        // SAFETY: not NULL, and `url_count` readable pointers per the contract.
+        let pointers = unsafe { std::slice::from_raw_parts(urls, url_count) };
+        let list = pointers
+            .iter()
+            // SAFETY: each NULL or NUL-terminated, valid during this call, per the contract.
+            .map(|&p| unsafe { arg_str(p, "urls") })
+            .collect::<Result<Vec<&str>, FfiError>>()?;
+        // SAFETY: forwarded from this function's own contract.
+        unsafe { create(&list, principal, credentials, listener, strategy) }
+    })
+}
+
+/// The body of `session_create` and `session_create_with_urls` (`urls` not empty).
+///
+/// # Safety
+/// As `session_create`.
+unsafe fn create(
+    urls: &[&str],
+    principal: *const c_char,
+    credentials: *const Credentials,
+    listener: *const SessionListenerC,
+    strategy: *const ReconnectionStrategyC,
+) -> Result<*mut SessionHandle, FfiError> {
+    init_logging();
+    let (first, fallbacks) = urls.split_first().ok_or(FfiError::NullArgument("urls"))?;
+    // SAFETY: NULL or NUL-terminated, valid during this call, per the contract.
+    let principal = unsafe { opt_str(principal, "principal") }?;
+    // SAFETY: NULL or live credentials, per the contract; only read during this call.
+    let credentials = unsafe { credentials.as_ref() };
+    // SAFETY: NULL or a live listener struct, per the contract; copied here.
+    let listener = unsafe { listener.as_ref() }.copied();
+    // SAFETY: NULL or a live strategy; it is plain data, copied here.
+    let strategy = unsafe { strategy.as_ref() }.copied();
+
+    let handle = Arc::new_cyclic(|me| SessionHandle {
+        me: me.clone(),
+        session: Mutex::new(None),
+        id: OnceLock::new(),
+        on_state_changed: listener.and_then(|l| l.on_state_changed),
+        context: UserData(listener.map_or(std::ptr::null_mut(), |l| l.context)),
+        created: Mutex::new(Created::Pending),
+        created_cv: Condvar::new(),
+        gate: Mutex::new(()),
+        freed: AtomicBool::new(false),
+        closed_seen: Mutex::new(false),
+        closed_cv: Condvar::new(),
+        subscriptions: Mutex::new(Vec::new()),
+        attempt: Mutex::new(None),
+        generation: SHUTDOWNS.load(Ordering::SeqCst),
+    });
+    // Whatever happens below (an error, a panic), callbacks waiting for the outcome must
+    // not wait forever.
+    struct Outcome<'a>(&'a SessionHandle, Created);
+    impl Drop for Outcome<'_> {
+        fn drop(&mut self) {
+            self.0.set_created(self.1);
+        }
+    }
+    let mut outcome = Outcome(&handle, Created::Failed);
+
+    let mut builder = Session::builder(first).listener(FfiListener {
+        session: Arc::downgrade(&handle),
+    });
+    for url in fallbacks {
+        builder = builder.fallback_url(*url);
+    }
+    if let Some(p) = principal {
+        builder = builder.principal(p);
+    }
+    if let Some(c) = credentials {
+        builder = builder.password(c.password.clone());
+    }
+    builder = strategy
+        .unwrap_or(DEFAULT_STRATEGY)
+        .configure(builder, Arc::downgrade(&handle));
+    let session = block_on(builder.open())??;
+    let _ = handle.id.set(SessionIdC(session.session_id()));
+    *lock(&handle.session) = Some(session);
+    {
+        let mut all = lock(&HANDLES);
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&handle));
+    }
+    outcome.1 = Created::Ready;
+    drop(outcome);
+    Ok(Arc::into_raw(handle).cast_mut())
 }
 
 /// Closes the session (`CLOSED_BY_CLIENT`; the server frees it at once) and returns when it is

@@ -1,7 +1,7 @@
 //! `RECONNECTION_STRATEGY_T`: the seed's C strategy API over the core's strategies.
 
-use std::ffi::{c_int, c_void};
-use std::sync::Weak;
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tether::CloseReason;
@@ -12,7 +12,8 @@ use tether::strategy::{
 };
 use tracing::warn;
 
-use crate::session::{SessionHandle, UserData};
+use crate::session::{SessionHandle, UserData, handle_ref};
+use crate::state::reason_name;
 
 /// What a user strategy callback decides: `RECONNECTION_ATTEMPT_ACTION_START` or
 /// `RECONNECTION_ATTEMPT_ACTION_ABORT`. Any other value aborts (and logs a warning).
@@ -36,6 +37,83 @@ pub const RECONNECTION_JITTER_EQUAL: JitterValue = 2;
 /// Uniform in `[initial, previous × 3]`, capped at the maximum delay.
 pub const RECONNECTION_JITTER_DECORRELATED: JitterValue = 3;
 
+/// `retry_after_ms` of a `RECONNECTION_ATTEMPT_INFO_T` when the server gave no hint.
+pub const RECONNECTION_NO_RETRY_AFTER: i64 = -1;
+
+/// The facts of a reconnection attempt, filled in by `session_reconnection_attempt_get`.
+///
+/// Ownership: the struct belongs to the caller (usually on its stack); `last_reason` is a
+/// static string owned by the library (never free it).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ReconnectionAttemptInfoC {
+    /// 1 for the first attempt after a disconnection, then 2, 3, ...
+    pub number: u32,
+    /// Milliseconds since the connection was lost.
+    pub elapsed_ms: u64,
+    /// Milliseconds left before the reconnection timeout closes the session.
+    pub remaining_ms: u64,
+    /// Why the connection was lost (first attempt) or why the previous attempt failed, as a
+    /// stable snake_case name: `"transport_error"`, `"server_draining"` (the server is going
+    /// away), `"server_busy"` (it cannot take the session now), ...
+    pub last_reason: *const c_char,
+    /// How long the server asked the session to wait before trying again, in milliseconds
+    /// (with `"server_draining"` or `"server_busy"`), or `RECONNECTION_NO_RETRY_AFTER` (-1)
+    /// when it did not. The built-in strategies wait at least that long, spread over
+    /// `[hint, 2 × hint)`; a user strategy should too.
+    pub retry_after_ms: i64,
+}
+
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<&AttemptInfo> for ReconnectionAttemptInfoC {
+    fn from(info: &AttemptInfo) -> Self {
+        ReconnectionAttemptInfoC {
+            number: info.number,
+            elapsed_ms: millis_u64(info.elapsed),
+            remaining_ms: millis_u64(info.remaining),
+            last_reason: reason_name(info.last_reason).as_ptr(),
+            retry_after_ms: info.retry_after.map_or(RECONNECTION_NO_RETRY_AFTER, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            }),
+        }
+    }
+}
+
+/// Fills `info` with the facts of the session's reconnection attempt: inside the strategy
+/// callback, the attempt it decides; inside `on_success` / `on_failure`, the attempt that
+/// succeeded / failed (its `elapsed_ms` measured then); at any other time, the latest attempt.
+/// The facts are recorded for every strategy, the built-in ones included, so after a
+/// reconnection they tell what the strategy was given (a drain's `"server_draining"` and hint,
+/// say).
+///
+/// Returns true and fills `info`; false (leaving `info` untouched) when the session has never
+/// been handed a reconnection attempt, or `session` or `info` is NULL.
+///
+/// # Safety
+/// `session` is NULL or a live session; `info` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn session_reconnection_attempt_get(
+    session: *const SessionHandle,
+    info: *mut ReconnectionAttemptInfoC,
+) -> bool {
+    crate::boundary::boundary(std::ptr::null_mut(), false, || {
+        if info.is_null() {
+            return Ok(false);
+        }
+        // SAFETY: NULL or live, per the contract.
+        let h = unsafe { handle_ref(session) }?;
+        let Some(latest) = h.latest_attempt() else {
+            return Ok(false);
+        };
+        // SAFETY: not NULL and writable, per the contract; a plain-data write.
+        unsafe { info.write(ReconnectionAttemptInfoC::from(&latest)) };
+        Ok(true)
+    })
+}
+
 /// A user strategy: decides whether to make a reconnection attempt.
 ///
 /// Called when the session enters `RECOVERING_RECONNECT`, and again after each failed attempt
@@ -44,16 +122,23 @@ pub const RECONNECTION_JITTER_DECORRELATED: JitterValue = 3;
 /// runs, the session's other callbacks wait. `session` is valid during the call; `args` is the
 /// pointer given to `make_reconnection_strategy_user_function`. The reconnection timeout runs
 /// while the callback blocks: when it elapses the session closes whatever the callback returns.
+/// `session_reconnection_attempt_get(session, &info)` tells the attempt's facts: its number, the
+/// time since the disconnection and before the timeout, why the connection was lost (or why
+/// the previous attempt failed), and the server's retry-after hint (a draining or busy server
+/// asks the session to wait that long).
 pub type PerformReconnectionCb =
     Option<unsafe extern "C" fn(session: *mut SessionHandle, args: *mut c_void) -> AttemptAction>;
 
 /// Called after a reconnection attempt succeeded (the session is `CONNECTED_ACTIVE` again), on
-/// the session's callback thread. `session` is valid during the call.
+/// the session's callback thread. `session` is valid during the call;
+/// `session_reconnection_attempt_get` tells the facts of the attempt that succeeded.
 pub type PerformReconnectionSuccessCb =
     Option<unsafe extern "C" fn(session: *mut SessionHandle, args: *mut c_void)>;
 
 /// Called after a reconnection attempt failed, on the session's callback thread; the strategy
-/// callback follows if time remains. `session` is valid during the call.
+/// callback follows if time remains. `session` is valid during the call;
+/// `session_reconnection_attempt_get` tells the facts of the attempt that failed (why it failed
+/// is the `last_reason` of the next strategy call).
 pub type PerformReconnectionFailureCb =
     Option<unsafe extern "C" fn(session: *mut SessionHandle, args: *mut c_void)>;
 
@@ -253,25 +338,23 @@ impl ReconnectionStrategyC {
             Some(ms) => builder.reconnection_timeout(Duration::from_millis(ms.into())),
             None => builder,
         };
-        match self.kind {
-            Kind::Default => {
-                builder.reconnection_strategy_arc(tether::strategy::default_strategy())
-            }
+        let strategy: Arc<dyn ReconnectionStrategy> = match self.kind {
+            Kind::Default => tether::strategy::default_strategy(),
             Kind::User {
                 perform,
                 args,
                 on_success,
                 on_failure,
-            } => builder.reconnection_strategy(UserStrategy {
+            } => Arc::new(UserStrategy {
                 perform,
                 args,
                 on_success,
                 on_failure,
-                session,
+                session: session.clone(),
             }),
             Kind::Repeating { count, delay_ms } => {
                 let s = ConstantDelay::new(Duration::from_millis(delay_ms.into()));
-                builder.reconnection_strategy(if count > 0 { s.max_attempts(count) } else { s })
+                (if count > 0 { s.max_attempts(count) } else { s }).into_strategy()
             }
             Kind::Backoff {
                 initial_ms,
@@ -286,13 +369,54 @@ impl ReconnectionStrategyC {
                     Duration::from_millis(max_ms.into()),
                 )
                 .jitter(jitter);
-                builder.reconnection_strategy(if max_attempts > 0 {
+                (if max_attempts > 0 {
                     s.max_attempts(max_attempts)
                 } else {
                     s
                 })
+                .into_strategy()
             }
+        };
+        builder.reconnection_strategy(Recorded { strategy, session })
+    }
+}
+
+/// The library's default strategy and timeout, as `session_create` uses them for a NULL
+/// strategy.
+pub(crate) const DEFAULT_STRATEGY: ReconnectionStrategyC = ReconnectionStrategyC {
+    kind: Kind::Default,
+    timeout_ms: None,
+};
+
+/// Records the facts of every attempt on the session (for `session_reconnection_attempt_get`)
+/// before the strategy sees it, on the session's callback thread, whatever the strategy.
+struct Recorded {
+    strategy: Arc<dyn ReconnectionStrategy>,
+    session: Weak<SessionHandle>,
+}
+
+impl Recorded {
+    fn record(&self, info: &AttemptInfo) {
+        if let Some(h) = self.session.upgrade() {
+            h.record_attempt(info);
         }
+    }
+}
+
+impl ReconnectionStrategy for Recorded {
+    fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
+        self.record(attempt.info());
+        self.strategy.perform_reconnection(attempt);
+    }
+
+    fn on_success(&self, attempt: &AttemptInfo) {
+        self.record(attempt);
+        self.strategy.on_success(attempt);
+    }
+
+    fn on_failure(&self, attempt: &AttemptInfo, reason: CloseReason) {
+        self.record(attempt);
+        self.strategy.on_failure(attempt, reason);
     }
 }
 

@@ -127,26 +127,33 @@ struct Env {
     proxy: FaultProxy,
     control: SocketAddr,
     server: Option<Server>,
+    config: ServerConfig,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Env {
     fn start() -> Env {
+        Env::with(|_| {})
+    }
+
+    /// As [`Env::start`], with the server's configuration changed by `configure`.
+    fn with(configure: impl FnOnce(&mut ServerConfig)) -> Env {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("test runtime");
+        let mut config = ServerConfig::dev();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.principals.push(PrincipalConfig {
+            name: "reader".into(),
+            password_hash: tether_server::auth::hash_password("secret"),
+            subscribe: vec!["public/**".into()],
+            publish: vec!["public/**".into()],
+        });
+        configure(&mut config);
         let (server, proxy, control) = runtime.block_on(async {
-            let mut config = ServerConfig::dev();
-            config.listen = "127.0.0.1:0".parse().expect("address");
-            config.principals.push(PrincipalConfig {
-                name: "reader".into(),
-                password_hash: tether_server::auth::hash_password("secret"),
-                subscribe: vec!["public/**".into()],
-                publish: vec!["public/**".into()],
-            });
-            let server = Server::bind(config).await.expect("server starts");
+            let server = Server::bind(config.clone()).await.expect("server starts");
             let proxy =
                 FaultProxy::start("127.0.0.1:0".parse().expect("address"), server.local_addr())
                     .await
@@ -161,8 +168,31 @@ impl Env {
             proxy,
             control,
             server: Some(server),
+            config,
             runtime,
         }
+    }
+
+    /// Drains the server (every session is sent away with reason `server_draining` and the
+    /// configured hint; with a state directory, saved there), then starts it again at once on
+    /// the same address, from what the drain saved: a restart in place.
+    fn drain_and_restart(&mut self) {
+        let server = self.server.take().expect("the server runs");
+        let addr = server.local_addr();
+        let mut config = self.config.clone();
+        config.listen = addr;
+        let again = self.runtime.block_on(async move {
+            let report = tokio::time::timeout(BOUND, server.drain(Duration::from_secs(10)))
+                .await
+                .expect("the drain ends")
+                .expect("the drain saves the sessions");
+            println!(
+                "drained: {} sessions sent away, {} still connected, {:?} saved",
+                report.sent_away, report.still_connected, report.saved
+            );
+            Server::bind(config).await.expect("the server starts again")
+        });
+        self.server = Some(again);
     }
 
     fn url(&self) -> String {
@@ -252,10 +282,23 @@ fn finish(
     rx: &mpsc::Receiver<String>,
     what: &str,
 ) -> (std::process::ExitStatus, Vec<String>) {
+    finish_with(child, rx, what, &mut |_| {})
+}
+
+/// As [`finish`], calling `on_line` with each line as it comes.
+fn finish_with(
+    child: &mut Child,
+    rx: &mpsc::Receiver<String>,
+    what: &str,
+    on_line: &mut dyn FnMut(&str),
+) -> (std::process::ExitStatus, Vec<String>) {
     let mut seen = Vec::new();
     loop {
         match rx.recv_timeout(BOUND) {
-            Ok(line) => seen.push(line),
+            Ok(line) => {
+                on_line(&line);
+                seen.push(line);
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
@@ -276,6 +319,20 @@ fn run_child(
     echo: Option<&'static str>,
     what: &str,
 ) -> (std::process::ExitStatus, Vec<String>, String) {
+    run_child_with(wrapper, program, args, &[], echo, what, |_| {})
+}
+
+/// As [`run_child`], with environment variables `envs`, and `on_line` called with each line
+/// of stdout as it comes (the harness's part in a test).
+fn run_child_with(
+    wrapper: &[&str],
+    program: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+    echo: Option<&'static str>,
+    what: &str,
+    mut on_line: impl FnMut(&str),
+) -> (std::process::ExitStatus, Vec<String>, String) {
     let mut cmd = if let Some((first, rest)) = wrapper.split_first() {
         let mut c = Command::new(first);
         c.args(rest).arg(program);
@@ -284,6 +341,7 @@ fn run_child(
         Command::new(program)
     };
     cmd.args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -298,7 +356,7 @@ fn run_child(
         text
     });
     let rx = lines(&mut child, echo);
-    let (status, output) = finish(&mut child, &rx, what);
+    let (status, output) = finish_with(&mut child, &rx, what, &mut on_line);
     let stderr = errors.join().unwrap_or_default();
     (status, output, stderr)
 }
@@ -320,7 +378,16 @@ fn run_c_suite(
     let env = Env::start();
     let mut args = vec![env.url(), env.control.to_string()];
     args.extend(tests.iter().map(|t| t.to_string()));
-    let result = run_child(wrapper, &test_program(), &args, Some(""), "the C tests");
+    let envs = [("TETHER_SERVER_URL", env.server_url())];
+    let result = run_child_with(
+        wrapper,
+        &test_program(),
+        &args,
+        &envs,
+        Some(""),
+        "the C tests",
+        |_| {},
+    );
     drop(env);
     result
 }
@@ -359,6 +426,7 @@ fn c_tests_are_clean_under_valgrind() {
         "strategy_abort_closes_failed",
         "subscribe_publish_across_a_cut",
         "invalid_arguments",
+        "fallback_urls",
         "close_from_a_callback",
         "shutdown_from_a_callback",
         "shutdown",
@@ -373,6 +441,53 @@ fn c_tests_are_clean_under_valgrind() {
         status.success() && counts == Some((tests.len() as u32, 0)),
         "C tests under valgrind failed ({status}, {counts:?}); stderr:\n{stderr}"
     );
+}
+
+/// The retry-after hint the drain test's server sends (the test program checks it).
+const DRAIN_HINT_MS: u64 = 700;
+
+/// The C program's `drain` test: when it prints `drain now`, the server drains (sending every
+/// session away with reason `server_draining` and a 700 ms hint, saving them to its state
+/// directory) and starts again at once on the same address. A user strategy reads the reason and
+/// the hint through `session_reconnection_attempt_get` and waits that long; the default
+/// strategy was handed the same facts; both sessions come back with their ids.
+#[test]
+fn c_drain_reaches_the_strategies() {
+    let _serial = serial();
+    let dir = out_dir().join(format!("drain-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut env = Env::with(|config| {
+        config.drain.retry_after_ms = DRAIN_HINT_MS;
+        config.state_dir = Some(dir.clone());
+    });
+    let args = [env.url(), env.control.to_string(), "drain".to_owned()];
+    let envs = [
+        ("TETHER_SERVER_URL", env.server_url()),
+        ("TETHER_RETRY_AFTER_MS", DRAIN_HINT_MS.to_string()),
+    ];
+    let mut drained = false;
+    let (status, output, stderr) = run_child_with(
+        &[],
+        &test_program(),
+        &args,
+        &envs,
+        Some(""),
+        "the C drain test",
+        |line| {
+            if line == "drain now" && !drained {
+                drained = true;
+                env.drain_and_restart();
+            }
+        },
+    );
+    assert!(drained, "the test never asked for the drain: {output:#?}");
+    let counts = summary(&output);
+    assert!(
+        status.success() && counts == Some((1, 0)),
+        "the C drain test failed ({status}, {counts:?}); stderr:\n{stderr}"
+    );
+    drop(env);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// How many times each exit scenario runs: `TETHER_EXIT_RUNS` (`cargo xtask soak` sets it),

@@ -87,11 +87,19 @@ int probe(void) {
     RECONNECTION_STRATEGY_T *strategy = make_reconnection_strategy_user_function(cb, 0, ok, failed);
     CREDENTIALS_T *credentials = credentials_create_password("password");
     SESSION_T *session;
+    SESSION_T *other;
     const SESSION_ID_T *id;
     char *text;
+    const char *urls[2] = { "ws://127.0.0.1:1", "ws://127.0.0.1:2" };
+    RECONNECTION_ATTEMPT_INFO_T info = ZERO;
     listener.on_state_changed = on_state;
     reconnection_strategy_set_timeout(strategy, 1000);
     session = session_create("ws://127.0.0.1:1", "control", credentials, &listener, strategy, &error);
+    other = session_create_with_urls(urls, 2, "control", credentials, &listener, strategy, &error);
+    if (session_reconnection_attempt_get(other, &info) && info.retry_after_ms != RECONNECTION_NO_RETRY_AFTER) {
+        (void)info.last_reason;
+    }
+    session_free(other);
     id = session_id_get(session);
     text = session_id_to_string(id);
     tether_string_free(text);

@@ -22,12 +22,18 @@ async function main(): Promise<void> {
   const strategy: StrategyFunction = (start, abort, reason, attempt: AttemptInfo) => {
     const r: CloseReason = reason;
     const n: number = attempt.number + attempt.elapsed + attempt.remaining;
+    const hint: number | null = attempt.retryAfter;
     if (n > 25 || r === 'idle_connection') {
       const decided: boolean = abort();
       void decided;
+    } else if (r === 'server_draining' || r === 'server_busy') {
+      setTimeout(start, hint ?? 1000);
     } else {
       setTimeout(start, 100);
     }
+  };
+  const logged: StrategyFunction = (_start, _abort, _reason, attempt) => {
+    defaultStrategy.decide(attempt);
   };
   const session: Session = await connect({
     host: 'localhost',
@@ -39,6 +45,7 @@ async function main(): Promise<void> {
     reconnect: { timeout: 600000, strategy },
   });
   await connect({ url: 'ws://localhost:8080' });
+  await connect({ url: ['ws://a:8080', 'ws://b:8080'], reconnect: logged });
   await connect({ url: 'ws://localhost:8080', reconnect: true });
   await connect({ url: 'ws://localhost:8080', reconnect: false });
   await connect({ url: 'ws://localhost:8080', reconnect: 30000 });
@@ -128,6 +135,10 @@ async function main(): Promise<void> {
   new Session();
   // @ts-expect-error: a strategy is not a number
   await connect({ url: 'ws://x', reconnect: { strategy: 5 } });
+  // @ts-expect-error: URLs are strings
+  await connect({ url: ['ws://x', 8080] });
+  // @ts-expect-error: decide takes the attempt a strategy function was given
+  defaultStrategy.decide();
 }
 
 void main;

@@ -46,6 +46,7 @@ from ._reconnect import (
     ReconnectOption,
     Strategy,
     StrategyFunction,
+    Urls,
 )
 from ._session import Connecting, Publish, Session, StateChanges, Subscription, connect
 from ._tether import (
@@ -101,6 +102,7 @@ __all__ = [
     "Subscription",
     "TetherError",
     "Update",
+    "Urls",
     "__version__",
     "connect",
     "shutdown",

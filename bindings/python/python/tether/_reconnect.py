@@ -9,6 +9,7 @@ callback thread directly, where blocking is allowed.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import inspect
 import logging
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ from typing import (
     Callable,
     List,
     Optional,
+    Sequence,
     Set,
     Tuple,
     TypeVar,
     Union,
 )
 
-from ._errors import StrategyError
+from ._errors import InvalidArgumentError, StrategyError
 from ._types import SessionState
 from ._tether import (
     AbortImmediately,
@@ -274,7 +276,26 @@ def strategy_argument(strategy: Optional[Strategy], events: Events) -> Any:
     """What the native ``open`` takes for a strategy."""
     if strategy is None or is_builtin(strategy):
         return strategy
-    return events.strategy_invoker(strategy)  # type: ignore[arg-type]
+    return events.strategy_invoker(strategy)
+
+
+Urls = Union[str, Sequence[str]]
+"""What ``connect`` takes as ``url``: a URL, or several (the first, then fallbacks)."""
+
+
+def split_urls(url: Urls) -> Tuple[str, List[str]]:
+    """``(first URL, fallback URLs)`` of a ``url`` argument."""
+    if isinstance(url, str):
+        return url, []
+    if isinstance(url, (bytes, bytearray)) or not isinstance(url, collections.abc.Sequence):
+        raise TypeError(f"url must be a str or a sequence of str, not {type(url).__name__}")
+    urls = list(url)
+    for u in urls:
+        if not isinstance(u, str):
+            raise TypeError(f"every URL must be a str, not {type(u).__name__}")
+    if not urls:
+        raise InvalidArgumentError("url: give at least one URL")
+    return urls[0], urls[1:]
 
 
 def payload(value: Union[bytes, bytearray, memoryview, str]) -> bytes:
@@ -292,4 +313,5 @@ __all__ = [
     "ReconnectOption",
     "Strategy",
     "StrategyFunction",
+    "Urls",
 ]

@@ -23,7 +23,15 @@ from typing import (
 
 from . import _tether
 from ._errors import SessionClosedError
-from ._reconnect import Events, ReconnectOption, payload, resolve, strategy_argument
+from ._reconnect import (
+    Events,
+    ReconnectOption,
+    Urls,
+    payload,
+    resolve,
+    split_urls,
+    strategy_argument,
+)
 from ._tether import GapReport, NativeSession, StateChange, Update
 from ._types import CloseReason, SessionState
 
@@ -336,14 +344,14 @@ class Connecting(_CoroutineProtocol[Session]):
 
     def __init__(
         self,
-        url: str,
+        url: Urls,
         principal: Optional[str],
         credentials: Optional[str],
         reconnect: ReconnectOption,
         connect_timeout: float,
         strict: bool,
     ) -> None:
-        self._url = url
+        self._url, self._fallback_urls = split_urls(url)
         self._principal = principal
         self._credentials = credentials
         self._timeout, self._strategy = resolve(reconnect)
@@ -355,6 +363,7 @@ class Connecting(_CoroutineProtocol[Session]):
         events = Events(asyncio.get_running_loop())
         native = await _tether.open(
             self._url,
+            fallback_urls=self._fallback_urls,
             principal=self._principal,
             credentials=self._credentials,
             reconnect_timeout=self._timeout,
@@ -384,7 +393,7 @@ class Connecting(_CoroutineProtocol[Session]):
 
 
 def connect(
-    url: str,
+    url: Urls,
     *,
     principal: Optional[str] = None,
     credentials: Optional[str] = None,
@@ -399,6 +408,12 @@ def connect(
         async with tether.connect(url, reconnect=tether.Reconnect(60, strategy)) as session:
             ...
 
+    ``url`` may also be a list of URLs of servers that serve the same sessions (one server
+    restarted in place, or the nodes of a cluster): opening tries them in order until one
+    answers, and reconnection attempts rotate through them (an attempt goes back to the
+    server the session was on, then tries the next; after a server asked the session to go
+    away, ``server_draining``, the first attempt tries the next).
+
     ``reconnect`` is ``True``/``None`` (default: 60 s, :class:`DefaultStrategy`),
     ``False``/``0`` (disabled), a number of seconds (the reconnection timeout), a strategy,
     or :class:`Reconnect`. A strategy is a built-in (:class:`ConstantDelay`,
@@ -406,7 +421,9 @@ def connect(
     function or coroutine function taking a :class:`ReconnectionAttempt`, called on this
     event loop each time the session needs a decision; it calls ``attempt.start()`` (now,
     or later: ``loop.call_later``, ``await asyncio.sleep(d)``, ``attempt.start_after(d)``)
-    or ``attempt.abort()``. If it raises, the exception is logged, delivered to
+    or ``attempt.abort()``, or hands the attempt to a built-in (``DefaultStrategy()(attempt)``).
+    A draining or busy server asks the session to wait ``attempt.retry_after`` seconds (the
+    built-ins wait at least that long, spread over ``[retry_after, 2 × retry_after)``). If it raises, the exception is logged, delivered to
     :meth:`Session.on_error` as a :class:`StrategyError`, and the attempt is aborted.
 
     Raises :class:`AuthenticationError`, :class:`ConnectionFailedError` or another

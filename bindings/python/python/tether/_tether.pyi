@@ -1,7 +1,7 @@
 """Type stubs of the native module ``tether._tether`` (private: use ``tether``)."""
 
 import asyncio
-from typing import Callable, Optional, Union, final
+from typing import Callable, Optional, Sequence, Union, final
 
 from ._types import CloseReason, Jitter, SessionState
 
@@ -29,6 +29,7 @@ __version__: str
 def open(
     url: str,
     *,
+    fallback_urls: Sequence[str] = ...,
     principal: Optional[str] = None,
     credentials: Optional[str] = None,
     reconnect_timeout: float = 60.0,
@@ -41,6 +42,7 @@ def open(
 def open_blocking(
     url: str,
     *,
+    fallback_urls: Sequence[str] = ...,
     principal: Optional[str] = None,
     credentials: Optional[str] = None,
     reconnect_timeout: float = 60.0,
@@ -164,6 +166,10 @@ class ReconnectionAttempt:
     @property
     def reason(self) -> CloseReason: ...
     @property
+    def retry_after(self) -> Optional[float]:
+        """Seconds the server asked the session to wait (``server_draining``,
+        ``server_busy``), or ``None``."""
+    @property
     def is_decided(self) -> bool: ...
 
 @final
@@ -172,6 +178,8 @@ class ConstantDelay:
     instead of attempt ``max_attempts + 1``."""
 
     def __new__(cls, delay: float, max_attempts: Optional[int] = None) -> ConstantDelay: ...
+    def __call__(self, attempt: ReconnectionAttempt) -> None:
+        """Decides an attempt a strategy function was given, as this built-in would."""
     @property
     def delay(self) -> float: ...
     @property
@@ -205,12 +213,16 @@ class ExponentialBackoff:
     def max_attempts(self) -> Optional[int]: ...
     @property
     def first_attempt(self) -> Optional[float]: ...
+    def __call__(self, attempt: ReconnectionAttempt) -> None:
+        """Decides an attempt a strategy function was given, as this built-in would."""
 
 @final
 class AbortImmediately:
     """Never reconnect: the first attempt aborts."""
 
     def __new__(cls) -> AbortImmediately: ...
+    def __call__(self, attempt: ReconnectionAttempt) -> None:
+        """Aborts an attempt a strategy function was given, as this built-in would."""
 
 @final
 class DefaultStrategy:
@@ -218,4 +230,6 @@ class DefaultStrategy:
     doubling, capped at 10 s."""
 
     def __new__(cls) -> DefaultStrategy: ...
+    def __call__(self, attempt: ReconnectionAttempt) -> None:
+        """Decides an attempt a strategy function was given, as this built-in would."""
 

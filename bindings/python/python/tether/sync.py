@@ -34,7 +34,15 @@ from typing import Callable, Iterator, Optional, Type, Union
 
 from . import _tether
 from ._errors import SessionClosedError
-from ._reconnect import Events, ReconnectOption, payload, resolve, strategy_argument
+from ._reconnect import (
+    Events,
+    ReconnectOption,
+    Urls,
+    payload,
+    resolve,
+    split_urls,
+    strategy_argument,
+)
 from ._tether import GapReport, NativeSession, StateChange, Update
 from ._types import CloseReason, SessionState
 
@@ -199,7 +207,7 @@ class Session:
 
 
 def connect(
-    url: str,
+    url: Urls,
     *,
     principal: Optional[str] = None,
     credentials: Optional[str] = None,
@@ -209,6 +217,7 @@ def connect(
 ) -> Session:
     """Opens a session, blocking until it is open; the arguments are those of
     :func:`tether.connect`, except that a strategy must be a plain function."""
+    first, fallbacks = split_urls(url)
     timeout, strategy = resolve(reconnect)
     if strategy is not None and (
         inspect.iscoroutinefunction(strategy)
@@ -217,7 +226,8 @@ def connect(
         raise TypeError("tether.sync strategies must be plain functions, not coroutine functions")
     events = Events(None)
     native = _tether.open_blocking(
-        url,
+        first,
+        fallback_urls=fallbacks,
         principal=principal,
         credentials=credentials,
         reconnect_timeout=timeout,

@@ -6,6 +6,11 @@
  * Runs every test (or the named ones) and closes with "N passed, N failed". Waits are on
  * condition variables signalled by the callbacks, bounded by WAIT_BOUND_MS only so that a
  * failing test fails instead of hanging; no sleep is used to synchronise.
+ *
+ * Environment: TETHER_SERVER_URL, the server itself (not through the proxy), for the fallback
+ * URL test. The "drain" test runs only when named: it prints "drain now" and expects the
+ * harness to drain the server (retry-after hint TETHER_RETRY_AFTER_MS) and start it again on
+ * the same address from what the drain saved.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -235,10 +240,19 @@ static int changes(recorder_t *r) {
 /* ---------------------------------------------------------------------------------------- */
 /* A user strategy that records its calls                                                    */
 
+#define MAX_CALLS 64
+
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int calls, successes, failures;
+    /* The attempt facts each strategy call read (session_reconnection_attempt_get), and those
+     * of the latest on_success / on_failure call. */
+    RECONNECTION_ATTEMPT_INFO_T info[MAX_CALLS];
+    int info_ok[MAX_CALLS];
+    RECONNECTION_ATTEMPT_INFO_T success_info, failure_info;
+    int success_info_ok, failure_info_ok;
+    int honour_hint; /* sleep the server's retry-after hint before answering */
     long block_ms;                        /* how long the strategy blocks before answering */
     RECONNECTION_ATTEMPT_ACTION_T action; /* what it answers */
     SESSION_T *session;                   /* the pointer the callbacks received */
@@ -280,12 +294,22 @@ static RECONNECTION_ATTEMPT_ACTION_T recording_strategy(SESSION_T *session, void
     strategy_args_t *s = args;
     SESSION_STATE_T state = session_state_get(session);
     int recovering = session_is_recovering(session);
+    RECONNECTION_ATTEMPT_INFO_T info;
+    memset(&info, 0, sizeof info);
+    int info_ok = session_reconnection_attempt_get(session, &info);
     pthread_mutex_lock(&s->mu);
     note_session(s, session);
+    if (s->calls < MAX_CALLS) {
+        s->info[s->calls] = info;
+        s->info_ok[s->calls] = info_ok;
+    }
     s->calls++;
     s->state_in_callback = state;
     s->recovering_in_callback = recovering;
     long block_ms = s->block_ms;
+    if (s->honour_hint && info_ok && info.retry_after_ms > block_ms) {
+        block_ms = (long)info.retry_after_ms; /* wait as long as the server asked */
+    }
     RECONNECTION_ATTEMPT_ACTION_T action = s->action;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -297,8 +321,12 @@ static RECONNECTION_ATTEMPT_ACTION_T recording_strategy(SESSION_T *session, void
 
 static void recording_success(SESSION_T *session, void *args) {
     strategy_args_t *s = args;
+    RECONNECTION_ATTEMPT_INFO_T info;
+    int info_ok = session_reconnection_attempt_get(session, &info);
     pthread_mutex_lock(&s->mu);
     note_session(s, session);
+    s->success_info = info;
+    s->success_info_ok = info_ok;
     s->successes++;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -306,8 +334,12 @@ static void recording_success(SESSION_T *session, void *args) {
 
 static void recording_failure(SESSION_T *session, void *args) {
     strategy_args_t *s = args;
+    RECONNECTION_ATTEMPT_INFO_T info;
+    int info_ok = session_reconnection_attempt_get(session, &info);
     pthread_mutex_lock(&s->mu);
     note_session(s, session);
+    s->failure_info = info;
+    s->failure_info_ok = info_ok;
     s->failures++;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -399,6 +431,10 @@ static void test_create_and_close(void) {
     REQUIRE(id != NULL);
     CHECK(strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32);
     CHECK(str_eq(session_state_as_string(session_state_get(session)), "CONNECTED_ACTIVE"));
+    /* No reconnection attempt yet: no facts, and the struct is left untouched. */
+    RECONNECTION_ATTEMPT_INFO_T info = { 42, 0, 0, NULL, 0 };
+    CHECK(!session_reconnection_attempt_get(session, &info));
+    CHECK(info.number == 42);
 
     REQUIRE(wait_changes(&r, 1));
     CHECK(change_is(&r, 0, CONNECTING, CONNECTED_ACTIVE));
@@ -454,6 +490,18 @@ static void test_strategy_start_reconnects_same_session(void) {
     CHECK(s.recovering_in_callback);
     CHECK(s.session == session && !s.foreign_session);
     CHECK(!s.on_main_thread);
+    /* The strategy read the attempt's facts: the first attempt after a lost connection, no
+     * hint from the server, time left within the 30 s timeout. */
+    CHECK(s.info_ok[0]);
+    CHECK(s.info[0].number == 1);
+    CHECK(str_eq(s.info[0].last_reason, "transport_error") ||
+          str_eq(s.info[0].last_reason, "connection_error"));
+    CHECK(s.info[0].retry_after_ms == RECONNECTION_NO_RETRY_AFTER);
+    CHECK(s.info[0].remaining_ms > 0 && s.info[0].remaining_ms <= 30000);
+    CHECK(s.info[0].elapsed_ms + s.info[0].remaining_ms <= 30000);
+    /* on_success saw the attempt that succeeded. */
+    CHECK(s.success_info_ok && s.success_info.number == 1);
+    CHECK(str_eq(s.success_info.last_reason, s.info[0].last_reason));
     pthread_mutex_unlock(&s.mu);
 
     /* A second cut: the strategy is called again and the session resumes again. */
@@ -531,6 +579,16 @@ static void test_failure_callbacks_while_refused(void) {
     /* Every attempt the strategy started either failed or was the successful one. */
     CHECK(s.successes == 1);
     CHECK(s.calls == s.failures + 1);
+    /* Attempt n is number n; from the second on, the reason is the refusal of the previous. */
+    for (int i = 0; i < s.calls && i < MAX_CALLS; i++) {
+        CHECK(s.info_ok[i] && s.info[i].number == (uint32_t)(i + 1));
+        CHECK(s.info[i].retry_after_ms == RECONNECTION_NO_RETRY_AFTER);
+        if (i > 0) {
+            CHECK(s.info[i].last_reason != NULL && !str_eq(s.info[i].last_reason, "server_draining"));
+            CHECK(s.info[i].elapsed_ms >= s.info[i - 1].elapsed_ms);
+        }
+    }
+    CHECK(s.success_info_ok && s.success_info.number == (uint32_t)s.calls);
     pthread_mutex_unlock(&s.mu);
     CHECK(session_close(session, NULL));
 done:
@@ -585,6 +643,11 @@ static void test_built_in_strategies(void) {
         if (session != NULL && wait_changes(&r, 1) && proxy_cut() && wait_changes(&r, 3)) {
             CHECK(change_is(&r, 1, CONNECTED_ACTIVE, RECOVERING_RECONNECT));
             CHECK(change_is(&r, 2, RECOVERING_RECONNECT, CONNECTED_ACTIVE));
+            /* The facts the built-in strategy was given are recorded too. */
+            RECONNECTION_ATTEMPT_INFO_T info;
+            CHECK(session_reconnection_attempt_get(session, &info));
+            CHECK(info.number == 1 && info.last_reason != NULL);
+            CHECK(info.retry_after_ms == RECONNECTION_NO_RETRY_AFTER);
         } else {
             CHECK(!"the session resumed with a built-in strategy");
         }
@@ -858,6 +921,8 @@ static void test_invalid_arguments(void) {
     CHECK(str_eq(session_state_as_string(CLOSED_FAILED), "CLOSED_FAILED"));
     CHECK(!session_is_connected(NULL) && !session_is_recovering(NULL) && !session_is_closed(NULL));
     CHECK(session_close_reason(NULL) == NULL);
+    RECONNECTION_ATTEMPT_INFO_T info;
+    CHECK(!session_reconnection_attempt_get(NULL, &info));
     CHECK(session_id_get(NULL) == NULL);
     CHECK(session_id_to_string(NULL) == NULL);
     CHECK(session_listener_context(NULL) == NULL);
@@ -892,6 +957,7 @@ static void test_invalid_arguments(void) {
     CHECK(error_is(&error, TETHER_ERROR_INVALID_TOPIC, NULL));
     CHECK(!session_publish(session, bad_utf8, "x", 1, &error));
     CHECK(error_is(&error, TETHER_ERROR_INVALID_UTF8, "topic"));
+    CHECK(!session_reconnection_attempt_get(session, NULL));
     /* The session is still fine after all that. */
     CHECK(session_is_connected(session));
     CHECK(session_publish(session, "a/b", "x", 1, &error));
@@ -903,6 +969,170 @@ done:
     credentials_free(good);
     credentials_free(wrong);
     recorder_destroy(&r);
+}
+
+/* Opens a session with several URLs, as control/password. */
+static SESSION_T *open_with_urls(recorder_t *r, const char *const *urls, size_t count,
+                                 const RECONNECTION_STRATEGY_T *strategy, TETHER_ERROR_T *error) {
+    CREDENTIALS_T *credentials = credentials_create_password("password");
+    SESSION_LISTENER_T listener = { on_state_changed, r };
+    SESSION_T *session = session_create_with_urls(urls, count, "control", credentials, &listener, strategy, error);
+    credentials_free(credentials);
+    return session;
+}
+
+/* session_create_with_urls: opening uses the first URL that answers; a reconnection attempt
+ * goes back to the URL the session was on, then tries the next. */
+static void test_fallback_urls(void) {
+    recorder_t ro, r;
+    strategy_args_t s;
+    recorder_init(&ro);
+    recorder_init(&r);
+    strategy_args_init(&s, 20, RECONNECTION_ATTEMPT_ACTION_START);
+    TETHER_ERROR_T error = { 0 };
+    SESSION_T *opened = NULL, *session = NULL;
+    char *before = NULL, *after = NULL;
+    const char *server = getenv("TETHER_SERVER_URL");
+    REQUIRE(server != NULL);
+
+    /* Nothing listens on the first URL: the session opens on the second. */
+    const char *dead_first[2] = { "ws://127.0.0.1:1", g_url };
+    opened = open_with_urls(&ro, dead_first, 2, NULL, &error);
+    if (opened == NULL) {
+        printf("    session_create_with_urls failed: %d %s\n", error.code, error.message ? error.message : "");
+        tether_error_free(&error);
+    }
+    REQUIRE(opened != NULL);
+    CHECK(session_is_connected(opened));
+    CHECK(session_close(opened, &error));
+
+    /* On the proxy first; the proxy stops answering; the session resumes on the server. */
+    RECONNECTION_STRATEGY_T *strategy = make_reconnection_strategy_user_function(
+        recording_strategy, &s, recording_success, recording_failure);
+    reconnection_strategy_set_timeout(strategy, 30000);
+    const char *urls[2] = { g_url, server };
+    session = open_with_urls(&r, urls, 2, strategy, &error);
+    free_reconnection_strategy(strategy);
+    REQUIRE(session != NULL);
+    REQUIRE(wait_changes(&r, 1));
+    before = id_of(session);
+    REQUIRE(proxy_refuse());
+    REQUIRE(proxy_cut());
+    REQUIRE(wait_changes(&r, 3));
+    CHECK(change_is(&r, 1, CONNECTED_ACTIVE, RECOVERING_RECONNECT));
+    CHECK(change_is(&r, 2, RECOVERING_RECONNECT, CONNECTED_ACTIVE));
+    /* The proxy still refuses: only the second URL can have taken the resume. */
+    after = id_of(session);
+    CHECK(str_eq(before, after));
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.calls == 2 && s.failures == 1 && s.successes == 1);
+    CHECK(s.info_ok[1] && s.info[1].number == 2);
+    pthread_mutex_unlock(&s.mu);
+    CHECK(session_publish(session, "c/fallback", "1", 1, &error));
+    CHECK(session_close(session, &error));
+
+    /* Bad lists. */
+    const char *one[1] = { g_url };
+    const char *with_null[2] = { g_url, NULL };
+    const char *bad_url[2] = { g_url, "http://127.0.0.1:1" };
+    CHECK(open_with_urls(&ro, NULL, 1, NULL, &error) == NULL);
+    CHECK(error_is(&error, TETHER_ERROR_NULL_ARGUMENT, "urls"));
+    CHECK(open_with_urls(&ro, one, 0, NULL, &error) == NULL);
+    CHECK(error_is(&error, TETHER_ERROR_INVALID_ARGUMENT, "url_count"));
+    CHECK(open_with_urls(&ro, with_null, 2, NULL, &error) == NULL);
+    CHECK(error_is(&error, TETHER_ERROR_NULL_ARGUMENT, "urls"));
+    CHECK(open_with_urls(&ro, bad_url, 2, NULL, &error) == NULL);
+    CHECK(error_is(&error, TETHER_ERROR_INVALID_URL, NULL));
+done:
+    proxy_heal();
+    tether_error_free(&error);
+    tether_string_free(before);
+    tether_string_free(after);
+    session_free(opened);
+    session_free(session);
+    strategy_args_destroy(&s);
+    recorder_destroy(&ro);
+    recorder_destroy(&r);
+}
+
+/* Run only when named, with a harness that drains the server when it reads "drain now" and
+ * starts it again on the same address: a user strategy reads reason server_draining and the
+ * server's hint, and waits that long; the default strategy was given the same facts; both
+ * sessions come back with their ids. */
+static void test_drain(void) {
+    recorder_t ru, rd;
+    strategy_args_t s;
+    recorder_init(&ru);
+    recorder_init(&rd);
+    strategy_args_init(&s, 0, RECONNECTION_ATTEMPT_ACTION_START);
+    s.honour_hint = 1;
+    SESSION_T *user = NULL, *dflt = NULL;
+    char *user_before = NULL, *user_after = NULL, *dflt_before = NULL, *dflt_after = NULL;
+    TETHER_ERROR_T error = { 0 };
+    const char *hint_text = getenv("TETHER_RETRY_AFTER_MS");
+    REQUIRE(hint_text != NULL);
+    long hint = atol(hint_text);
+    REQUIRE(hint > 0);
+
+    RECONNECTION_STRATEGY_T *strategy = make_reconnection_strategy_user_function(
+        recording_strategy, &s, recording_success, recording_failure);
+    reconnection_strategy_set_timeout(strategy, 60000);
+    user = open_session(&ru, strategy);
+    free_reconnection_strategy(strategy);
+    dflt = open_session(&rd, NULL);
+    REQUIRE(user != NULL && dflt != NULL);
+    REQUIRE(wait_changes(&ru, 1) && wait_changes(&rd, 1));
+    user_before = id_of(user);
+    dflt_before = id_of(dflt);
+
+    printf("drain now\n");
+    /* Sent away, recovering (never CLOSED_BY_SERVER), and back once the server is. */
+    REQUIRE(wait_changes(&ru, 3));
+    REQUIRE(wait_changes(&rd, 3));
+    CHECK(change_is(&ru, 1, CONNECTED_ACTIVE, RECOVERING_RECONNECT));
+    CHECK(change_is(&ru, 2, RECOVERING_RECONNECT, CONNECTED_ACTIVE));
+    CHECK(change_is(&rd, 1, CONNECTED_ACTIVE, RECOVERING_RECONNECT));
+    CHECK(change_is(&rd, 2, RECOVERING_RECONNECT, CONNECTED_ACTIVE));
+
+    pthread_mutex_lock(&s.mu);
+    CHECK(s.calls >= 1 && s.info_ok[0]);
+    CHECK(s.info[0].number == 1);
+    CHECK(str_eq(s.info[0].last_reason, "server_draining"));
+    CHECK(s.info[0].retry_after_ms == hint);
+    if (!str_eq(s.info[0].last_reason, "server_draining") || s.info[0].retry_after_ms != hint) {
+        printf("    the user strategy read %s, retry after %lld ms\n",
+               s.info[0].last_reason ? s.info[0].last_reason : "(null)", (long long)s.info[0].retry_after_ms);
+    }
+    pthread_mutex_unlock(&s.mu);
+
+    /* The default strategy was handed the same facts (it waits at least the hint, so its first
+     * attempt came after the restart the harness makes at once). */
+    RECONNECTION_ATTEMPT_INFO_T info;
+    memset(&info, 0, sizeof info);
+    CHECK(session_reconnection_attempt_get(dflt, &info));
+    CHECK(info.number == 1);
+    CHECK(str_eq(info.last_reason, "server_draining"));
+    CHECK(info.retry_after_ms == hint);
+
+    user_after = id_of(user);
+    dflt_after = id_of(dflt);
+    CHECK(str_eq(user_before, user_after));
+    CHECK(str_eq(dflt_before, dflt_after));
+    CHECK(session_publish(user, "c/drain", "1", 1, &error));
+    CHECK(session_publish(dflt, "c/drain", "2", 1, &error));
+    CHECK(session_close(user, &error));
+    CHECK(session_close(dflt, &error));
+done:
+    tether_error_free(&error);
+    tether_string_free(user_before);
+    tether_string_free(user_after);
+    tether_string_free(dflt_before);
+    tether_string_free(dflt_after);
+    session_free(user);
+    session_free(dflt);
+    strategy_args_destroy(&s);
+    recorder_destroy(&ru);
+    recorder_destroy(&rd);
 }
 
 static void test_access_denied(void) {
@@ -1130,29 +1360,33 @@ done:
 typedef struct {
     const char *name;
     void (*run)(void);
+    int only_when_named; /* needs the harness's help */
 } test_t;
 
 static const test_t TESTS[] = {
-    { "create_and_close", test_create_and_close },
-    { "strategy_start_reconnects_same_session", test_strategy_start_reconnects_same_session },
-    { "strategy_abort_closes_failed", test_strategy_abort_closes_failed },
-    { "failure_callbacks_while_refused", test_failure_callbacks_while_refused },
-    { "timeout_closes_failed", test_timeout_closes_failed },
-    { "built_in_strategies", test_built_in_strategies },
-    { "subscribe_publish_across_a_cut", test_subscribe_publish_across_a_cut },
-    { "binary_values", test_binary_values },
-    { "invalid_arguments", test_invalid_arguments },
-    { "access_denied", test_access_denied },
-    { "close_from_a_callback", test_close_from_a_callback },
-    { "free_from_a_callback", test_free_from_a_callback },
-    { "shutdown_from_a_callback", test_shutdown_from_a_callback },
+    { "create_and_close", test_create_and_close, 0 },
+    { "strategy_start_reconnects_same_session", test_strategy_start_reconnects_same_session, 0 },
+    { "strategy_abort_closes_failed", test_strategy_abort_closes_failed, 0 },
+    { "failure_callbacks_while_refused", test_failure_callbacks_while_refused, 0 },
+    { "timeout_closes_failed", test_timeout_closes_failed, 0 },
+    { "built_in_strategies", test_built_in_strategies, 0 },
+    { "subscribe_publish_across_a_cut", test_subscribe_publish_across_a_cut, 0 },
+    { "binary_values", test_binary_values, 0 },
+    { "invalid_arguments", test_invalid_arguments, 0 },
+    { "access_denied", test_access_denied, 0 },
+    { "fallback_urls", test_fallback_urls, 0 },
+    { "close_from_a_callback", test_close_from_a_callback, 0 },
+    { "free_from_a_callback", test_free_from_a_callback, 0 },
+    { "shutdown_from_a_callback", test_shutdown_from_a_callback, 0 },
+    { "drain", test_drain, 1 },
     /* Last: stops the runtime. */
-    { "shutdown", test_shutdown },
+    { "shutdown", test_shutdown, 0 },
 };
 
-static int selected(const char *name, int argc, char **argv) {
+static int selected(const test_t *test, int argc, char **argv) {
+    const char *name = test->name;
     if (argc <= 3) {
-        return 1;
+        return !test->only_when_named;
     }
     for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], name) == 0) {
@@ -1172,7 +1406,7 @@ int main(int argc, char **argv) {
     g_control = argv[2];
     int passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof TESTS / sizeof TESTS[0]; i++) {
-        if (!selected(TESTS[i].name, argc, argv)) {
+        if (!selected(&TESTS[i], argc, argv)) {
             continue;
         }
         g_check_failed = 0;

@@ -1008,7 +1008,9 @@ public protocol ReconnectionAttemptProtocol: AnyObject, Sendable {
     func isDecided()  -> Bool
     
     /**
-     * Why the connection was lost (first attempt) or why the previous attempt failed.
+     * Why the connection was lost (first attempt) or why the previous attempt failed:
+     * `ServerDraining` when the server is going away, `ServerBusy` when it cannot take the
+     * session now.
      */
     func lastReason()  -> CloseReason
     
@@ -1021,6 +1023,13 @@ public protocol ReconnectionAttemptProtocol: AnyObject, Sendable {
      * Time left before the reconnection timeout closes the session.
      */
     func remaining()  -> TimeInterval
+    
+    /**
+     * How long the server asked the session to wait before trying again (with
+     * `ServerDraining` or `ServerBusy`); absent when it did not. The built-in strategies wait
+     * at least that long, spread over `[hint, 2 × hint)`; a strategy of yours should too.
+     */
+    func retryAfter()  -> TimeInterval?
     
     /**
      * Makes the reconnection attempt now. Returns `true` if this call decided the attempt.
@@ -1131,7 +1140,9 @@ open func isDecided() -> Bool  {
 }
     
     /**
-     * Why the connection was lost (first attempt) or why the previous attempt failed.
+     * Why the connection was lost (first attempt) or why the previous attempt failed:
+     * `ServerDraining` when the server is going away, `ServerBusy` when it cannot take the
+     * session now.
      */
 open func lastReason() -> CloseReason  {
     return try!  FfiConverterTypeCloseReason_lift(try! rustCall() {
@@ -1161,6 +1172,20 @@ open func remaining() -> TimeInterval  {
     return try!  FfiConverterDuration.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_tether_uniffi_fn_method_reconnectionattempt_remaining(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * How long the server asked the session to wait before trying again (with
+     * `ServerDraining` or `ServerBusy`); absent when it did not. The built-in strategies wait
+     * at least that long, spread over `[hint, 2 × hint)`; a strategy of yours should too.
+     */
+open func retryAfter() -> TimeInterval?  {
+    return try!  FfiConverterOptionDuration.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tether_uniffi_fn_method_reconnectionattempt_retry_after(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -1244,6 +1269,10 @@ public func FfiConverterTypeReconnectionAttempt_lower(_ value: ReconnectionAttem
  * Decides when a session in `RECOVERING_RECONNECT` tries again (Kotlin/Java: implement the
  * interface, or use a lambda from Java; Swift: adopt the protocol).
  *
+ * A strategy of yours may hand an attempt to a built-in (`defaultStrategy()`,
+ * `exponentialBackoff(...)`, ...) by calling its `performReconnection(attempt)`: the built-in
+ * then decides it (after its delay, at least the server's `retryAfter`).
+ *
  * Called on the session's callback thread (a Tether thread, never the caller's) on entering
  * `RECOVERING_RECONNECT` and after each failed attempt while time remains. It may return
  * before deciding and call the attempt later from any thread (a timer, a scheduler).
@@ -1263,6 +1292,10 @@ public protocol ReconnectionStrategy: AnyObject, Sendable {
 /**
  * Decides when a session in `RECOVERING_RECONNECT` tries again (Kotlin/Java: implement the
  * interface, or use a lambda from Java; Swift: adopt the protocol).
+ *
+ * A strategy of yours may hand an attempt to a built-in (`defaultStrategy()`,
+ * `exponentialBackoff(...)`, ...) by calling its `performReconnection(attempt)`: the built-in
+ * then decides it (after its delay, at least the server's `retryAfter`).
  *
  * Called on the session's callback thread (a Tether thread, never the caller's) on entering
  * `RECOVERING_RECONNECT` and after each failed attempt while time remains. It may return
@@ -2346,6 +2379,14 @@ public func FfiConverterTypeGapReport_lower(_ value: GapReport) -> RustBuffer {
  */
 public struct SessionConfiguration {
     /**
+     * More servers to try after the URL given to `open`, in order, all serving the same
+     * sessions (one server restarted in place, or the nodes of a cluster). Opening tries them
+     * in order until one answers; reconnection attempts rotate through them (an attempt goes
+     * back to the server the session was on, then tries the next; after a server asked the
+     * session to go away, `ServerDraining`, the first attempt tries the next).
+     */
+    public var fallbackUrls: [String]
+    /**
      * The principal to authenticate as (anonymous when absent).
      */
     public var principal: String?
@@ -2397,6 +2438,13 @@ public struct SessionConfiguration {
     // declare one manually.
     public init(
         /**
+         * More servers to try after the URL given to `open`, in order, all serving the same
+         * sessions (one server restarted in place, or the nodes of a cluster). Opening tries them
+         * in order until one answers; reconnection attempts rotate through them (an attempt goes
+         * back to the server the session was on, then tries the next; after a server asked the
+         * session to go away, `ServerDraining`, the first attempt tries the next).
+         */fallbackUrls: [String] = [], 
+        /**
          * The principal to authenticate as (anonymous when absent).
          */principal: String? = nil, 
         /**
@@ -2432,6 +2480,7 @@ public struct SessionConfiguration {
         /**
          * Most bytes kept until the server acknowledges them (absent: 8 MiB).
          */maxQueuedBytes: Int64? = nil) {
+        self.fallbackUrls = fallbackUrls
         self.principal = principal
         self.credentials = credentials
         self.reconnectionTimeout = reconnectionTimeout
@@ -2461,6 +2510,7 @@ public struct FfiConverterTypeSessionConfiguration: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SessionConfiguration {
         return
             try SessionConfiguration(
+                fallbackUrls: FfiConverterSequenceString.read(from: &buf), 
                 principal: FfiConverterOptionString.read(from: &buf), 
                 credentials: FfiConverterOptionString.read(from: &buf), 
                 reconnectionTimeout: FfiConverterOptionDuration.read(from: &buf), 
@@ -2476,6 +2526,7 @@ public struct FfiConverterTypeSessionConfiguration: FfiConverterRustBuffer {
     }
 
     public static func write(_ value: SessionConfiguration, into buf: inout [UInt8]) {
+        FfiConverterSequenceString.write(value.fallbackUrls, into: &buf)
         FfiConverterOptionString.write(value.principal, into: &buf)
         FfiConverterOptionString.write(value.credentials, into: &buf)
         FfiConverterOptionDuration.write(value.reconnectionTimeout, into: &buf)
@@ -3778,6 +3829,31 @@ fileprivate struct FfiConverterOptionTypeCloseReason: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]
+
+    public static func write(_ value: [String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterString.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [String]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeTopicLoss: FfiConverterRustBuffer {
     typealias SwiftType = [TopicLoss]
 
@@ -3910,13 +3986,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_is_decided() != 59652) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_last_reason() != 53598) {
+    if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_last_reason() != 28775) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_number() != 24979) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_remaining() != 29201) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_retry_after() != 31162) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_reconnectionattempt_start() != 8715) {

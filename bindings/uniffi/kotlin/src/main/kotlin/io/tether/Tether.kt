@@ -120,9 +120,10 @@ class SessionFactory private constructor(
     private val strict: Boolean,
     private val maxQueuedRequests: Long?,
     private val maxQueuedBytes: Long?,
+    private val fallbackUrls: List<String>,
 ) {
     internal companion object {
-        val DEFAULT = SessionFactory(null, null, null, null, emptyList(), null, null, null, false, null, null)
+        val DEFAULT = SessionFactory(null, null, null, null, emptyList(), null, null, null, false, null, null, emptyList())
     }
 
     private fun copy(
@@ -137,9 +138,10 @@ class SessionFactory private constructor(
         strict: Boolean = this.strict,
         maxQueuedRequests: Long? = this.maxQueuedRequests,
         maxQueuedBytes: Long? = this.maxQueuedBytes,
+        fallbackUrls: List<String> = this.fallbackUrls,
     ) = SessionFactory(
         principal, credentials, reconnectionTimeout, strategy, listeners, gapListener,
-        connectTimeout, closeTimeout, strict, maxQueuedRequests, maxQueuedBytes,
+        connectTimeout, closeTimeout, strict, maxQueuedRequests, maxQueuedBytes, fallbackUrls,
     )
 
     /** The principal to authenticate as (anonymous when not set). */
@@ -175,8 +177,18 @@ class SessionFactory private constructor(
     /** Disables reconnection: a lost connection closes the session (`CLOSED_FAILED`). */
     fun noReconnection(): SessionFactory = copy(reconnectionTimeout = Duration.ZERO)
 
+    /** Adds a server to try when the ones before do not answer: the URL given to [open] comes
+     * first, then the fallbacks in the order added. Opening tries them in order until one
+     * answers; reconnection attempts rotate through them (an attempt goes back to the server the
+     * session was on, then tries the next; after a server asked the session to go away,
+     * `SERVER_DRAINING`, the first attempt tries the next). Every URL must serve the same
+     * sessions (one server restarted in place, or the nodes of a cluster). */
+    fun fallbackUrl(url: String): SessionFactory = copy(fallbackUrls = fallbackUrls + url)
+
     /** The reconnection strategy (default: [Strategies.defaultStrategy]). From Java a lambda
-     * `attempt -> ...` will do. */
+     * `attempt -> ...` will do. A strategy of yours may hand an attempt to a built-in
+     * (`Strategies.defaultStrategy().performReconnection(attempt)`), and should wait at least
+     * `attempt.retryAfter()` when the server gives one (a drain, a busy server). */
     fun reconnectionStrategy(strategy: ReconnectionStrategy): SessionFactory = copy(strategy = strategy)
 
     /** The reconnection strategy as a Kotlin lambda. */
@@ -242,6 +254,7 @@ class SessionFactory private constructor(
 
     /** This factory's settings as the generated [SessionConfiguration]. */
     fun configuration(): SessionConfiguration = SessionConfiguration(
+        fallbackUrls = fallbackUrls,
         principal = principal,
         credentials = credentials,
         reconnectionTimeout = reconnectionTimeout,

@@ -76,10 +76,7 @@ class TestServer(metrics: Boolean = false) : AutoCloseable {
     }
 
     private fun metricsConfig(): File {
-        val hash = ProcessBuilder(File(bin, "tether-server").path, "hash-password").start().run {
-            outputStream.use { it.write("password".toByteArray()) }
-            inputStream.bufferedReader().readText().trim().also { check(waitFor() == 0) { "hash-password failed" } }
-        }
+        val hash = passwordHash()
         return File.createTempFile("tether-server-", ".toml", work).apply {
             deleteOnExit()
             writeText(
@@ -94,6 +91,63 @@ class TestServer(metrics: Boolean = false) : AutoCloseable {
                 """.trimIndent() + "\n",
             )
         }
+    }
+}
+
+/** The argon2 hash of `password`, for configuration files. */
+private fun passwordHash(): String =
+    ProcessBuilder(File(bin, "tether-server").path, "hash-password").start().run {
+        outputStream.use { it.write("password".toByteArray()) }
+        inputStream.bufferedReader().readText().trim().also { check(waitFor() == 0) { "hash-password failed" } }
+    }
+
+/**
+ * A server (principal `control` / `password`) with a state directory, that [restart] restarts
+ * in place as `systemctl restart` does: SIGTERM (the server drains: every session is sent away
+ * with reason `server_draining` and the retry-after hint [retryAfterMs], and saved to the state
+ * directory), then the same server again on the same address once it has exited.
+ */
+class RestartableServer(retryAfterMs: Long) : AutoCloseable {
+    private val dir: File = java.nio.file.Files.createTempDirectory(work.toPath(), "tether-state-").toFile()
+    private val config: File = File(dir, "server.toml").apply {
+        writeText(
+            """
+            listen = "127.0.0.1:0"
+            state_dir = "${dir.path}"
+            [drain]
+            retry_after_ms = $retryAfterMs
+            [[principals]]
+            name = "control"
+            password_hash = "${passwordHash()}"
+            subscribe = ["**"]
+            publish = ["**"]
+            """.trimIndent() + "\n",
+        )
+    }
+    private var process: Process
+    val address: String
+
+    init {
+        val (p, line) = startTool("tether-server", "--config", config.path, "--listen", "127.0.0.1:0")
+        process = p
+        address = jsonField(line, "listen")
+    }
+
+    val url: String get() = "ws://$address"
+
+    fun restart() {
+        stop()
+        process = startTool("tether-server", "--config", config.path, "--listen", address).first
+    }
+
+    private fun stop() {
+        process.destroy() // SIGTERM: the server drains
+        check(process.waitFor(30, TimeUnit.SECONDS)) { "the server did not exit after its drain" }
+    }
+
+    override fun close() {
+        stop()
+        dir.deleteRecursively()
     }
 }
 
@@ -134,6 +188,16 @@ class FaultProxy(upstream: String) : AutoCloseable {
     }
 
     fun forwarded(): Long = jsonNumber(call("GET", "/status"), "forwarded_total")
+
+    /** Resets every new connection until [heal]. */
+    fun refuse() {
+        call("POST", "/refuse")
+    }
+
+    /** Stops refusing. */
+    fun heal() {
+        call("POST", "/heal")
+    }
 
     override fun close() {
         process.outputStream.close()
