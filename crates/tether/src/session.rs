@@ -116,6 +116,7 @@ pub struct SessionBuilder {
     strict: bool,
     connect_timeout: Duration,
     close_timeout: Duration,
+    ping_period: Option<Duration>,
     delivery_limit: usize,
     tls: TlsOptions,
 }
@@ -134,6 +135,7 @@ impl SessionBuilder {
             strict: false,
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            ping_period: None,
             delivery_limit: 10_000,
             tls: TlsOptions::default(),
         }
@@ -264,6 +266,16 @@ impl SessionBuilder {
         self
     }
 
+    /// Asks the server to ping this session every `period` (default: the server's own period,
+    /// 10 s unless configured). The server grants it within its bounds (by default 1 s to
+    /// 60 s); [`Session::ping_period`] tells what was granted. A connection silent for one and
+    /// a half periods is taken as dead, so a shorter period notices a dead network sooner at
+    /// the cost of more traffic; a longer one suits devices that must sleep.
+    pub fn ping_period(mut self, period: Duration) -> Self {
+        self.ping_period = Some(period);
+        self
+    }
+
     /// Connects and opens the session. On failure the listeners see `CONNECTING` →
     /// `CLOSED_FAILED` and the error says why (authentication failed, connection error, ...).
     pub async fn open(self) -> Result<Session, Error> {
@@ -272,7 +284,17 @@ impl SessionBuilder {
                 "connect timeout must be greater than zero".into(),
             ));
         }
-        let connector = Connector::new(&self.urls, &self.tls, self.connect_timeout)?;
+        if self.ping_period.is_some_and(|p| p.is_zero()) {
+            return Err(Error::InvalidArgument(
+                "ping period must be greater than zero".into(),
+            ));
+        }
+        let connector = Connector::new(
+            &self.urls,
+            &self.tls,
+            self.connect_timeout,
+            self.ping_period,
+        )?;
         if self.principal.is_none() && self.credentials.is_some() {
             return Err(Error::InvalidArgument(
                 "credentials given without a principal".into(),
@@ -1091,6 +1113,12 @@ impl Session {
     /// The current state.
     pub fn state(&self) -> SessionState {
         lock(&self.inner.shared).state
+    }
+
+    /// The ping period the server granted on the current connection; `None` while not
+    /// connected.
+    pub fn ping_period(&self) -> Option<Duration> {
+        lock(&self.inner.shared).proto.ping_period()
     }
 
     /// Why the session closed, once it has.
