@@ -86,7 +86,7 @@ pub enum ClientEvent {
 /// The connection must end; [`ConnectionFault::reason`] says whether the session may resume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionFault {
-    /// Nothing was received for two ping periods.
+    /// Nothing was received for 1.5 ping periods.
     Idle,
     /// The server broke the protocol (undecodable frame, impossible ack).
     Protocol(String),
@@ -112,7 +112,7 @@ impl ConnectionFault {
 impl std::fmt::Display for ConnectionFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectionFault::Idle => f.write_str("nothing received for two ping periods"),
+            ConnectionFault::Idle => f.write_str("nothing received for 1.5 ping periods"),
             ConnectionFault::Protocol(m) => write!(f, "protocol violation: {m}"),
             ConnectionFault::LostMessages(g) => write!(
                 f,

@@ -37,7 +37,8 @@ pub const HEADER_POSITIONS: &str = "x-tether-positions";
 /// Request (resume): the client's requests up to this sequence number are completed (it has
 /// their answers). Optional; absent means 0.
 pub const HEADER_CONFIRMED: &str = "x-tether-confirmed";
-/// Response: ping period in ms.
+/// Request (optional): the ping period the client would like, in ms (as MQTT's keepalive);
+/// response: the period granted (the server keeps it within its bounds).
 pub const HEADER_PING: &str = "x-tether-ping-ms";
 /// Response: largest frame the server accepts, in bytes.
 pub const HEADER_MAX_FRAME: &str = "x-tether-max-frame";
@@ -301,6 +302,13 @@ impl SessionRequest {
         h
     }
 
+    /// The ping period a request asks for, if any (see [`HEADER_PING`]).
+    pub fn wanted_ping<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Duration> {
+        get(HEADER_PING)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+    }
+
     /// Whether a request asks for batched messages (see [`HEADER_BATCH`]).
     pub fn wants_batch<'a>(get: impl Fn(&str) -> Option<&'a str>) -> bool {
         get(HEADER_BATCH).is_some_and(|v| v.trim() == "1")
@@ -375,7 +383,7 @@ pub struct SessionAccepted {
     pub token: ResumeToken,
     /// The reconnection timeout the server grants (min of request and server maximum).
     pub reconnect_timeout: Duration,
-    /// The ping period; two periods of silence mean a dead connection.
+    /// The ping period; one and a half periods of silence mean a dead connection.
     pub ping_period: Duration,
     /// Last client sequence number the server received in order.
     pub received: u64,

@@ -61,7 +61,7 @@ impl ServerRequest {
 /// The connection must end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerFault {
-    /// Nothing received for two ping periods.
+    /// Nothing received for 1.5 ping periods.
     Idle,
     /// The client broke the protocol.
     Protocol(String),
@@ -199,6 +199,15 @@ impl ServerSession {
     /// Whether the current connection batches frames.
     pub fn is_batched(&self) -> bool {
         self.batched
+    }
+
+    /// The ping period granted to this session (its client may ask for one): used from now
+    /// on, the current connection included.
+    pub fn set_ping_period(&mut self, period: Duration, now: Instant) {
+        self.ping_period = period;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.liveness = Liveness::new(period, now);
+        }
     }
 
     /// A session carried on from another server, which is gone: the client has received

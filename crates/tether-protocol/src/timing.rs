@@ -69,8 +69,9 @@ impl AckSchedule {
     }
 }
 
-/// Keepalive and dead-connection detection: a ping after one period without sending, and a
-/// dead connection after two periods without receiving.
+/// Keepalive and dead-connection detection: a ping after half a period without sending, and a
+/// dead connection after one and a half periods without receiving (as MQTT's keepalive), so a
+/// stall is found within 1.5 periods with a whole period of margin for the peer's ping.
 #[derive(Debug)]
 pub(crate) struct Liveness {
     period: Duration,
@@ -93,10 +94,10 @@ impl Liveness {
         self.last_tx = now;
     }
     pub(crate) fn idle_deadline(&self) -> Instant {
-        self.last_rx + self.period * 2
+        self.last_rx + self.period * 3 / 2
     }
     pub(crate) fn ping_deadline(&self) -> Instant {
-        self.last_tx + self.period
+        self.last_tx + self.period / 2
     }
     pub(crate) fn is_dead(&self, now: Instant) -> bool {
         now >= self.idle_deadline()

@@ -222,9 +222,14 @@ pub struct ServerConfig {
     /// Longest time a disconnected session is kept, in ms (default 300,000). A client may ask
     /// for less.
     pub max_reconnect_timeout_ms: u64,
-    /// Keepalive period announced to clients, in ms (default 10,000). Two periods of silence
+    /// Keepalive period announced to clients that ask for none, in ms (default 10,000). The
+    /// server pings after half a period of silence; one and a half periods without a byte
     /// mean a dead connection.
     pub ping_period_ms: u64,
+    /// The shortest ping period a client may ask for, in ms (default 1,000).
+    pub min_ping_period_ms: u64,
+    /// The longest ping period a client may ask for, in ms (default 60,000).
+    pub max_ping_period_ms: u64,
     /// Recovery buffer bounds.
     pub recovery: RecoveryConfig,
     /// Limits.
@@ -255,6 +260,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_reconnect_timeout_ms: 300_000,
             ping_period_ms: 10_000,
+            min_ping_period_ms: 1_000,
+            max_ping_period_ms: 60_000,
             recovery: RecoveryConfig::default(),
             limits: LimitsConfig::default(),
             anonymous: AnonymousConfig::default(),
@@ -312,6 +319,12 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ping_period_ms == 0 {
             return Err(invalid("ping_period_ms", "must be greater than 0"));
+        }
+        if self.min_ping_period_ms == 0 || self.min_ping_period_ms > self.max_ping_period_ms {
+            return Err(invalid(
+                "min_ping_period_ms",
+                "must be greater than 0 and at most max_ping_period_ms",
+            ));
         }
         if self.recovery.max_frames == 0 {
             return Err(invalid("recovery.max_frames", "must be greater than 0"));
@@ -395,6 +408,18 @@ impl ServerConfig {
     /// The ping period.
     pub fn ping_period(&self) -> Duration {
         Duration::from_millis(self.ping_period_ms)
+    }
+
+    /// The ping period granted to a client that asks for `wanted` (none: the server's own),
+    /// within the bounds.
+    pub fn granted_ping(&self, wanted: Option<Duration>) -> Duration {
+        match wanted {
+            Some(w) => w.clamp(
+                Duration::from_millis(self.min_ping_period_ms),
+                Duration::from_millis(self.max_ping_period_ms),
+            ),
+            None => self.ping_period(),
+        }
     }
 
     /// The retry-after hint of `server_draining` and `server_busy`.

@@ -40,6 +40,8 @@ pub(crate) struct TlsOptions {
 pub(crate) struct Connector {
     targets: Vec<Target>,
     timeout: Duration,
+    /// The ping period asked of the server, if the application chose one.
+    ping: Option<Duration>,
 }
 
 /// One server URL, parsed.
@@ -64,6 +66,7 @@ impl Connector {
         urls: &[String],
         tls: &TlsOptions,
         timeout: Duration,
+        ping: Option<Duration>,
     ) -> Result<Connector, Error> {
         if urls.is_empty() {
             return Err(Error::InvalidArgument("no server URL given".into()));
@@ -79,7 +82,11 @@ impl Connector {
                 "TLS options given for a ws:// (plain) URL".into(),
             ));
         }
-        Ok(Connector { targets, timeout })
+        Ok(Connector {
+            targets,
+            timeout,
+            ping,
+        })
     }
 
     /// How many servers the session may try.
@@ -95,7 +102,7 @@ impl Connector {
         target: usize,
     ) -> Result<(Ws, SessionAccepted), Failure> {
         let t = &self.targets[target % self.targets.len()];
-        match tokio::time::timeout(self.timeout, t.connect(request)).await {
+        match tokio::time::timeout(self.timeout, t.connect(request, self.ping)).await {
             Ok(result) => result,
             Err(_) => Err((
                 CloseReason::ConnectionError,
@@ -149,7 +156,11 @@ impl Target {
         })
     }
 
-    async fn connect(&self, request: &SessionRequest) -> Result<(Ws, SessionAccepted), Failure> {
+    async fn connect(
+        &self,
+        request: &SessionRequest,
+        ping: Option<Duration>,
+    ) -> Result<(Ws, SessionAccepted), Failure> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| (CloseReason::ConnectionError, e.to_string()))?;
@@ -164,7 +175,7 @@ impl Target {
         // The upgrade is written and read here rather than by tungstenite, whose trace logs
         // would print the credentials and tokens that ride in it.
         let key = generate_key();
-        let head = self.request_head(request, &key);
+        let head = self.request_head(request, &key, ping);
         stream
             .write_all(head.as_bytes())
             .await
@@ -208,7 +219,7 @@ impl Target {
         Ok((ws, accepted))
     }
 
-    fn request_head(&self, request: &SessionRequest, key: &str) -> String {
+    fn request_head(&self, request: &SessionRequest, key: &str, ping: Option<Duration>) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -228,6 +239,11 @@ impl Target {
         // Several frames per WebSocket message, if the server agrees (its answer says so).
         head.push_str(tether_protocol::handshake::HEADER_BATCH);
         head.push_str(": 1\r\n");
+        // The ping period the application asked for; the server grants it within its bounds.
+        if let Some(ping) = ping {
+            head.push_str(tether_protocol::handshake::HEADER_PING);
+            head.push_str(&format!(": {}\r\n", ping.as_millis()));
+        }
         head.push_str("\r\n");
         head
     }

@@ -41,17 +41,19 @@
 #![warn(missing_docs)]
 
 mod connect;
+mod delivery;
 mod error;
 pub mod runtime;
 mod session;
 pub mod strategy;
 pub mod testing;
 
+pub use delivery::Subscription;
 pub use error::Error;
 pub use runtime::shutdown;
 pub use session::{
     Completion, GapReports, Session, SessionBuilder, SessionListener, StateChange, StateChanges,
-    Subscription, TopicUpdate,
+    TopicUpdate,
 };
 pub use strategy::{AttemptInfo, ReconnectionAttempt, ReconnectionStrategy};
 pub use tether_protocol::{

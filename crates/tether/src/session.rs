@@ -5,6 +5,7 @@
 //! lost it runs the reconnection strategy. User code (listeners, strategies) never runs on the
 //! driver or under a lock: it is queued, in order, to the session's callback executor.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -26,6 +27,7 @@ use tether_protocol::{
 
 use crate::Error;
 use crate::connect::{self, Connector, Failure, TlsOptions, Ws};
+use crate::delivery::{Backlog, Callbacks, Sink, Subscription, deliver};
 use crate::runtime;
 use crate::strategy::{
     AttemptInfo, Decision, ReconnectionAttempt, ReconnectionStrategy, Timer, default_strategy,
@@ -74,37 +76,6 @@ pub struct TopicUpdate {
     pub snapshot: bool,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Runs user callbacks one at a time, in order, on the blocking pool.
-#[derive(Clone)]
-struct Callbacks {
-    tx: mpsc::UnboundedSender<Job>,
-}
-
-impl Callbacks {
-    fn new(handle: &tokio::runtime::Handle) -> Callbacks {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let h = handle.clone();
-        handle.spawn(async move {
-            while let Some(job) = rx.recv().await {
-                if h.spawn_blocking(move || runtime::run_callback(job))
-                    .await
-                    .is_err()
-                {
-                    warn!("a session callback panicked; the session carries on");
-                }
-            }
-        });
-        Callbacks { tx }
-    }
-
-    fn post(&self, job: impl FnOnce() + Send + 'static) {
-        // Fails only when the runtime is shutting down; callbacks are moot then.
-        let _ = self.tx.send(Box::new(job));
-    }
-}
-
 struct RuntimeTimer(tokio::runtime::Handle);
 
 impl Timer for RuntimeTimer {
@@ -145,6 +116,8 @@ pub struct SessionBuilder {
     strict: bool,
     connect_timeout: Duration,
     close_timeout: Duration,
+    ping_period: Option<Duration>,
+    delivery_limit: usize,
     tls: TlsOptions,
 }
 
@@ -162,6 +135,8 @@ impl SessionBuilder {
             strict: false,
             connect_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            ping_period: None,
+            delivery_limit: 10_000,
             tls: TlsOptions::default(),
         }
     }
@@ -272,11 +247,32 @@ impl SessionBuilder {
         self
     }
 
+    /// Updates that may wait for the application (in [`Subscription`] streams not read yet,
+    /// or handler calls not run yet), across the session's subscriptions (default 10,000).
+    /// Past it the session stops reading from its connection until the application has taken
+    /// half of them: a consumer slower than the stream costs bounded memory, and the server's
+    /// slow-consumer handling drops the connection; the resume then reports what was dropped
+    /// with a gap report.
+    pub fn delivery_limit(mut self, limit: usize) -> Self {
+        self.delivery_limit = limit.max(2);
+        self
+    }
+
     /// How long [`Session::close`] waits for the requests queued before it to be written and
     /// confirmed by the server (default 5 s). Past it the connection is dropped: requests that
     /// were written fail with [`Error::OutcomeUnknown`], the others with [`Error::Closed`].
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Asks the server to ping this session every `period` (default: the server's own period,
+    /// 10 s unless configured). The server grants it within its bounds (by default 1 s to
+    /// 60 s); [`Session::ping_period`] tells what was granted. A connection silent for one and
+    /// a half periods is taken as dead, so a shorter period notices a dead network sooner at
+    /// the cost of more traffic; a longer one suits devices that must sleep.
+    pub fn ping_period(mut self, period: Duration) -> Self {
+        self.ping_period = Some(period);
         self
     }
 
@@ -288,7 +284,17 @@ impl SessionBuilder {
                 "connect timeout must be greater than zero".into(),
             ));
         }
-        let connector = Connector::new(&self.urls, &self.tls, self.connect_timeout)?;
+        if self.ping_period.is_some_and(|p| p.is_zero()) {
+            return Err(Error::InvalidArgument(
+                "ping period must be greater than zero".into(),
+            ));
+        }
+        let connector = Connector::new(
+            &self.urls,
+            &self.tls,
+            self.connect_timeout,
+            self.ping_period,
+        )?;
         if self.principal.is_none() && self.credentials.is_some() {
             return Err(Error::InvalidArgument(
                 "credentials given without a principal".into(),
@@ -380,6 +386,7 @@ async fn open_on_runtime(
         target: std::sync::atomic::AtomicUsize::new(target),
         strategy: b.strategy,
         close_timeout: b.close_timeout,
+        backlog: Arc::new(Backlog::new(b.delivery_limit)),
         handle: handle.clone(),
         callbacks,
         writer_wake: Notify::new(),
@@ -451,14 +458,6 @@ enum Pending {
     },
 }
 
-/// Where a subscription's updates go.
-enum Sink {
-    /// A [`Subscription`] stream.
-    Stream(mpsc::UnboundedSender<TopicUpdate>),
-    /// A handler run on the callback thread, in order with the state callbacks.
-    Handler(Arc<dyn Fn(TopicUpdate) + Send + Sync>),
-}
-
 struct LocalSubscription {
     id: u64,
     selector: Selector,
@@ -491,6 +490,8 @@ pub(crate) struct SessionInner {
     target: std::sync::atomic::AtomicUsize,
     strategy: Arc<dyn ReconnectionStrategy>,
     close_timeout: Duration,
+    /// Updates waiting for the application.
+    backlog: Arc<Backlog>,
     handle: tokio::runtime::Handle,
     callbacks: Callbacks,
     writer_wake: Notify,
@@ -564,10 +565,12 @@ impl SessionInner {
         let _ = rx.wait_for(|s| s.is_closed()).await;
     }
 
-    /// Feeds server frames, in order; `Err` ends the connection (frames after a fault are
-    /// not looked at).
-    fn handle_frames(&self, frames: &[Bytes]) -> Result<(), ConnEnd> {
-        if frames.is_empty() {
+    /// Feeds server messages, in order, taking them from the front of `messages`; `Err` ends
+    /// the connection (messages after a fault are not looked at). Stops while the application
+    /// is behind (see [`Backlog`]), leaving the rest for later, unless `all` (the connection is
+    /// ending: what arrived before the end still counts).
+    fn handle_frames(&self, messages: &mut VecDeque<Bytes>, all: bool) -> Result<(), ConnEnd> {
+        if messages.is_empty() {
             return Ok(());
         }
         let mut s = lock(&self.shared);
@@ -575,12 +578,16 @@ impl SessionInner {
         let now = Instant::now();
         let mut end = None;
         let mut freed = false;
-        for bytes in frames {
-            if let Err(fault) = s.proto.handle_message(now, bytes) {
+        while let Some(bytes) = messages.pop_front() {
+            if let Err(fault) = s.proto.handle_message(now, &bytes) {
                 end = Some(fault_end(fault));
             }
             freed |= self.drain_events(&mut s, &mut end);
             if end.is_some() {
+                messages.clear();
+                break;
+            }
+            if !all && self.backlog.is_over() {
                 break;
             }
         }
@@ -606,7 +613,9 @@ impl SessionInner {
         let mut freed = false;
         while let Some(event) = s.proto.poll_event() {
             match event {
-                ClientEvent::Update(update) => route_update(s, update, &self.callbacks),
+                ClientEvent::Update(update) => {
+                    route_update(s, update, &self.callbacks, &self.backlog)
+                }
                 ClientEvent::Completed { request, result } => {
                     freed = true;
                     complete(s, request, result.map_err(Error::Rejected));
@@ -675,7 +684,7 @@ fn fault_end(fault: ConnectionFault) -> ConnEnd {
     }
 }
 
-fn route_update(s: &mut Shared, update: Update, callbacks: &Callbacks) {
+fn route_update(s: &mut Shared, update: Update, callbacks: &Callbacks, backlog: &Arc<Backlog>) {
     let u = TopicUpdate {
         topic: update.topic,
         value: update.value,
@@ -694,22 +703,9 @@ fn route_update(s: &mut Shared, update: Update, callbacks: &Callbacks) {
         return;
     };
     for l in s.subscriptions[..last].iter().filter(|l| wants(l)) {
-        deliver(&l.sink, u.clone(), callbacks);
+        deliver(&l.sink, u.clone(), callbacks, backlog);
     }
-    deliver(&s.subscriptions[last].sink, u, callbacks);
-}
-
-fn deliver(sink: &Sink, u: TopicUpdate, callbacks: &Callbacks) {
-    match sink {
-        // A dropped receiver just stops receiving; the subscription stays on the server.
-        Sink::Stream(tx) => {
-            let _ = tx.send(u);
-        }
-        Sink::Handler(h) => {
-            let h = h.clone();
-            callbacks.post(move || h(u));
-        }
-    }
+    deliver(&s.subscriptions[last].sink, u, callbacks, backlog);
 }
 
 fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
@@ -798,8 +794,12 @@ async fn run_connection(
             .as_mut()
             .reset(tokio::time::Instant::now() + inner.close_timeout);
     }
-    let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
+    // Messages read but not handled yet (the application was behind).
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(READ_BATCH);
     loop {
+        // The application is behind: stop reading until it catches up (the server's
+        // slow-consumer handling takes it from there).
+        let paused = inner.backlog.is_over() || !batch.is_empty();
         tokio::select! {
             end = &mut writer => {
                 if closing {
@@ -823,14 +823,20 @@ async fn run_connection(
                 writer.abort();
                 return ConnEnd::ClosedByClient;
             }
-            message = stream.next() => {
+            _ = inner.backlog.caught_up(), if paused => {
+                if let Err(end) = inner.handle_frames(&mut batch, false) {
+                    writer.abort();
+                    return end;
+                }
+            }
+            message = stream.next(), if !paused => {
                 // Every frame already read is handled in one go: one lock, one clock read and
                 // at most one writer wake-up per batch instead of per frame.
                 let mut next = Some(message);
                 let mut end = None;
                 while let Some(message) = next.take() {
                     match message {
-                        Some(Ok(Message::Binary(b))) => batch.push(b),
+                        Some(Ok(Message::Binary(b))) => batch.push_back(b),
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                         Some(Ok(Message::Text(_))) => {
                             end = Some(ConnEnd::Lost(CloseReason::TransportError, None));
@@ -850,8 +856,7 @@ async fn run_connection(
                     }
                 }
                 // Frames that arrived before the end still count (acks, a close frame's reason).
-                let handled = inner.handle_frames(&batch);
-                batch.clear();
+                let handled = inner.handle_frames(&mut batch, end.is_some());
                 if let Some(end) = handled.err().or(end) {
                     // Let the writer flush an ack or close frame it already has, briefly.
                     writer.abort();
@@ -1110,6 +1115,12 @@ impl Session {
         lock(&self.inner.shared).state
     }
 
+    /// The ping period the server granted on the current connection; `None` while not
+    /// connected.
+    pub fn ping_period(&self) -> Option<Duration> {
+        lock(&self.inner.shared).proto.ping_period()
+    }
+
     /// Why the session closed, once it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
         lock(&self.inner.shared).close_reason
@@ -1225,10 +1236,11 @@ impl Session {
     pub async fn subscribe(&self, selector: &str) -> Result<Subscription, Error> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.subscribe_sink(selector, Sink::Stream(tx)).await?;
-        Ok(Subscription {
-            selector: selector.to_owned(),
+        Ok(Subscription::new(
+            selector.to_owned(),
             rx,
-        })
+            self.inner.backlog.clone(),
+        ))
     }
 
     async fn subscribe_sink(&self, selector: &str, sink: Sink) -> Result<(), Error> {
@@ -1381,38 +1393,6 @@ impl GapReports {
 
 impl Stream for GapReports {
     type Item = GapReport;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-/// The updates of one subscription, as a [`Stream`]. Ends when the session closes or the
-/// selector is unsubscribed.
-#[derive(Debug)]
-pub struct Subscription {
-    selector: String,
-    rx: mpsc::UnboundedReceiver<TopicUpdate>,
-}
-
-impl Subscription {
-    /// The selector.
-    pub fn selector(&self) -> &str {
-        &self.selector
-    }
-
-    /// The next update, or `None` when the subscription ended.
-    pub async fn next(&mut self) -> Option<TopicUpdate> {
-        self.rx.recv().await
-    }
-
-    /// An update if one is waiting, without waiting.
-    pub fn try_next(&mut self) -> Option<TopicUpdate> {
-        self.rx.try_recv().ok()
-    }
-}
-
-impl Stream for Subscription {
-    type Item = TopicUpdate;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }

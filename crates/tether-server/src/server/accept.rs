@@ -180,7 +180,22 @@ pub(super) async fn upgrade(
             .headers
             .push((tether_protocol::handshake::HEADER_BATCH, "1".into()));
     }
-    lock(&admitted.slot.inner).proto.set_batched(batched);
+    // The ping period the client asked for, within the server's bounds.
+    let ping = shared
+        .config
+        .granted_ping(tether_protocol::handshake::SessionRequest::wanted_ping(
+            |name| request.headers.get(name).map(String::as_str),
+        ));
+    for (name, value) in admitted.headers.iter_mut() {
+        if *name == tether_protocol::handshake::HEADER_PING {
+            *value = ping.as_millis().to_string();
+        }
+    }
+    {
+        let mut inner = lock(&admitted.slot.inner);
+        inner.proto.set_batched(batched);
+        inner.proto.set_ping_period(ping, Instant::now());
+    }
     if let Err(e) = write_accept(&mut stream, &request.key, &admitted.headers).await {
         debug!(session = %admitted.slot.id, error = %e, "peer left during the upgrade");
         shared.connection_lost(&admitted.slot, admitted.generation);

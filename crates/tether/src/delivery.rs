@@ -1,0 +1,222 @@
+//! Getting updates and callbacks to the application: the callback executor (user code runs
+//! there, in order, never on an async worker and never under a lock), subscription streams,
+//! and the bound on what waits for a slow consumer.
+//!
+//! Every update waiting for the application (in a [`Subscription`] stream, or as a handler
+//! call not yet run) counts against the session's [`Backlog`]. Past its limit the session stops
+//! reading from its connection until the application has caught up to half of it: memory stays
+//! bounded, and the pressure reaches the server, whose own bound on a client that reads too
+//! slowly drops the connection; the resume then reports what was dropped (a gap report), never
+//! a silent hole.
+
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::sync::{Notify, mpsc};
+use tracing::warn;
+
+use crate::runtime;
+use crate::session::TopicUpdate;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Callbacks run per hop to the blocking pool at most: enough to amortise the hop, few enough
+/// that a slow callback does not hold many others back.
+const CALLBACK_BATCH: usize = 256;
+
+/// Runs user callbacks one at a time, in order, on the blocking pool: whatever is queued
+/// goes in one batch per hop (not a blocking task per callback).
+#[derive(Clone)]
+pub(crate) struct Callbacks {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl Callbacks {
+    pub(crate) fn new(handle: &tokio::runtime::Handle) -> Callbacks {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let h = handle.clone();
+        handle.spawn(async move {
+            let mut batch = Vec::with_capacity(CALLBACK_BATCH);
+            while rx.recv_many(&mut batch, CALLBACK_BATCH).await > 0 {
+                let jobs = std::mem::replace(&mut batch, Vec::with_capacity(CALLBACK_BATCH));
+                let ran = h
+                    .spawn_blocking(move || {
+                        for job in jobs {
+                            let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                runtime::run_callback(job)
+                            }));
+                            if run.is_err() {
+                                warn!("a session callback panicked; the session carries on");
+                            }
+                        }
+                    })
+                    .await;
+                if ran.is_err() {
+                    // The runtime is shutting down: callbacks are moot then.
+                    return;
+                }
+            }
+        });
+        Callbacks { tx }
+    }
+
+    pub(crate) fn post(&self, job: impl FnOnce() + Send + 'static) {
+        // Fails only when the runtime is shutting down; callbacks are moot then.
+        let _ = self.tx.send(Box::new(job));
+    }
+}
+
+/// Updates waiting for the application, across a session's subscriptions and handlers.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    waiting: AtomicUsize,
+    limit: usize,
+    caught_up: Notify,
+}
+
+impl Backlog {
+    pub(crate) fn new(limit: usize) -> Backlog {
+        Backlog {
+            waiting: AtomicUsize::new(0),
+            limit: limit.max(2),
+            caught_up: Notify::new(),
+        }
+    }
+
+    fn added(&self) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn taken(&self, n: usize) {
+        let before = self.waiting.fetch_sub(n, Ordering::AcqRel);
+        let resume_at = self.limit / 2;
+        if before > resume_at && before - n <= resume_at {
+            self.caught_up.notify_waiters();
+        }
+    }
+
+    /// Whether the session should stop reading until the application catches up.
+    pub(crate) fn is_over(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > self.limit
+    }
+
+    /// Waits until the application has taken enough (half the limit waits at most).
+    pub(crate) async fn caught_up(&self) {
+        loop {
+            let notified = self.caught_up.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.waiting.load(Ordering::Acquire) <= self.limit / 2 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Where a subscription's updates go.
+pub(crate) enum Sink {
+    /// A [`Subscription`] stream.
+    Stream(mpsc::UnboundedSender<TopicUpdate>),
+    /// A handler run on the callback thread, in order with the state callbacks.
+    Handler(Arc<dyn Fn(TopicUpdate) + Send + Sync>),
+}
+
+/// Hands an update to its sink, counting it against the backlog until the application takes
+/// it.
+pub(crate) fn deliver(sink: &Sink, u: TopicUpdate, callbacks: &Callbacks, backlog: &Arc<Backlog>) {
+    match sink {
+        // A dropped receiver just stops receiving; the subscription stays on the server.
+        Sink::Stream(tx) => {
+            if tx.send(u).is_ok() {
+                backlog.added();
+            }
+        }
+        Sink::Handler(h) => {
+            let (h, backlog) = (h.clone(), backlog.clone());
+            backlog.added();
+            callbacks.post(move || {
+                h(u);
+                backlog.taken(1);
+            });
+        }
+    }
+}
+
+/// The updates of one subscription, as a [`Stream`]. Ends when the session closes or the
+/// selector is unsubscribed. Read it: updates waiting here count against the session's bound
+/// (see [`crate::SessionBuilder::delivery_limit`]), and past it the session stops reading.
+#[derive(Debug)]
+pub struct Subscription {
+    selector: String,
+    rx: mpsc::UnboundedReceiver<TopicUpdate>,
+    backlog: Arc<Backlog>,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        selector: String,
+        rx: mpsc::UnboundedReceiver<TopicUpdate>,
+        backlog: Arc<Backlog>,
+    ) -> Subscription {
+        Subscription {
+            selector,
+            rx,
+            backlog,
+        }
+    }
+
+    /// The selector.
+    pub fn selector(&self) -> &str {
+        &self.selector
+    }
+
+    /// The next update, or `None` when the subscription ended.
+    pub async fn next(&mut self) -> Option<TopicUpdate> {
+        let u = self.rx.recv().await;
+        self.took(&u);
+        u
+    }
+
+    /// An update if one is waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<TopicUpdate> {
+        let u = self.rx.try_recv().ok();
+        self.took(&u);
+        u
+    }
+
+    fn took(&self, u: &Option<TopicUpdate>) {
+        if u.is_some() {
+            self.backlog.taken(1);
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = TopicUpdate;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(u) = &polled {
+            self.took(u);
+        }
+        polled
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // What nobody will read no longer holds the session back.
+        self.rx.close();
+        let mut left = 0;
+        while self.rx.try_recv().is_ok() {
+            left += 1;
+        }
+        if left > 0 {
+            self.backlog.taken(left);
+        }
+    }
+}
