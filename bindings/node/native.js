@@ -1,6 +1,8 @@
 'use strict';
-// Loads the addon built from source by `npm install` (scripts/build.js). There is no prebuilt
-// binary: the file name carries the platform only so that one checkout can serve several.
+// Loads the native addon, as napi-rs packages do: first the file built from source next to this
+// one (`npm install` in a Tether checkout runs scripts/build.js), then the prebuilt platform
+// package that npm installed from `optionalDependencies` (`tether-session-linux-x64-gnu`, ...;
+// `cargo xtask dist` builds them).
 
 const path = require('node:path');
 
@@ -16,24 +18,35 @@ function platformSuffix() {
 }
 
 const fileName = `tether-session.${platformSuffix()}.node`;
+const platformPackage = `tether-session-${platformSuffix()}`;
+
+function missing(err) {
+  return err && err.code === 'MODULE_NOT_FOUND';
+}
 
 function load() {
   const file = path.join(__dirname, fileName);
   try {
     return require(file);
   } catch (err) {
-    if (err && err.code === 'MODULE_NOT_FOUND' && String(err.message).includes(fileName)) {
-      const e = new Error(
-        `tether-session: the native addon ${fileName} is missing. It is built from source by ` +
-          '`npm install` (which runs `node scripts/build.js`: a Rust toolchain with cargo is ' +
-          `needed); run that in ${__dirname}.`,
-      );
-      e.code = 'TETHER_ADDON_MISSING';
-      e.cause = err;
-      throw e;
-    }
-    throw err;
+    if (!(missing(err) && String(err.message).includes(fileName))) throw err;
+  }
+  try {
+    return require(platformPackage);
+  } catch (err) {
+    if (!(missing(err) && String(err.message).includes(platformPackage))) throw err;
+    const e = new Error(
+      `tether-session: no native addon for this platform (${platformSuffix()}). The prebuilt ` +
+        `package ${platformPackage} is not installed (npm installs it with tether-session where ` +
+        'one is published: linux-x64-gnu), and no addon was built from source here. To build ' +
+        'it, install tether-session from a Tether checkout (`npm install <checkout>/bindings/node`, ' +
+        `which runs cargo: a Rust toolchain is needed), or run \`npm install\` in ${__dirname} ` +
+        'if that is a checkout.',
+    );
+    e.code = 'TETHER_ADDON_MISSING';
+    e.cause = err;
+    throw e;
   }
 }
 
-module.exports = { load, fileName, platformSuffix };
+module.exports = { load, fileName, platformPackage, platformSuffix };

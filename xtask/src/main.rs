@@ -9,6 +9,7 @@ mod apt;
 mod bench;
 mod chaos;
 mod demo;
+mod dist;
 mod fuzz;
 mod lang;
 mod soak;
@@ -69,6 +70,9 @@ enum Job {
     },
     /// Benchmarks against raw tokio-tungstenite, measured in the same run (see BENCHMARKS.md).
     Bench(bench::Args),
+    /// Build the installable packages of every language into dist/, then install each where
+    /// there is no Rust and run it against the server through a cut (see xtask/src/dist.rs).
+    Dist(dist::Args),
     /// Repeat every language's exit scenarios (work in flight at exit, close with queued
     /// requests, exit from a callback); fail on any crash, hang or wrong outcome.
     Soak {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Job::Fuzz { seconds } => fuzz::command(seconds),
         Job::Bench(args) => bench::command(args),
         Job::Soak { runs, only } => soak::command(runs, only.as_deref()),
+        Job::Dist(args) => dist::command(args),
         Job::Chaos {
             messages,
             cuts,

@@ -19,6 +19,10 @@ pub(crate) const SUITES: &[(&str, Suite)] = &[
     ("Python", python::test),
     ("Kotlin/Java + Swift (uniffi)", jvm::test),
     ("C# (.NET over the C ABI)", dotnet::test),
+    (
+        "Installable packages (cargo xtask dist --debug, installed without Rust)",
+        crate::dist::suite,
+    ),
 ];
 
 /// A language's exit soak: its exit scenarios, each repeated `runs` times (through
