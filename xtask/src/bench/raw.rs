@@ -1,12 +1,18 @@
 //! The baseline: a plain tokio-tungstenite server and client, nothing else.
 //!
 //! The server picks its behaviour from the request path: `/down/N` sends N messages of
-//! [`PAYLOAD`] bytes, `/up/N` reads N messages and answers `done`, anything else (`/idle`)
-//! just reads until the peer leaves.
+//! [`PAYLOAD`] bytes, `/up/N` reads N messages and answers `done`, `/sub` joins the broadcast
+//! and `/pub` writes every message it sends to every `/sub` connection (the baseline of
+//! fan-out: one writer task per subscriber, woken per message, coalescing what is queued into
+//! one flush, as a plain broadcast server would), anything else (`/idle`) just reads until the
+//! peer leaves.
+
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -25,11 +31,12 @@ pub(crate) async fn serve(listener: TcpListener) {
 
 /// [`serve`] with a WebSocket configuration (tungstenite's default when `None`).
 pub(crate) async fn serve_with(listener: TcpListener, config: Option<WebSocketConfig>) {
+    let subscribers = Subscribers::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(handle(stream, config));
+                tokio::spawn(handle(stream, config, subscribers.clone()));
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
         }
@@ -38,10 +45,20 @@ pub(crate) async fn serve_with(listener: TcpListener, config: Option<WebSocketCo
 
 // The upgrade callback's error type is tungstenite's, large or not.
 #[allow(clippy::result_large_err)]
-async fn handle(stream: TcpStream, config: Option<WebSocketConfig>) {
+async fn handle(stream: TcpStream, config: Option<WebSocketConfig>, subscribers: Subscribers) {
     let mut path = String::new();
+    let mut queue = None;
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         path = req.uri().path().to_owned();
+        if path == "/sub" {
+            // Joined before the upgrade is answered: a publisher that starts once every
+            // subscriber's upgrade is done reaches them all.
+            let (tx, rx) = mpsc::unbounded_channel();
+            if let Ok(mut list) = subscribers.lock() {
+                list.push(tx);
+            }
+            queue = Some(rx);
+        }
         Ok(resp)
     };
     let Ok(mut ws) =
@@ -85,9 +102,49 @@ async fn handle(stream: TcpStream, config: Option<WebSocketConfig>) {
                 return;
             }
         }
+        ("sub", _) => {
+            let Some(rx) = queue else { return };
+            let (sink, mut stream) = ws.split();
+            tokio::spawn(broadcast_writer(sink, rx));
+            while let Some(Ok(_)) = stream.next().await {}
+            return;
+        }
+        ("pub", _) => {
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Binary(bytes) = message
+                    && let Ok(mut list) = subscribers.lock()
+                {
+                    list.retain(|tx| tx.send(bytes.clone()).is_ok());
+                }
+            }
+            return;
+        }
         _ => {}
     }
     while let Some(Ok(_)) = ws.next().await {}
+}
+
+/// The broadcast's subscribers: a queue to each one's writer.
+type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Bytes>>>>;
+
+/// Writes what the broadcast queued for one subscriber: everything waiting, then one flush.
+async fn broadcast_writer(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) {
+    while let Some(first) = rx.recv().await {
+        if sink.feed(Message::Binary(first)).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if sink.feed(Message::Binary(more)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// TCP connect + WebSocket upgrade, as Tether's client does it (no delay, no TLS).

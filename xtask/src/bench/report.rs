@@ -100,7 +100,6 @@ pub(crate) enum Target {
     /// Tether / baseline at least this.
     RatioAtLeast(f64),
     AtMost(f64),
-    AtLeast(f64),
     Below(f64),
     Zero,
 }
@@ -112,7 +111,6 @@ impl Target {
             Target::RatioAtMost(r) => format!("≤ {r}×"),
             Target::RatioAtLeast(r) => format!("≥ {r}×"),
             Target::AtMost(v) => format!("≤ {}", unit.format(v)),
-            Target::AtLeast(v) => format!("≥ {}", unit.format(v)),
             Target::Below(v) => format!("< {}", unit.format(v)),
             Target::Zero => "0".into(),
         })
@@ -124,7 +122,6 @@ impl Target {
             Target::RatioAtMost(r) => ratio.map(|x| x <= r),
             Target::RatioAtLeast(r) => ratio.map(|x| x >= r),
             Target::AtMost(v) => Some(value <= v),
-            Target::AtLeast(v) => Some(value >= v),
             Target::Below(v) => Some(value < v),
             Target::Zero => Some(value == 0.0),
         }
