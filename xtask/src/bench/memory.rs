@@ -53,7 +53,7 @@ pub(crate) async fn run(launcher: &Launcher, n: usize) -> Result<Vec<Sample>, St
             per(tether_server),
         )
         .baseline(per(raw_server))
-        .target(Target::AtMost(4096.0)),
+        .target(Target::AtMost(7168.0)),
         Sample::new(
             "c.raw_small",
             "raw server, 4 KiB read buffer: RSS per idle connection (info)",

@@ -39,8 +39,9 @@ pub(super) async fn run_connection(
         shared.metrics.clone(),
         sink,
     ));
-    let reader = read_loop(&shared, &slot, generation, stream);
-    tokio::pin!(reader);
+    // Boxed: pinned in place (`tokio::pin!`) it was stored twice in this future's state, and
+    // this future lives as long as the connection.
+    let mut reader = Box::pin(read_loop(&shared, &slot, generation, stream));
     tokio::select! {
         end = &mut reader => {
             match end {
@@ -126,9 +127,11 @@ pub(super) async fn read_loop(
             Some(cluster) => {
                 let mut handled = Handled::Continue;
                 for frame in frames {
-                    handled = shared
-                        .handle_frame_clustered(cluster, slot, generation, frame)
-                        .await;
+                    // Boxed: inline, the store's round trips would size every connection's
+                    // reader, clustered or not.
+                    handled =
+                        Box::pin(shared.handle_frame_clustered(cluster, slot, generation, frame))
+                            .await;
                     if !matches!(handled, Handled::Continue) {
                         break;
                     }
@@ -163,7 +166,8 @@ pub(super) async fn write_loop(
     metrics: Arc<Metrics>,
     mut sink: futures_util::stream::SplitSink<WebSocketStream<BoxIo>, Message>,
 ) {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    // Grows with the first burst: an idle connection holds none of it.
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
         let (deadline, closing, more) = {
             let mut inner = lock(&slot.inner);
