@@ -252,7 +252,9 @@ impl SessionBuilder {
     /// Past it the session stops reading from its connection until the application has taken
     /// half of them: a consumer slower than the stream costs bounded memory, and the server's
     /// slow-consumer handling drops the connection; the resume then reports what was dropped
-    /// with a gap report.
+    /// with a gap report. While reading is paused, the server's acknowledgements wait too: a
+    /// [`Completion`] awaited while a subscription goes unread past the limit waits until the
+    /// application reads it, so read subscriptions concurrently with awaiting completions.
     pub fn delivery_limit(mut self, limit: usize) -> Self {
         self.delivery_limit = limit.max(2);
         self

@@ -9,7 +9,8 @@ mod nodes;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -119,6 +120,46 @@ impl ChaosReport {
     }
 }
 
+/// Where a run is, for the report of a watchdog that fired: a hang names its place.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// The step the main task is in.
+    step: Mutex<&'static str>,
+    /// Faults applied so far.
+    faults: AtomicU64,
+    /// Server-to-client messages published.
+    published: AtomicU64,
+    /// Client-to-server messages queued.
+    queued: AtomicU64,
+    /// Client-to-server completions that resolved.
+    completed: AtomicU64,
+    /// The session's state at the last change the fault task saw.
+    state: Mutex<Option<SessionState>>,
+}
+
+impl Progress {
+    fn step(&self, step: &'static str) {
+        if let Ok(mut s) = self.step.lock() {
+            *s = step;
+        }
+    }
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let step = self.step.lock().map(|s| *s).unwrap_or("?");
+        let state = self.state.lock().map(|s| *s).unwrap_or(None);
+        write!(
+            f,
+            "step: {step}; faults applied {}, published {}, queued {}, completed {}; last state seen {state:?}",
+            self.faults.load(Ordering::Relaxed),
+            self.published.load(Ordering::Relaxed),
+            self.queued.load(Ordering::Relaxed),
+            self.completed.load(Ordering::Relaxed),
+        )
+    }
+}
+
 fn number(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.try_into().ok()?))
 }
@@ -154,11 +195,20 @@ async fn collect(sub: &mut Subscription, sent: u64, idle: Duration) -> Tally {
     t
 }
 
+/// Consumes `sub` from now on, as an application does, and tallies it: a subscription left
+/// unread would hold the session past its delivery limit, which pauses its reading (and so
+/// the acks that complete its publishes) until the application catches up.
+fn collecting(mut sub: Subscription, sent: u64, idle: Duration) -> tokio::task::JoinHandle<Tally> {
+    tokio::spawn(async move { collect(&mut sub, sent, idle).await })
+}
+
 /// Runs one chaos session.
 pub(crate) async fn run(
     config: &ChaosConfig,
+    progress: Arc<Progress>,
 ) -> Result<ChaosReport, Box<dyn std::error::Error + Send + Sync>> {
     let started = Instant::now();
+    progress.step("starting");
     let mut server_config = ServerConfig::dev();
     server_config.listen = "127.0.0.1:0".parse()?;
     server_config.ping_period_ms = config.ping.as_millis().max(1) as u64;
@@ -173,7 +223,9 @@ pub(crate) async fn run(
         .password("password")
         .open()
         .await?;
-    let mut up_sub = observer.subscribe("chaos/up").await?;
+    // No progress for this long, once the run is under way, means the run is stuck.
+    let idle = Duration::from_secs(30);
+    let up_collector = collecting(observer.subscribe("chaos/up").await?, config.messages, idle);
     let session = Session::builder(&format!("ws://{}", proxy.local_addr()))
         .principal("control")
         .password("password")
@@ -183,14 +235,23 @@ pub(crate) async fn run(
         .open()
         .await?;
     let id = session.session_id();
-    let mut down_sub = session.subscribe("chaos/down").await?;
+    let down_collector = collecting(
+        session.subscribe("chaos/down").await?,
+        config.messages,
+        idle,
+    );
     let mut gaps = session.gap_reports();
     let mut changes = session.state_changes();
 
     let done = Arc::new(AtomicBool::new(false));
     // Faults, spread over the run; each one hits a connected session.
     let faults = {
-        let (proxy, session, done) = (proxy.clone(), session.clone(), done.clone());
+        let (proxy, session, done, progress) = (
+            proxy.clone(),
+            session.clone(),
+            done.clone(),
+            progress.clone(),
+        );
         let spacing = Duration::from_millis(config.seconds * 1000 / config.cuts.max(1))
             .max(Duration::from_millis(5));
         let (count, verbose) = (config.cuts, config.verbose);
@@ -234,8 +295,12 @@ pub(crate) async fn run(
                         cuts.refuse += 1;
                     }
                 }
+                progress.faults.fetch_add(1, Ordering::Relaxed);
                 // Wait until the session noticed, so that every fault counts.
                 while let Some(change) = changes.next().await {
+                    if let Ok(mut s) = progress.state.lock() {
+                        *s = Some(change.new);
+                    }
                     if change.old == SessionState::ConnectedActive {
                         break;
                     }
@@ -256,6 +321,7 @@ pub(crate) async fn run(
     let down = {
         let (server, messages) = (Arc::new(server), config.messages);
         let s = server.clone();
+        let progress = progress.clone();
         let task = tokio::spawn(async move {
             for n in 1..=messages {
                 while s.session(&id).is_some_and(|i| i.buffered_frames > 50_000) {
@@ -267,6 +333,7 @@ pub(crate) async fn run(
                 {
                     break;
                 }
+                progress.published.fetch_add(1, Ordering::Relaxed);
                 if n % 256 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -279,11 +346,13 @@ pub(crate) async fn run(
     // Client → server, queued in order; waits for acknowledgements when the queue is full.
     let mut in_flight = VecDeque::new();
     let mut failed_publishes = 0u64;
+    progress.step("sending client-to-server messages");
     for n in 1..=config.messages {
         loop {
             match session.send("chaos/up", n.to_be_bytes().to_vec()) {
                 Ok(c) => {
                     in_flight.push_back(c);
+                    progress.queued.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Err(tether::Error::QueueFull(_)) => match in_flight.pop_front() {
@@ -291,6 +360,7 @@ pub(crate) async fn run(
                         if c.await.is_err() {
                             failed_publishes += 1;
                         }
+                        progress.completed.fetch_add(1, Ordering::Relaxed);
                     }
                     None => tokio::time::sleep(Duration::from_millis(1)).await,
                 },
@@ -301,23 +371,30 @@ pub(crate) async fn run(
             tokio::task::yield_now().await;
         }
     }
+    progress.step("waiting for the server's publisher");
     down_task.await?;
+    progress.step("waiting for the faults to end");
     let cuts = faults.await?;
+    progress.step("waiting for the session to be active");
     session.wait_for_state(SessionState::ConnectedActive).await;
+    progress.step("waiting for the last completions");
     for c in in_flight {
         if c.await.is_err() {
             failed_publishes += 1;
         }
+        progress.completed.fetch_add(1, Ordering::Relaxed);
     }
-    let idle = Duration::from_secs(15);
-    let down_tally = collect(&mut down_sub, config.messages, idle).await;
-    let mut up_tally = collect(&mut up_sub, config.messages, idle).await;
+    progress.step("collecting");
+    let down_tally = down_collector.await?;
+    let mut up_tally = up_collector.await?;
     up_tally.missing += failed_publishes.min(up_tally.sent - up_tally.missing);
     // Still the same session, active again once any late reconnection (say, a liveness
     // timeout on a loaded machine) has finished: nothing closed or replaced it.
+    progress.step("checking the session");
     let same_session = session.session_id() == id
         && session.wait_for_state(SessionState::ConnectedActive).await
             == SessionState::ConnectedActive;
+    progress.step("closing");
     session.close().await;
     observer.close().await;
     let mut gap_count = 0;
@@ -332,6 +409,7 @@ pub(crate) async fn run(
             resumes += 1;
         }
     }
+    progress.step("shutting down");
     proxy.shutdown().await;
     if let Ok(server) = Arc::try_unwrap(server) {
         server.shutdown(Duration::from_secs(1)).await;
@@ -394,7 +472,7 @@ pub(crate) fn command(config: ChaosConfig) -> bool {
     let result = if config.nodes > 1 {
         runtime.block_on(nodes::run(&config, config.nodes, &server_binary()))
     } else {
-        runtime.block_on(run(&config))
+        runtime.block_on(run(&config, Arc::default()))
     };
     tether::shutdown(Duration::from_secs(2));
     match result {
@@ -453,11 +531,15 @@ mod tests {
             verbose: false,
             nodes: 1,
         };
-        // A watchdog, not a timing: it takes about 20 s even on a loaded machine; a hang must
+        // A watchdog, not a timing: it takes about 20 s even on a loaded machine (12x that is
+        // a hang); a hang must
         // fail here, naming itself, rather than stall the whole suite.
+        let progress = Arc::new(Progress::default());
         let report = runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(600), run(&config)).await })
-            .expect("the chaos run hung for 10 minutes")
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(240), run(&config, progress.clone())).await
+            })
+            .unwrap_or_else(|_| panic!("the chaos run hung for 4 minutes; {progress}"))
             .expect("chaos run");
         assert_eq!(
             report.cuts.total(),

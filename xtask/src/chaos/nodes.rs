@@ -17,7 +17,7 @@ use tether::{Session, SessionState};
 use tether_testkit::processes::{Node, Redis};
 use tether_testkit::{CutMode, FaultProxy};
 
-use super::{ChaosConfig, ChaosReport, Cuts, collect};
+use super::{ChaosConfig, ChaosReport, Cuts, collecting};
 
 /// A node: its process (none while it is down) and where it listens.
 struct Slot {
@@ -162,10 +162,16 @@ pub(crate) async fn run(
     ];
 
     let observer = open(&observer_proxy).await?;
-    let mut up_sub = observer.subscribe("chaos/up").await?;
+    // No progress for this long, once the run is under way, means the run is stuck.
+    let idle = Duration::from_secs(30);
+    let up_collector = collecting(observer.subscribe("chaos/up").await?, config.messages, idle);
     let session = open(&client_proxy).await?;
     let id = session.session_id();
-    let mut down_sub = session.subscribe("chaos/down").await?;
+    let down_collector = collecting(
+        session.subscribe("chaos/down").await?,
+        config.messages,
+        idle,
+    );
     let producer = open(&producer_proxy).await?;
     let mut gaps = session.gap_reports();
     let mut changes = session.state_changes();
@@ -276,9 +282,8 @@ pub(crate) async fn run(
     let failed_down = producing.await??;
     let cuts = faults.await?;
     session.wait_for_state(SessionState::ConnectedActive).await;
-    let idle = Duration::from_secs(20);
-    let mut down_tally = collect(&mut down_sub, messages, idle).await;
-    let mut up_tally = collect(&mut up_sub, messages, idle).await;
+    let mut down_tally = down_collector.await?;
+    let mut up_tally = up_collector.await?;
     down_tally.missing += failed_down.min(down_tally.sent - down_tally.missing);
     up_tally.missing += failed_up.min(up_tally.sent - up_tally.missing);
     let same_session = session.session_id() == id
