@@ -45,8 +45,8 @@ export declare const CLOSE_REASONS: readonly CloseReason[];
  *   before the server confirmed it: it may or may not have been applied (check before
  *   retrying it);
  * - a refusal by the server, the session staying open: `access_denied`, `invalid_selector`,
- *   `invalid_topic`, `not_subscribed`, `too_large` (`rejected` for a kind this version does not
- *   know);
+ *   `invalid_topic`, `not_subscribed`, `too_large` (the core's names, the same in every
+ *   binding);
  * - refused before anything was sent: `invalid_url`, `invalid_argument`, `invalid_topic`;
  * - `queue_full`: the send queue is full; nothing was queued.
  */
@@ -58,7 +58,6 @@ export type ErrorCode =
   | 'invalid_topic'
   | 'not_subscribed'
   | 'too_large'
-  | 'rejected'
   | 'invalid_url'
   | 'invalid_argument'
   | 'queue_full'
@@ -159,6 +158,29 @@ export interface ReconnectOptions {
   timeout?: number;
   /** Who decides when to try (default {@link defaultStrategy}). */
   strategy?: ReconnectionStrategy;
+  /**
+   * With a strategy function: called after an attempt it started succeeded (the session is
+   * `CONNECTED_ACTIVE` again; a good moment to reset a backoff), with that attempt's facts.
+   */
+  onSuccess?: (attempt: AttemptFacts) => unknown;
+  /**
+   * With a strategy function: called after an attempt it started failed, with its facts and
+   * why it failed (the strategy is called again while time remains).
+   */
+  onFailure?: (attempt: AttemptFacts, reason: CloseReason) => unknown;
+}
+
+/** The facts of an attempt that ended (for `onSuccess` / `onFailure`). */
+export interface AttemptFacts {
+  readonly number: number;
+  /** ms since the connection was lost, when the attempt was decided. */
+  readonly elapsed: number;
+  /** ms left before the reconnection timeout, when the attempt was decided. */
+  readonly remaining: number;
+  /** Why the connection was lost (first attempt) or why the previous attempt failed. */
+  readonly reason: CloseReason;
+  /** The server's retry-after hint, ms, or `null`. */
+  readonly retryAfter: number | null;
 }
 
 export interface ConnectOptions {
@@ -195,6 +217,28 @@ export interface ConnectOptions {
    * `outcome_unknown`, one that was not with `session_closed`.
    */
   closeTimeout?: number;
+  /** PEM text of certificates (a private CA) trusted for `wss://` besides the system's roots. */
+  tlsRootCertificates?: string | Buffer | ReadonlyArray<string | Buffer>;
+  /** Close with `lost_messages` rather than resume with a gap report (default false). */
+  strict?: boolean;
+  /**
+   * Most requests kept until the server acknowledges them, including those made while
+   * disconnected (default 10000); past it a publish while disconnected rejects with `queue_full`.
+   */
+  maxQueuedRequests?: number;
+  /** Most bytes kept until the server acknowledges them (default 8 MiB). */
+  maxQueuedBytes?: number;
+  /**
+   * The ping period to ask the server for, ms (granted within its bounds, by default 1 s to
+   * 60 s; see `Session.pingPeriod`). A connection silent for 1.5 periods is taken as dead.
+   */
+  pingPeriod?: number;
+  /**
+   * Most updates waiting for the application (default 10000): past it the session stops
+   * reading, the server's slow-consumer handling ends the connection and the resume reports
+   * the gap (a `gap` event).
+   */
+  deliveryLimit?: number;
 }
 
 /** A topic value delivered to a subscription. */
@@ -264,6 +308,13 @@ export declare class Session extends EventEmitter {
   readonly closeReason: CloseReason | null;
   /** The reconnection timeout in force, ms (the smaller of the requested and the server's). */
   readonly reconnectionTimeout: number;
+  /** The ping period the server granted on the current connection, ms; `null` while not connected. */
+  readonly pingPeriod: number | null;
+  /**
+   * Lets the process end while the session is open (as `timer.unref()`); the session is
+   * closed when the process exits. Returns the session.
+   */
+  unref(): this;
   /** Resolves with the close reason once the session is closed, whatever closed it. */
   readonly closed: Promise<CloseReason>;
 

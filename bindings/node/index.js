@@ -196,7 +196,13 @@ function checkStrategy(value, name) {
   throw fail(name, 'a function (start, abort, reason, attempt) => void or a built-in strategy', value);
 }
 
-/** `reconnect` as the seed has it → { timeout, strategy }. */
+function optionalHook(value, name) {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'function') throw fail(name, 'a function', value);
+  return value;
+}
+
+/** `reconnect` as the seed has it → { timeout, strategy, onSuccess, onFailure }. */
 function normalizeReconnect(reconnect) {
   const name = 'options.reconnect';
   if (reconnect === undefined || reconnect === true) return { timeout: DEFAULT_RECONNECT_TIMEOUT, strategy: defaultStrategy };
@@ -206,11 +212,16 @@ function normalizeReconnect(reconnect) {
     return { timeout: DEFAULT_RECONNECT_TIMEOUT, strategy: reconnect };
   }
   if (reconnect !== null && typeof reconnect === 'object' && !Array.isArray(reconnect)) {
-    checkKeys(reconnect, ['timeout', 'strategy'], name);
+    checkKeys(reconnect, ['timeout', 'strategy', 'onSuccess', 'onFailure'], name);
     const timeout =
       reconnect.timeout === undefined ? DEFAULT_RECONNECT_TIMEOUT : milliseconds(reconnect.timeout, `${name}.timeout`);
     const strategy = reconnect.strategy === undefined ? defaultStrategy : checkStrategy(reconnect.strategy, `${name}.strategy`);
-    return { timeout, strategy };
+    const onSuccess = optionalHook(reconnect.onSuccess, `${name}.onSuccess`);
+    const onFailure = optionalHook(reconnect.onFailure, `${name}.onFailure`);
+    if ((onSuccess || onFailure) && typeof strategy !== 'function') {
+      throw new TypeError(`${name}.onSuccess and .onFailure go with a strategy function (a built-in resets itself)`);
+    }
+    return { timeout, strategy, onSuccess, onFailure };
   }
   throw fail(name, 'a boolean, a timeout in milliseconds, a strategy, or { timeout, strategy }', reconnect);
 }
@@ -226,7 +237,33 @@ const OPTION_KEYS = [
   'reconnect',
   'connectTimeout',
   'closeTimeout',
+  'tlsRootCertificates',
+  'strict',
+  'maxQueuedRequests',
+  'maxQueuedBytes',
+  'pingPeriod',
+  'deliveryLimit',
 ];
+
+function optionalCount(value, name) {
+  if (value === undefined) return undefined;
+  if (!Number.isSafeInteger(value) || value < 1 || (name.endsWith('Bytes') ? false : value > 0xffffffff)) {
+    throw fail(name, 'a positive integer', value);
+  }
+  return value;
+}
+
+/** `tlsRootCertificates`: PEM text (string or Buffer), or an array of them → string[]. */
+function pemList(value, name) {
+  if (value === undefined) return undefined;
+  const list = Array.isArray(value) ? value : [value];
+  return list.map((pem, i) => {
+    const where = Array.isArray(value) ? `${name}[${i}]` : name;
+    if (typeof pem === 'string') return pem;
+    if (Buffer.isBuffer(pem)) return pem.toString('utf8');
+    throw fail(where, 'PEM text (a string or a Buffer)', pem);
+  });
+}
 
 /** `{ url, fallbackUrls }` from the options: `url` is a string, or an array of them (the first, then fallbacks). */
 function buildUrls(options) {
@@ -285,8 +322,12 @@ function normalizeOptions(options) {
     options.closeTimeout === undefined ? undefined : milliseconds(options.closeTimeout, 'options.closeTimeout');
   const reconnect = normalizeReconnect(options.reconnect);
   const jsStrategy = typeof reconnect.strategy === 'function';
+  if (options.strict !== undefined && typeof options.strict !== 'boolean') throw fail('options.strict', 'a boolean', options.strict);
+  const pingPeriod =
+    options.pingPeriod === undefined ? undefined : milliseconds(options.pingPeriod, 'options.pingPeriod', { positive: true });
   return {
     strategy: jsStrategy ? reconnect.strategy : null,
+    hooks: { onSuccess: reconnect.onSuccess, onFailure: reconnect.onFailure },
     native: {
       url,
       fallbackUrls,
@@ -297,6 +338,12 @@ function normalizeOptions(options) {
       jsStrategy,
       connectTimeoutMs: connectTimeout,
       closeTimeoutMs: closeTimeout,
+      tlsRootCertificates: pemList(options.tlsRootCertificates, 'options.tlsRootCertificates'),
+      strict: options.strict,
+      maxQueuedRequests: optionalCount(options.maxQueuedRequests, 'options.maxQueuedRequests'),
+      maxQueuedBytes: optionalCount(options.maxQueuedBytes, 'options.maxQueuedBytes'),
+      pingPeriodMs: pingPeriod,
+      deliveryLimit: optionalCount(options.deliveryLimit, 'options.deliveryLimit'),
     },
   };
 }
@@ -360,11 +407,14 @@ class Subscription {
   #done = false;
   #error = null;
   #handler;
+  #consumed;
+  #unacked = 0;
 
-  constructor(token, session, selector, handler) {
+  constructor(token, session, selector, handler, consumed) {
     if (token !== kInternal) throw new TypeError('use session.subscribe(selector)');
     this.#session = session;
     this.#handler = handler;
+    this.#consumed = consumed;
     /** The selector (`a/b`, `a/*`, `a/**`). */
     this.selector = selector;
     /** Settles when the server has confirmed (or refused) the subscription. */
@@ -376,8 +426,10 @@ class Subscription {
       if (this.#done) return;
       if (this.#handler) {
         this.#session[kInternal].guard(this.#handler, [update]);
+        this.#took();
       } else if (this.#waiters.length > 0) {
         this.#waiters.shift().resolve({ value: update, done: false });
+        this.#took();
       } else {
         this.#queue.push(update);
       }
@@ -397,9 +449,27 @@ class Subscription {
     },
   };
 
+  /**
+   * The application took an update: the addon may pass more on (a few at a time). Updates
+   * the application has not taken stay bounded: past a window the addon stops passing them
+   * on, and past the session's delivery limit the session stops reading.
+   */
+  #took() {
+    this.#unacked += 1;
+    if (this.#unacked >= 64 || this.#queue.length === 0) {
+      const n = this.#unacked;
+      this.#unacked = 0;
+      this.#consumed(n);
+    }
+  }
+
   /** The next update; `{ done: true }` once the subscription ended. */
   next() {
-    if (this.#queue.length > 0) return Promise.resolve({ value: this.#queue.shift(), done: false });
+    if (this.#queue.length > 0) {
+      const value = this.#queue.shift();
+      this.#took();
+      return Promise.resolve({ value, done: false });
+    }
     if (this.#error) {
       const error = this.#error;
       this.#error = null;
@@ -426,6 +496,8 @@ class Subscription {
   async close() {
     if (this.#done) return;
     this.#queue.length = 0;
+    // Nothing more will be taken: let the addon's forwarder run to the stream's end.
+    this.#consumed(0xffffffff);
     this[kInternal].end();
     await this.#session[kInternal].unsubscribe(this.selector);
   }
@@ -445,16 +517,18 @@ class Session extends EventEmitter {
   #state = 'CONNECTING';
   #closeReason = null;
   #strategy;
+  #hooks;
   #subs = new Map();
   #opened;
   #resolveOpened;
   #closed;
   #resolveClosed;
 
-  constructor(token, strategy) {
+  constructor(token, strategy, hooks) {
     if (token !== kInternal) throw new TypeError('use connect(options) to open a session');
     super();
     this.#strategy = strategy;
+    this.#hooks = hooks ?? {};
     this.#opened = new Promise((resolve) => {
       this.#resolveOpened = resolve;
     });
@@ -492,6 +566,14 @@ class Session extends EventEmitter {
         break;
       case 'attempt':
         this.#onAttempt(event.attempt, event.reason);
+        break;
+      case 'success':
+        if (this.#hooks.onSuccess) guarded(this.#hooks.onSuccess, [Object.freeze(event.info)], (err) => this.#report(err));
+        break;
+      case 'failure':
+        if (this.#hooks.onFailure) {
+          guarded(this.#hooks.onFailure, [Object.freeze(event.info), event.reason], (err) => this.#report(err));
+        }
         break;
       case 'update':
         this.#subs.get(event.sub)?.[kInternal].push(toUpdate(event.update));
@@ -592,6 +674,20 @@ class Session extends EventEmitter {
     return this.#native ? this.#native.reconnectionTimeout : 0;
   }
 
+  /** The ping period the server granted on the current connection, ms; `null` while not connected. */
+  get pingPeriod() {
+    return this.#native ? this.#native.pingPeriod ?? null : null;
+  }
+
+  /**
+   * Lets the process end while the session is open (as `timer.unref()`): the session no longer
+   * keeps Node's event loop alive, and is closed when the process exits. Returns the session.
+   */
+  unref() {
+    this.#native?.unref();
+    return this;
+  }
+
   /** Resolves with the close reason once the session is closed, whatever closed it. */
   get closed() {
     return this.#closed;
@@ -617,7 +713,7 @@ class Session extends EventEmitter {
     if (typeof selector !== 'string') throw fail('selector', 'a string', selector);
     if (handler !== undefined && typeof handler !== 'function') throw fail('handler', 'a function', handler);
     const id = this.#native.nextSubscription();
-    const sub = new Subscription(kInternal, this, selector, handler);
+    const sub = new Subscription(kInternal, this, selector, handler, (n) => this.#native.consumed(id, n));
     this.#subs.set(id, sub);
     sub.ready = this.#native.subscribe(selector, id).then((outcome) => {
       if (outcome.error) {
@@ -663,9 +759,9 @@ function releaseAtExit() {
  * options, or a `TetherError` (`code`: `authentication_failed`, `connection_error`, ...).
  */
 async function connect(options) {
-  const { strategy, native: nativeOptions } = normalizeOptions(options);
+  const { strategy, hooks, native: nativeOptions } = normalizeOptions(options);
   releaseAtExit();
-  const session = new Session(kInternal, strategy);
+  const session = new Session(kInternal, strategy, hooks);
   const outcome = await native.connect(nativeOptions, session[kInternal].dispatch);
   if (outcome.error) throw toError(outcome.error);
   await session[kInternal].attach(outcome.session);

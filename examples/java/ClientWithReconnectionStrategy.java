@@ -13,6 +13,8 @@
  * The session stays open until you press Enter (or standard input ends).
  */
 
+import io.tether.AttemptInfo;
+import io.tether.CloseReason;
 import io.tether.ReconnectionAttempt;
 import io.tether.ReconnectionStrategy;
 import io.tether.Session;
@@ -52,8 +54,15 @@ public final class ClientWithReconnectionStrategy {
             }
         }
 
-        void reset() {
+        @Override
+        public void onSuccess(AttemptInfo attempt) {
+            // Reconnected: the next outage starts from the first delay again.
             retries.set(0);
+        }
+
+        @Override
+        public void onFailure(AttemptInfo attempt, CloseReason reason) {
+            // performReconnection follows (while time remains) and counts the retry.
         }
 
         void shutdown() {
@@ -124,8 +133,8 @@ public final class ClientWithReconnectionStrategy {
             System.out.println("The session has been disconnected.");
         }
         if (change.getNewState() == SessionState.CONNECTED_ACTIVE) {
-            // The session has connected for the first time, or it has been reconnected.
-            strategy.reset();
+            // The session has connected for the first time, or it has been reconnected (the
+            // strategy's onSuccess has reset its backoff).
             if (change.getOldState() == SessionState.RECOVERING_RECONNECT && session != null) {
                 System.out.printf("The session has reconnected (id=%s)%n", session.getSessionId());
             }

@@ -10,8 +10,8 @@ import Tether
 
 final class ExponentialBackoffReconnectionStrategy: ReconnectionStrategy, @unchecked Sendable {
 
-    // Strategies are called on a Tether thread; the count is guarded because `reset()` is
-    // called from the listener, on another call.
+    // Strategies are called on a Tether thread; the count is guarded because `onSuccess` comes
+    // on another call.
     private let lock = NSLock()
     private var attemptCount: Int = 0
 
@@ -34,11 +34,15 @@ final class ExponentialBackoffReconnectionStrategy: ReconnectionStrategy, @unche
         }
     }
 
-    func reset() {
+    // Reconnected: the next outage starts from the first delay again.
+    func onSuccess(attempt: AttemptInfo) {
         lock.lock()
         attemptCount = 0
         lock.unlock()
     }
+
+    // `performReconnection` follows (while time remains) and counts the attempt.
+    func onFailure(attempt: AttemptInfo, reason: CloseReason) {}
 }
 
 final class PrintingListener: SessionListener, @unchecked Sendable {
@@ -51,9 +55,6 @@ final class PrintingListener: SessionListener, @unchecked Sendable {
     func onStateChanged(change: StateChange) {
         let reason = change.reason.map { " (\($0))" } ?? ""
         print("Session state changed from \(change.oldState) to \(change.newState)\(reason)")
-        if change.newState == .connectedActive {
-            strategy.reset()
-        }
     }
 }
 

@@ -4,10 +4,13 @@
 //!   it happens.
 //! - `test`: format check, clippy with `-D warnings`, and every test in every language.
 //! - `soak`: every language's exit scenarios, repeated.
+//! - `conformance`: every language's runner of the shared scenarios, and the matrix.
 
 mod apt;
 mod bench;
+mod browser;
 mod chaos;
+mod conformance;
 mod demo;
 mod dist;
 mod fuzz;
@@ -33,6 +36,13 @@ enum Job {
         /// How long to stream, in seconds (the demo ends a few seconds later).
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Serve the browser demo instead: a page whose session (Tether in WebAssembly) goes
+        /// through the fault proxy, with buttons to cut, stall and refuse; until Ctrl-C.
+        #[arg(long)]
+        browser: bool,
+        /// The browser demo's port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 8700)]
+        port: u16,
     },
     /// Stream numbered messages both ways through random faults; fail on any loss.
     Chaos {
@@ -56,6 +66,9 @@ enum Job {
         #[arg(long, default_value = "memory")]
         store: String,
     },
+    /// Every language's conformance runner (conformance/scenarios.txt), then the matrix:
+    /// scenario × language, pass / FAIL / not supported (with the reason).
+    Conformance,
     /// Fuzz every decoder and parser with mutated inputs; fail on any crash.
     Fuzz {
         /// How long, in seconds, for all targets together.
@@ -67,6 +80,10 @@ enum Job {
         /// Skip the format check and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Only the binding suites whose name contains this (node, browser, c#, ...), without
+        /// the lints and the Rust tests.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Benchmarks against raw tokio-tungstenite, measured in the same run (see BENCHMARKS.md).
     Bench(bench::Args),
@@ -88,9 +105,18 @@ enum Job {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ok = match cli.job {
-        Job::Demo { seconds } => demo::run(seconds),
-        Job::Test { no_lint } => test::run(!no_lint),
+        Job::Demo {
+            browser: true,
+            port,
+            ..
+        } => browser::demo(port),
+        Job::Demo { seconds, .. } => demo::run(seconds),
+        Job::Test {
+            only: Some(only), ..
+        } => lang::run_only(&only),
+        Job::Test { no_lint, .. } => test::run(!no_lint),
         Job::Fuzz { seconds } => fuzz::command(seconds),
+        Job::Conformance => conformance::command(),
         Job::Bench(args) => bench::command(args),
         Job::Soak { runs, only } => soak::command(runs, only.as_deref()),
         Job::Dist(args) => dist::command(args),

@@ -56,6 +56,11 @@ fn cargo_test_line(line: &str, counts: &mut Counts) {
     }
 }
 
+/// [`run_counting`], for the other jobs.
+pub(crate) fn run_counting_pub(name: &str, cmd: Command, counts: &mut Counts) -> bool {
+    run_counting(name, cmd, counts)
+}
+
 /// Runs a command, echoing its output, and adds up `cargo test`'s result lines.
 fn run_counting(name: &str, cmd: Command, counts: &mut Counts) -> bool {
     run_parsed(name, cmd, counts, cargo_test_line)
@@ -205,6 +210,7 @@ pub(crate) fn run(lint: bool) -> bool {
             ),
         ));
     }
+    crate::conformance::clear_results();
     if !crate::apt::ensure_redis() {
         steps.push(("redis-server (apt-get)".into(), false));
     }
@@ -220,6 +226,10 @@ pub(crate) fn run(lint: bool) -> bool {
             None => println!("\n==> {name}: not in the tree yet, skipped"),
         }
     }
+
+    // The conformance runners ran inside the suites above; their matrix (a FAIL there has
+    // already failed its suite).
+    crate::conformance::print_matrix();
 
     println!("\n==> summary ({:.0} s)", started.elapsed().as_secs_f64());
     for (name, ok) in &steps {

@@ -1,6 +1,7 @@
 using System;
 using System.Runtime.InteropServices;
 using System.Threading;
+using System.Threading.Tasks;
 using Tether.Interop;
 
 namespace Tether
@@ -18,10 +19,86 @@ namespace Tether
         private static readonly StateChangedCallback StateChangedDelegate = OnStateChanged;
         private static readonly PerformReconnectionCallback PerformReconnectionDelegate = OnPerformReconnection;
         private static readonly TopicHandlerCallback TopicDelegate = OnTopic;
+        private static readonly GapCallback GapDelegate = OnGap;
+        private static readonly PublishDoneCallback PublishDoneDelegate = OnPublishDone;
+        private static readonly ReconnectionOutcomeCallback SuccessDelegate = OnSuccess;
+        private static readonly ReconnectionOutcomeCallback FailureDelegate = OnFailure;
 
         internal static readonly IntPtr StateChangedPointer = Marshal.GetFunctionPointerForDelegate(StateChangedDelegate);
         internal static readonly IntPtr PerformReconnectionPointer = Marshal.GetFunctionPointerForDelegate(PerformReconnectionDelegate);
         internal static readonly IntPtr TopicPointer = Marshal.GetFunctionPointerForDelegate(TopicDelegate);
+        internal static readonly IntPtr GapPointer = Marshal.GetFunctionPointerForDelegate(GapDelegate);
+        internal static readonly IntPtr PublishDonePointer = Marshal.GetFunctionPointerForDelegate(PublishDoneDelegate);
+        internal static readonly IntPtr SuccessPointer = Marshal.GetFunctionPointerForDelegate(SuccessDelegate);
+        internal static readonly IntPtr FailurePointer = Marshal.GetFunctionPointerForDelegate(FailureDelegate);
+
+        private static void OnGap(IntPtr session, IntPtr report)
+        {
+            try
+            {
+                var native = (GapReportNative)Marshal.PtrToStructure(report, typeof(GapReportNative));
+                var topics = new System.Collections.Generic.List<TopicLoss>();
+                int size = Marshal.SizeOf(typeof(TopicLossNative));
+                for (ulong i = 0; i < native.TopicCount.ToUInt64(); i++)
+                {
+                    var loss = (TopicLossNative)Marshal.PtrToStructure(
+                        new IntPtr(native.Topics.ToInt64() + (long)i * size), typeof(TopicLossNative));
+                    topics.Add(new TopicLoss(Utf8.Decode(loss.Topic), (long)loss.Count));
+                }
+                var args = new GapReportEventArgs((long)native.LostFrom, (long)native.LostTo, (long)native.LostCount, topics);
+                Session.FromContext(NativeMethods.session_listener_context(session))?.OnGap(args);
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("tether: gap callback failed: " + e);
+            }
+        }
+
+        private static void OnPublishDone(IntPtr context, int code, IntPtr message)
+        {
+            try
+            {
+                var handle = GCHandle.FromIntPtr(context);
+                var done = (TaskCompletionSource<bool>)handle.Target;
+                handle.Free();
+                if (code == NativeMethods.ErrorNone)
+                {
+                    done.SetResult(true);
+                }
+                else
+                {
+                    done.SetException(Errors.From((TetherErrorCode)code, "publish", Utf8.Decode(message)));
+                }
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("tether: publish completion failed: " + e);
+            }
+        }
+
+        private static void OnSuccess(IntPtr session, IntPtr args)
+        {
+            try
+            {
+                Session.FromContext(args)?.OnReconnectionOutcome(session, true);
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("tether: success callback failed: " + e);
+            }
+        }
+
+        private static void OnFailure(IntPtr session, IntPtr args)
+        {
+            try
+            {
+                Session.FromContext(args)?.OnReconnectionOutcome(session, false);
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("tether: failure callback failed: " + e);
+            }
+        }
 
         private static void OnStateChanged(IntPtr session, int oldState, int newState)
         {

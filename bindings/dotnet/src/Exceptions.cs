@@ -100,6 +100,20 @@ namespace Tether
         }
     }
 
+    /// <summary>A topic path or selector is malformed (checked before anything is sent): an
+    /// <see cref="ArgumentException"/> that says so with <see cref="Code"/>.</summary>
+    public sealed class InvalidTopicException : ArgumentException
+    {
+        /// <summary>Creates the exception.</summary>
+        public InvalidTopicException(string message, string parameter)
+            : base(message, parameter)
+        {
+        }
+
+        /// <summary>Always <see cref="TetherErrorCode.InvalidTopic"/>.</summary>
+        public TetherErrorCode Code => TetherErrorCode.InvalidTopic;
+    }
+
     /// <summary>The principal may not subscribe to or publish on this topic.</summary>
     public sealed class AccessDeniedException : TetherException
     {
@@ -150,17 +164,24 @@ namespace Tether
         /// about.</summary>
         internal static Exception Take(ref TetherErrorNative error, string operation, string parameter = null)
         {
-            string detail = Utf8.Decode(error.Message) ?? "no details";
+            string detail = Utf8.Decode(error.Message);
             var code = (TetherErrorCode)error.Code;
             NativeMethods.tether_error_free(ref error);
-            string message = operation + ": " + detail;
+            return From(code, operation, detail, parameter);
+        }
+
+        /// <summary>The exception of a TETHER_ERROR_* code.</summary>
+        internal static Exception From(TetherErrorCode code, string operation, string detail, string parameter = null)
+        {
+            string message = operation + ": " + (detail ?? "no details");
             switch (code)
             {
+                case TetherErrorCode.InvalidTopic:
+                    return new InvalidTopicException(message, parameter);
                 case TetherErrorCode.NullArgument:
                 case TetherErrorCode.InvalidUtf8:
                 case TetherErrorCode.InvalidArgument:
                 case TetherErrorCode.InvalidUrl:
-                case TetherErrorCode.InvalidTopic:
                     return new ArgumentException(message, parameter);
                 case TetherErrorCode.ConnectionFailed:
                     return new SessionEstablishmentException(code, message);

@@ -47,6 +47,50 @@ namespace Tether.Interop
         public long RetryAfterMs;
     }
 
+    /// <summary>SESSION_OPTIONS_T (zero: the defaults).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct SessionOptionsNative
+    {
+        /// <summary>NUL-terminated UTF-8, pinned by the caller for the call; or zero.</summary>
+        public IntPtr TlsRootCertificatesPem;
+        public uint PingPeriodMs;
+        public uint DeliveryLimit;
+        /// <summary>C bool: one byte.</summary>
+        public byte Strict;
+        public uint MaxQueuedRequests;
+        public ulong MaxQueuedBytes;
+        public uint CloseTimeoutMs;
+        public uint ConnectTimeoutMs;
+        public IntPtr OnGap;
+    }
+
+    /// <summary>GAP_REPORT_T.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct GapReportNative
+    {
+        public ulong LostFrom;
+        public ulong LostTo;
+        public ulong LostCount;
+        public IntPtr Topics;
+        public UIntPtr TopicCount;
+    }
+
+    /// <summary>TOPIC_LOSS_T.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct TopicLossNative
+    {
+        public IntPtr Topic;
+        public ulong Count;
+    }
+
+    /// <summary>GAP_CB_T.</summary>
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void GapCallback(IntPtr session, IntPtr report);
+
+    /// <summary>PUBLISH_DONE_CB_T.</summary>
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    internal delegate void PublishDoneCallback(IntPtr context, int code, IntPtr message);
+
     /// <summary>SESSION_STATE_CHANGED_CB_T.</summary>
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     internal delegate void StateChangedCallback(IntPtr session, int oldState, int newState);
@@ -122,6 +166,39 @@ namespace Tether.Interop
             ref SessionListenerNative listener,
             IntPtr strategy,
             ref TetherErrorNative error);
+
+        /// <summary><paramref name="urls"/>: as session_create_with_urls.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr session_create_with_options(
+            IntPtr[] urls,
+            UIntPtr urlCount,
+            byte[] principal,
+            IntPtr credentials,
+            ref SessionListenerNative listener,
+            IntPtr strategy,
+            ref SessionOptionsNative options,
+            ref TetherErrorNative error);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        [return: MarshalAs(UnmanagedType.I1)]
+        internal static extern bool session_send(
+            IntPtr session,
+            byte[] topic,
+            byte[] value,
+            UIntPtr length,
+            IntPtr onDone,
+            IntPtr context,
+            ref TetherErrorNative error);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern uint session_ping_period_ms(IntPtr session);
+
+        /// <summary>A static string: never freed.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr session_state_change_reason(IntPtr session);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr make_reconnection_strategy_abort_immediately();
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         [return: MarshalAs(UnmanagedType.I1)]

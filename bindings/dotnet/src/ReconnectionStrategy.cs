@@ -31,6 +31,21 @@ namespace Tether
         Task PerformReconnection(IReconnectionAttempt attempt);
     }
 
+    /// <summary>What a strategy may also implement to hear how each attempt it started ended:
+    /// <see cref="OnSuccess"/> after an attempt succeeded (the session is
+    /// <c>CONNECTED_ACTIVE</c> again; a good moment to reset a backoff), <see cref="OnFailure"/>
+    /// after one failed (<see cref="IReconnectionStrategy.PerformReconnection"/> follows while
+    /// time remains; its attempt's <c>LastReason</c> says why). Called on the session's callback
+    /// thread, with the facts of that attempt.</summary>
+    public interface IReconnectionOutcome
+    {
+        /// <summary>The attempt succeeded.</summary>
+        void OnSuccess(ReconnectionAttemptInfo attempt);
+
+        /// <summary>The attempt failed.</summary>
+        void OnFailure(ReconnectionAttemptInfo attempt);
+    }
+
     /// <summary>One reconnection decision. Callable from any thread; the first of
     /// <see cref="Start"/> / <see cref="Abort"/> wins, later calls (and calls once the session
     /// has closed) are ignored. Its facts (<see cref="Number"/>, <see cref="Elapsed"/>,
@@ -204,16 +219,8 @@ namespace Tether
 
         /// <summary>Aborts at once: a lost connection closes the session (<c>CLOSED_FAILED</c>,
         /// reason <c>reconnect_aborted</c>) after passing through <c>RECOVERING_RECONNECT</c>.</summary>
-        public static IReconnectionStrategy AbortImmediately { get; } = new AbortImmediatelyStrategy();
-
-        private sealed class AbortImmediatelyStrategy : IReconnectionStrategy
-        {
-            public Task PerformReconnection(IReconnectionAttempt attempt)
-            {
-                attempt.Abort();
-                return Task.FromResult(0);
-            }
-        }
+        public static IReconnectionStrategy AbortImmediately { get; } =
+            new NativeStrategy("AbortImmediately", NativeMethods.make_reconnection_strategy_abort_immediately);
     }
 
     /// <summary>A strategy implemented by the core; the binding hands it to session_create.</summary>

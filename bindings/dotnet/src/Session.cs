@@ -52,6 +52,19 @@ namespace Tether
         /// written to standard error.</summary>
         event EventHandler<SessionErrorEventArgs> Error;
 
+        /// <summary>Messages lost during an outage that the server could not replay (its
+        /// recovery buffer overflowed, or a handler slower than the stream made the session
+        /// stop reading past <see cref="ISessionFactory.DeliveryLimit"/>); the topics' current
+        /// values follow as snapshots. Raised on the session's callback thread, in order with the
+        /// updates. Handlers added with <see cref="ISessionFactory.GapHandler"/> see every
+        /// report.</summary>
+        event EventHandler<GapReportEventArgs> Gap;
+
+        /// <summary>The ping period the server granted on the current connection (see
+        /// <see cref="ISessionFactory.PingPeriod"/>); null while the session is not
+        /// connected.</summary>
+        TimeSpan? PingPeriod { get; }
+
         /// <summary>Subscribes to <paramref name="selector"/> (a topic path in which a whole
         /// segment <c>*</c> matches one level and a last segment <c>**</c> any depth) and returns
         /// once the server has accepted it. <paramref name="handler"/> then receives the current
@@ -82,6 +95,20 @@ namespace Tether
 
         /// <summary><see cref="Publish(string, byte[])"/> on a thread-pool thread.</summary>
         Task PublishAsync(string topic, byte[] value);
+
+        /// <summary>Queues a publish of <paramref name="value"/> (UTF-8) on
+        /// <paramref name="topic"/> at once, in call order, without waiting or using a thread;
+        /// the task completes when the server applied it, or fails with why not
+        /// (<see cref="AccessDeniedException"/>, <see cref="SessionClosedException"/>: never
+        /// applied; <see cref="OutcomeUnknownException"/>: sent, not confirmed). Throws at the
+        /// call when nothing was queued: <see cref="TetherException"/> with
+        /// <see cref="TetherErrorCode.QueueFull"/> (see <see cref="ISessionFactory.SendQueue"/>),
+        /// <see cref="SessionClosedException"/>, <see cref="InvalidTopicException"/>.</summary>
+        Task SendAsync(string topic, string value);
+
+        /// <summary><see cref="SendAsync(string, string)"/> with bytes (copied at the
+        /// call).</summary>
+        Task SendAsync(string topic, byte[] value);
 
         /// <summary>Closes the session (<c>CLOSED_BY_CLIENT</c>) and returns once handlers have
         /// been told (unless called from one of the session's own handlers). Requests already
@@ -122,7 +149,10 @@ namespace Tether
             strategy = factory.Strategy;
             StateChanged = factory.StateHandlers;
             Error = factory.ErrorHandlers;
+            Gap = factory.GapHandlers;
         }
+
+        public event EventHandler<GapReportEventArgs> Gap;
 
         public event EventHandler<SessionListenerEventArgs> StateChanged;
 
@@ -163,9 +193,8 @@ namespace Tether
                     Context = context,
                 };
                 var error = default(TetherErrorNative);
-                IntPtr handle = fallbacks.Count == 0
-                    ? NativeMethods.session_create(urlBytes, principalBytes, credentials, ref listener, strategy, ref error)
-                    : CreateWithUrls(urlBytes, fallbacks, principalBytes, credentials, ref listener, strategy, ref error);
+                IntPtr handle = CreateWithOptions(
+                    factory, urlBytes, fallbacks, principalBytes, credentials, ref listener, strategy, ref error);
                 if (handle == IntPtr.Zero)
                 {
                     throw Errors.Take(ref error, "cannot open a session to " + url, nameof(url));
@@ -193,9 +222,10 @@ namespace Tether
             }
         }
 
-        /// <summary>session_create_with_urls: <paramref name="url"/> then the fallbacks, pinned
-        /// for the call.</summary>
-        private static IntPtr CreateWithUrls(
+        /// <summary>session_create_with_options: <paramref name="url"/> then the fallbacks, and
+        /// the factory's options (SESSION_OPTIONS_T), pinned for the call.</summary>
+        private static IntPtr CreateWithOptions(
+            SessionFactory factory,
             byte[] url,
             List<byte[]> fallbacks,
             byte[] principal,
@@ -206,7 +236,8 @@ namespace Tether
         {
             var all = new List<byte[]> { url };
             all.AddRange(fallbacks);
-            var pins = new GCHandle[all.Count];
+            byte[] pem = factory.TlsRootsPem == null ? null : Utf8.Encode(factory.TlsRootsPem, "pem");
+            var pins = new GCHandle[all.Count + 1];
             var pointers = new IntPtr[all.Count];
             try
             {
@@ -215,8 +246,23 @@ namespace Tether
                     pins[i] = GCHandle.Alloc(all[i], GCHandleType.Pinned);
                     pointers[i] = pins[i].AddrOfPinnedObject();
                 }
-                return NativeMethods.session_create_with_urls(
-                    pointers, (UIntPtr)pointers.Length, principal, credentials, ref listener, strategy, ref error);
+                var options = new SessionOptionsNative
+                {
+                    PingPeriodMs = factory.PingPeriodMs,
+                    DeliveryLimit = factory.DeliveryLimitUpdates,
+                    Strict = factory.StrictMode ? (byte)1 : (byte)0,
+                    MaxQueuedRequests = factory.MaxQueuedRequests,
+                    MaxQueuedBytes = factory.MaxQueuedBytes,
+                    CloseTimeoutMs = factory.CloseTimeoutMs,
+                    OnGap = Callbacks.GapPointer,
+                };
+                if (pem != null)
+                {
+                    pins[all.Count] = GCHandle.Alloc(pem, GCHandleType.Pinned);
+                    options.TlsRootCertificatesPem = pins[all.Count].AddrOfPinnedObject();
+                }
+                return NativeMethods.session_create_with_options(
+                    pointers, (UIntPtr)pointers.Length, principal, credentials, ref listener, strategy, ref options, ref error);
             }
             finally
             {
@@ -241,8 +287,12 @@ namespace Tether
             }
             else if (factory.Strategy != null)
             {
+                bool hooks = factory.Strategy is IReconnectionOutcome;
                 strategy = NativeMethods.make_reconnection_strategy_user_function(
-                    Callbacks.PerformReconnectionPointer, context, IntPtr.Zero, IntPtr.Zero);
+                    Callbacks.PerformReconnectionPointer,
+                    context,
+                    hooks ? Callbacks.SuccessPointer : IntPtr.Zero,
+                    hooks ? Callbacks.FailurePointer : IntPtr.Zero);
             }
             else if (factory.TimeoutMs.HasValue)
             {
@@ -349,6 +399,22 @@ namespace Tether
                         return finalAttempt;
                     }
                     return ReconnectionAttemptInfo.Of(native);
+                }
+            }
+        }
+
+        public TimeSpan? PingPeriod
+        {
+            get
+            {
+                lock (gate)
+                {
+                    if (freed)
+                    {
+                        return null;
+                    }
+                    uint ms = NativeMethods.session_ping_period_ms(native);
+                    return ms == 0 ? (TimeSpan?)null : TimeSpan.FromMilliseconds(ms);
                 }
             }
         }
@@ -463,6 +529,48 @@ namespace Tether
         public Task PublishAsync(string topic, string value) => Task.Run(() => Publish(topic, value));
 
         public Task PublishAsync(string topic, byte[] value) => Task.Run(() => Publish(topic, value));
+
+        public Task SendAsync(string topic, string value)
+        {
+            if (value == null)
+            {
+                throw new ArgumentNullException(nameof(value));
+            }
+            return SendAsync(topic, System.Text.Encoding.UTF8.GetBytes(value));
+        }
+
+        public Task SendAsync(string topic, byte[] value)
+        {
+            if (topic == null)
+            {
+                throw new ArgumentNullException(nameof(topic));
+            }
+            if (value == null)
+            {
+                throw new ArgumentNullException(nameof(value));
+            }
+            byte[] topicBytes = Utf8.Encode(topic, nameof(topic));
+            var done = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            // Freed by the completion callback (called once for a queued send), or below.
+            var context = GCHandle.Alloc(done);
+            IntPtr handle = Enter();
+            try
+            {
+                var error = default(TetherErrorNative);
+                if (!NativeMethods.session_send(
+                        handle, topicBytes, value, (UIntPtr)value.Length, Callbacks.PublishDonePointer,
+                        GCHandle.ToIntPtr(context), ref error))
+                {
+                    context.Free();
+                    throw Errors.Take(ref error, "cannot publish on " + topic, nameof(topic));
+                }
+            }
+            finally
+            {
+                Exit();
+            }
+            return done.Task;
+        }
 
         public void Close()
         {
@@ -585,11 +693,50 @@ namespace Tether
             {
                 return;
             }
-            var args = new SessionListenerEventArgs((SessionState)oldState, (SessionState)newState);
+            string reason = Utf8.Decode(NativeMethods.session_state_change_reason(handle));
+            var args = new SessionListenerEventArgs((SessionState)oldState, (SessionState)newState, reason);
             foreach (EventHandler<SessionListenerEventArgs> h in handlers.GetInvocationList())
             {
                 InCallback(() => h(this, args), "state handler");
             }
+        }
+
+        internal void OnGap(GapReportEventArgs report)
+        {
+            var handlers = Gap;
+            if (handlers == null)
+            {
+                return;
+            }
+            foreach (EventHandler<GapReportEventArgs> h in handlers.GetInvocationList())
+            {
+                InCallback(() => h(this, report), "gap handler");
+            }
+        }
+
+        /// <summary>The strategy's success / failure hook (it implements
+        /// <see cref="IReconnectionOutcome"/>), with the facts of the attempt.</summary>
+        internal void OnReconnectionOutcome(IntPtr handle, bool success)
+        {
+            Attach(handle);
+            if (!(strategy is IReconnectionOutcome hooks))
+            {
+                return;
+            }
+            var info = ReconnectionAttemptInfo.Of(handle);
+            InCallback(
+                () =>
+                {
+                    if (success)
+                    {
+                        hooks.OnSuccess(info);
+                    }
+                    else
+                    {
+                        hooks.OnFailure(info);
+                    }
+                },
+                "reconnection strategy");
         }
 
         internal void OnTopic(Subscription subscription, TopicUpdate update)

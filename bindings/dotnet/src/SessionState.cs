@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 
 namespace Tether
 {
@@ -56,10 +57,23 @@ namespace Tether
     {
         /// <summary>Creates the arguments of a state change.</summary>
         public SessionListenerEventArgs(SessionState oldState, SessionState newState)
+            : this(oldState, newState, null)
+        {
+        }
+
+        /// <summary>Creates the arguments of a state change with its reason.</summary>
+        public SessionListenerEventArgs(SessionState oldState, SessionState newState, string reason)
         {
             OldState = oldState;
             NewState = newState;
+            Reason = reason;
         }
+
+        /// <summary>Why the state changed, as a stable snake_case name
+        /// (<c>transport_error</c> on entering <c>RECOVERING_RECONNECT</c> after a cut,
+        /// <c>server_draining</c>, <c>reconnect_aborted</c>, ...); null when the change has none
+        /// (<c>CONNECTING</c> → <c>CONNECTED_ACTIVE</c>, a resume).</summary>
+        public string Reason { get; }
 
         /// <summary>The state the session left.</summary>
         public SessionState OldState { get; }
@@ -114,5 +128,48 @@ namespace Tether
 
         /// <inheritdoc/>
         public override string ToString() => Topic + " = " + ValueAsString;
+    }
+
+    /// <summary>How many updates of one topic an outage lost.</summary>
+    public sealed class TopicLoss
+    {
+        /// <summary>Creates a loss record.</summary>
+        public TopicLoss(string topic, long count)
+        {
+            Topic = topic;
+            Count = count;
+        }
+
+        /// <summary>The topic path.</summary>
+        public string Topic { get; }
+
+        /// <summary>Updates of it that were lost.</summary>
+        public long Count { get; }
+    }
+
+    /// <summary>Messages the server could not replay after a resume (its recovery buffer
+    /// overflowed during the outage); the topics' current values follow as snapshots.</summary>
+    public sealed class GapReportEventArgs : EventArgs
+    {
+        /// <summary>Creates a gap report.</summary>
+        public GapReportEventArgs(long lostFrom, long lostTo, long lostCount, IReadOnlyList<TopicLoss> topics)
+        {
+            LostFrom = lostFrom;
+            LostTo = lostTo;
+            LostCount = lostCount;
+            Topics = topics;
+        }
+
+        /// <summary>First lost server sequence number.</summary>
+        public long LostFrom { get; }
+
+        /// <summary>Last lost server sequence number (inclusive).</summary>
+        public long LostTo { get; }
+
+        /// <summary>How many sequenced messages were lost.</summary>
+        public long LostCount { get; }
+
+        /// <summary>The topics whose updates were lost.</summary>
+        public IReadOnlyList<TopicLoss> Topics { get; }
     }
 }

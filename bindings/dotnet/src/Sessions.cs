@@ -52,6 +52,43 @@ namespace Tether
         /// standard error.</summary>
         ISessionFactory ErrorHandler(EventHandler<SessionErrorEventArgs> handler);
 
+        /// <summary>Trusts the certificates in <paramref name="pem"/> (PEM text, e.g. a private
+        /// CA's) for <c>wss://</c>, in addition to the system's roots. May be called several
+        /// times.</summary>
+        ISessionFactory TlsRootCertificatePem(string pem);
+
+        /// <summary>Asks the server to ping the session every <paramref name="period"/> (it
+        /// grants one within its bounds, by default 1 s to 60 s: see
+        /// <see cref="ISession.PingPeriod"/>); a connection silent for one and a half periods is
+        /// taken as dead. Default: the server's own period.</summary>
+        ISessionFactory PingPeriod(TimeSpan period);
+
+        /// <summary>Most updates that may wait for the session's topic handlers (default
+        /// 10,000): past it the session stops reading, so a handler slower than the stream costs
+        /// bounded memory; the server's slow-consumer handling then ends the connection and the
+        /// resume reports what was dropped (<see cref="GapHandler"/>).</summary>
+        ISessionFactory DeliveryLimit(int updates);
+
+        /// <summary>Close the session (reason <c>lost_messages</c>) rather than resume with a gap
+        /// report when the server could not keep every message during an outage.</summary>
+        ISessionFactory Strict(bool strict);
+
+        /// <summary>Bounds the requests kept until the server acknowledges them, including those
+        /// made while disconnected (default 10,000 or 8 MiB); past it
+        /// <see cref="ISession.PublishAsync(string, byte[])"/> throws
+        /// <see cref="TetherErrorCode.QueueFull"/>.</summary>
+        ISessionFactory SendQueue(int maxRequests, long maxBytes);
+
+        /// <summary>How long <see cref="ISession.Close"/> waits for the requests made before it
+        /// to be sent and confirmed (default 5 s); past it those sent fail with
+        /// <see cref="OutcomeUnknownException"/>, the others with
+        /// <see cref="SessionClosedException"/>.</summary>
+        ISessionFactory CloseTimeout(TimeSpan timeout);
+
+        /// <summary>Adds a handler of gap reports (messages lost during an outage that the
+        /// server could not replay), called on the session's callback thread.</summary>
+        ISessionFactory GapHandler(EventHandler<GapReportEventArgs> handler);
+
         /// <summary>Opens a session synchronously: returns once it is <c>CONNECTED_ACTIVE</c>.
         /// Throws <see cref="ArgumentNullException"/> / <see cref="ArgumentException"/> for a
         /// missing or malformed URL, <see cref="SessionEstablishmentException"/> when the server
@@ -119,6 +156,82 @@ namespace Tether
         internal IReadOnlyList<string> FallbackUrls { get; private set; } = new string[0];
         internal EventHandler<SessionListenerEventArgs> StateHandlers { get; private set; }
         internal EventHandler<SessionErrorEventArgs> ErrorHandlers { get; private set; }
+        internal EventHandler<GapReportEventArgs> GapHandlers { get; private set; }
+        internal string TlsRootsPem { get; private set; }
+        internal uint PingPeriodMs { get; private set; }
+        internal uint DeliveryLimitUpdates { get; private set; }
+        internal bool StrictMode { get; private set; }
+        internal uint MaxQueuedRequests { get; private set; }
+        internal ulong MaxQueuedBytes { get; private set; }
+        internal uint CloseTimeoutMs { get; private set; }
+
+        private static uint Millis(TimeSpan t, string name, bool positive)
+        {
+            double ms = t.TotalMilliseconds;
+            if (ms < (positive ? 1 : 0) || ms > uint.MaxValue)
+            {
+                throw new ArgumentOutOfRangeException(name, t, positive ? "must be at least 1 ms" : "must not be negative");
+            }
+            return (uint)ms;
+        }
+
+        public ISessionFactory TlsRootCertificatePem(string pem)
+        {
+            if (pem == null)
+            {
+                throw new ArgumentNullException(nameof(pem));
+            }
+            return With(f => f.TlsRootsPem = (TlsRootsPem ?? "") + pem + "\n");
+        }
+
+        public ISessionFactory PingPeriod(TimeSpan period)
+        {
+            uint ms = Millis(period, nameof(period), true);
+            return With(f => f.PingPeriodMs = ms);
+        }
+
+        public ISessionFactory DeliveryLimit(int updates)
+        {
+            if (updates < 1)
+            {
+                throw new ArgumentOutOfRangeException(nameof(updates), updates, "must be 1 or more");
+            }
+            return With(f => f.DeliveryLimitUpdates = (uint)updates);
+        }
+
+        public ISessionFactory Strict(bool strict) => With(f => f.StrictMode = strict);
+
+        public ISessionFactory SendQueue(int maxRequests, long maxBytes)
+        {
+            if (maxRequests < 1)
+            {
+                throw new ArgumentOutOfRangeException(nameof(maxRequests), maxRequests, "must be 1 or more");
+            }
+            if (maxBytes < 1)
+            {
+                throw new ArgumentOutOfRangeException(nameof(maxBytes), maxBytes, "must be 1 or more");
+            }
+            return With(f =>
+            {
+                f.MaxQueuedRequests = (uint)maxRequests;
+                f.MaxQueuedBytes = (ulong)maxBytes;
+            });
+        }
+
+        public ISessionFactory CloseTimeout(TimeSpan timeout)
+        {
+            uint ms = Millis(timeout, nameof(timeout), true);
+            return With(f => f.CloseTimeoutMs = ms);
+        }
+
+        public ISessionFactory GapHandler(EventHandler<GapReportEventArgs> handler)
+        {
+            if (handler == null)
+            {
+                throw new ArgumentNullException(nameof(handler));
+            }
+            return With(f => f.GapHandlers += handler);
+        }
 
         private SessionFactory With(Action<SessionFactory> change)
         {

@@ -6,6 +6,7 @@
 // The last line printed is `N passed, N failed`; the exit status is 0 when nothing failed.
 
 using System;
+using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
@@ -87,6 +88,10 @@ namespace Tether.Tests
             {
                 return Child(args);
             }
+            if (args.Length > 1 && args[0] == "--conformance-child")
+            {
+                return Conformance.Child(args[1]);
+            }
             string filter = args.Length > 0 ? args[0] : null;
             int failed;
             try
@@ -108,6 +113,7 @@ namespace Tether.Tests
                 runner.Add("strategy aborts: CLOSED_FAILED, reason reconnect_aborted", StrategyAborts);
                 runner.Add("faulted strategy task: aborts, exception reported", FaultedStrategyAborts);
                 runner.Add("strategy called again after failed attempts (proxy refusing)", RetriesAfterFailedAttempts);
+                runner.Add("strategy hooks: OnFailure then OnSuccess with the facts; ping period; SendAsync; state reasons", HooksPingPeriodAndSend);
                 runner.Add("reconnection timeout elapses while the strategy is undecided: CLOSED_FAILED", TimeoutWhileUndecided);
                 runner.Add("first decision wins: Start then Abort reconnects", FirstDecisionWins);
                 runner.Add("built-in strategies: RepeatingAttempt reconnects, ExponentialBackoff validates", BuiltInStrategies);
@@ -132,6 +138,7 @@ namespace Tether.Tests
                 runner.Add("exit scenario: Main returns with publishes in flight, sessions never disposed", ReturnWithPublishesInFlight, ExitGuard);
                 runner.Add("exit scenario: Environment.Exit from a topic handler while two threads publish", ExitFromHandler, ExitGuard);
                 runner.Add("example SessionReconnection.cs reports the reconnection after a cut", Example);
+                Conformance.Register(runner);
                 failed = runner.Run(filter);
             }
             return failed == 0 ? 0 : 1;
@@ -354,6 +361,83 @@ namespace Tether.Tests
                         states.Transitions,
                         "failed attempts stay in RECOVERING_RECONNECT");
                 }
+            }
+        }
+
+        /// <summary>A strategy with the C ABI's success / failure hooks.</summary>
+        private sealed class HookedStrategy : IReconnectionStrategy, IReconnectionOutcome
+        {
+            private readonly Action<IReconnectionAttempt> perform;
+            internal readonly BlockingCollection<string> Events = new BlockingCollection<string>();
+
+            internal HookedStrategy(Action<IReconnectionAttempt> perform)
+            {
+                this.perform = perform;
+            }
+
+            public Task PerformReconnection(IReconnectionAttempt attempt)
+            {
+                Events.Add("attempt " + attempt.Number + " " + attempt.LastReason);
+                perform(attempt);
+                return Task.CompletedTask;
+            }
+
+            public void OnSuccess(ReconnectionAttemptInfo attempt) => Events.Add("success " + attempt.Number + " " + attempt.LastReason);
+
+            public void OnFailure(ReconnectionAttemptInfo attempt) => Events.Add("failure " + attempt.Number + " " + attempt.LastReason);
+        }
+
+        private static void HooksPingPeriodAndSend()
+        {
+            using (var proxy = new FaultProxy(server.Address))
+            {
+                var strategy = new HookedStrategy(attempt =>
+                {
+                    // The first attempt meets a refusing proxy and fails; the second succeeds.
+                    proxy.Post(attempt.Number == 1 ? "/refuse" : "/heal");
+                    attempt.Start();
+                });
+                var reasons = new BlockingCollection<string>();
+                using (var session = Authenticated
+                    .ReconnectionTimeout(30000)
+                    .ReconnectionStrategy(strategy)
+                    .PingPeriod(TimeSpan.FromMilliseconds(1500))
+                    .DeliveryLimit(100)
+                    .SessionStateChangedHandler((sender, e) => reasons.Add(e.NewState + " " + (e.Reason ?? "-")))
+                    .Open(proxy.Url))
+                {
+                    Assert.Equal(TimeSpan.FromMilliseconds(1500), session.PingPeriod, "the ping period granted");
+                    proxy.Cut();
+                    var got = new List<string>();
+                    for (int i = 0; i < 4; i++)
+                    {
+                        if (!strategy.Events.TryTake(out var e, Assert.Guard))
+                        {
+                            throw new TestFailure("no hook or attempt " + (i + 1) + " after " + string.Join(", ", got));
+                        }
+                        got.Add(e);
+                    }
+                    Assert.Sequence(
+                        new[] { "attempt 1 transport_error", "failure 1 transport_error", "attempt 2 connection_error", "success 2 connection_error" },
+                        got,
+                        "attempts and hooks, in order");
+                    // The ping period tells the current connection's (the reconnection is done once
+                    // the success hook has run).
+                    Assert.Equal(TimeSpan.FromMilliseconds(1500), session.PingPeriod, "the ping period after the resume");
+                    Assert.True(session.SendAsync("hooks/t", "queued").Wait(Assert.Guard), "SendAsync completes once applied");
+                    try
+                    {
+                        session.SendAsync("hooks//t", "x");
+                        throw new TestFailure("SendAsync on an invalid topic queued it");
+                    }
+                    catch (InvalidTopicException)
+                    {
+                        // At the call, nothing queued.
+                    }
+                }
+                var seen = reasons.ToArray();
+                Assert.True(seen.Contains("RECOVERING_RECONNECT transport_error"), "the cut's reason: " + string.Join(", ", seen));
+                Assert.True(seen.Contains("CLOSED_BY_CLIENT closed_by_client"), "the close's reason: " + string.Join(", ", seen));
             }
         }
 
@@ -796,7 +880,7 @@ namespace Tether.Tests
                 using (var session = Authenticated
                     .SessionStateChangedHandler((s, e) => throw new InvalidOperationException("handler bug " + e.NewState))
                     .SessionStateChangedHandler(states.Handler)
-                    .ErrorHandler((s, e) => { lock (errors) { errors.Add(e); } })
+                    .ErrorHandler((s, e) => { lock (errors) { errors.Add(e); Monitor.PulseAll(errors); } })
                     .Open(proxy.Url))
                 {
                     string topic = UniqueTopic("throw");
@@ -808,6 +892,12 @@ namespace Tether.Tests
                     states.WaitFor(SessionState.CONNECTED_ACTIVE);
                     lock (errors)
                     {
+                        // The handler saw the update before it threw: the report follows.
+                        var deadline = DateTime.UtcNow + Assert.Guard;
+                        while (errors.Count(e => e.Context == "topic handler") < 2 && DateTime.UtcNow < deadline)
+                        {
+                            Monitor.Wait(errors, deadline - DateTime.UtcNow);
+                        }
                         Assert.True(errors.Any(e => e.Context == "state handler" && e.Exception.Message == "handler bug CONNECTED_ACTIVE"),
                             "state handler exception reported");
                         Assert.Equal(2, errors.Count(e => e.Context == "topic handler"), "topic handler exceptions reported");
@@ -928,7 +1018,10 @@ namespace Tether.Tests
             Assert.True(timedOut.GetType() == typeof(TetherException) && ((TetherException)timedOut).Code == TetherErrorCode.TimedOut,
                 "TimedOut: " + timedOut);
             Assert.Equal(typeof(AccessDeniedException), take(TetherErrorCode.AccessDenied).GetType(), "AccessDenied");
-            Assert.Equal(typeof(ArgumentException), take(TetherErrorCode.InvalidTopic).GetType(), "InvalidTopic");
+            var invalidTopic = take(TetherErrorCode.InvalidTopic);
+            Assert.True(invalidTopic is InvalidTopicException it && it.Code == TetherErrorCode.InvalidTopic && it.ParamName == "p",
+                "InvalidTopic: an ArgumentException naming the parameter, with its code: " + invalidTopic);
+            Assert.Equal(typeof(ArgumentException), take(TetherErrorCode.InvalidUrl).GetType(), "InvalidUrl");
         }
 
         private static void Shutdown()

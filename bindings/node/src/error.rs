@@ -26,14 +26,8 @@ pub struct ErrorInfo {
 
 /// The stable `snake_case` name of a refusal kind.
 pub(crate) fn kind_name(kind: RequestErrorKind) -> &'static str {
-    match kind {
-        RequestErrorKind::AccessDenied => "access_denied",
-        RequestErrorKind::InvalidSelector => "invalid_selector",
-        RequestErrorKind::InvalidTopic => "invalid_topic",
-        RequestErrorKind::NotSubscribed => "not_subscribed",
-        RequestErrorKind::TooLarge => "too_large",
-        _ => "rejected",
-    }
+    // The core's name for every kind: one name table across the bindings.
+    kind.as_str()
 }
 
 impl From<&tether::Error> for ErrorInfo {

@@ -10,15 +10,25 @@
 //! The threadsafe function keeps Node's event loop alive while the session is open. It is
 //! released as soon as the session is closed (after the `close` event is queued) and when the
 //! last subscription forwarder ends, so a closed session never keeps a process running.
+//!
+//! Updates are passed on with credit: at most [`WINDOW`] of a subscription's updates are on
+//! their way to, or waiting in, JavaScript until the application took them (`consumed`). A
+//! consumer slower than the stream thus leaves the rest in the core, whose delivery limit
+//! makes the session stop reading: memory stays bounded, and the server's slow-consumer
+//! handling ends the connection, the resume reporting the gap.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use napi::Status;
 use napi::bindgen_prelude::Buffer;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use tether::strategy::ReconnectionStrategy;
-use tether::{GapReport, ReconnectionAttempt, SessionListener, StateChange, TopicUpdate};
+use tether::strategy::{AttemptInfo, ReconnectionStrategy};
+use tether::{
+    CloseReason, GapReport, ReconnectionAttempt, SessionListener, StateChange, TopicUpdate,
+};
 
 use crate::NativeAttempt;
 use crate::error::reason_name;
@@ -29,6 +39,11 @@ pub(crate) enum Event {
     State(StateChange),
     /// The strategy is asked to decide this attempt.
     Attempt(ReconnectionAttempt),
+    /// An attempt the strategy started succeeded (`reason` `None`) or failed (why).
+    Outcome {
+        info: AttemptInfo,
+        reason: Option<CloseReason>,
+    },
     /// Messages were lost during an outage (snapshots follow).
     Gap(GapReport),
     /// An update for local subscription `sub`.
@@ -65,17 +80,32 @@ pub struct JsGap {
     pub topics: Vec<String>,
 }
 
+/// The facts of an attempt that ended, for a strategy's `onSuccess` / `onFailure`.
+#[napi(object)]
+pub struct JsAttemptInfo {
+    /// 1 for the first attempt after a disconnection, then 2, 3, ...
+    pub number: u32,
+    /// Time since the connection was lost, ms.
+    pub elapsed: f64,
+    /// Time left before the reconnection timeout, ms.
+    pub remaining: f64,
+    /// Why the connection was lost (first attempt) or why the previous attempt failed.
+    pub reason: String,
+    /// The server's retry-after hint, ms, when it gave one.
+    pub retry_after: Option<f64>,
+}
+
 /// One event, flattened for the JavaScript dispatcher (`type` says which fields are set).
 #[napi(object, object_from_js = false)]
 pub struct JsEvent {
-    /// `state`, `attempt`, `gap`, `update` or `end`.
+    /// `state`, `attempt`, `success`, `failure`, `gap`, `update` or `end`.
     pub r#type: String,
     /// `state`: the state left (`CONNECTED_ACTIVE`, ...).
     pub old: Option<String>,
     /// `state`: the state entered.
     pub new: Option<String>,
     /// `state`: why (disconnections and closings); `attempt`: the last disconnection or
-    /// failure reason.
+    /// failure reason; `failure`: why the attempt failed.
     pub reason: Option<String>,
     /// `attempt`: the attempt to decide.
     pub attempt: Option<NativeAttempt>,
@@ -85,6 +115,8 @@ pub struct JsEvent {
     pub update: Option<JsUpdate>,
     /// `gap`: the report.
     pub gap: Option<JsGap>,
+    /// `success`, `failure`: the attempt's facts.
+    pub info: Option<JsAttemptInfo>,
 }
 
 impl JsEvent {
@@ -98,6 +130,7 @@ impl JsEvent {
             sub: None,
             update: None,
             gap: None,
+            info: None,
         }
     }
 }
@@ -115,6 +148,21 @@ impl From<Event> for JsEvent {
                 reason: Some(attempt.last_reason().as_str().to_owned()),
                 attempt: Some(NativeAttempt::new(attempt)),
                 ..JsEvent::empty("attempt")
+            },
+            Event::Outcome { info, reason } => JsEvent {
+                reason: reason.map(|r| r.as_str().to_owned()),
+                info: Some(JsAttemptInfo {
+                    number: info.number,
+                    elapsed: info.elapsed.as_secs_f64() * 1000.0,
+                    remaining: info.remaining.as_secs_f64() * 1000.0,
+                    reason: info.last_reason.as_str().to_owned(),
+                    retry_after: info.retry_after.map(|d| d.as_secs_f64() * 1000.0),
+                }),
+                ..JsEvent::empty(if reason.is_some() {
+                    "failure"
+                } else {
+                    "success"
+                })
             },
             Event::Gap(report) => JsEvent {
                 gap: Some(JsGap {
@@ -147,6 +195,18 @@ impl From<Event> for JsEvent {
 /// The session's threadsafe function: JavaScript receives one [`JsEvent`] per call.
 pub(crate) type Tsfn = ThreadsafeFunction<Event, (), JsEvent, Status, false>;
 
+/// The threadsafe function shared by the sink and the subscription forwarders (behind a lock:
+/// `Session.unref()` needs it exclusively, for a moment).
+pub(crate) type SharedTsfn = Arc<Mutex<Tsfn>>;
+
+/// Queues `event` on a shared threadsafe function; whether JavaScript can still receive it.
+pub(crate) fn call(tsfn: &SharedTsfn, event: Event) -> bool {
+    tsfn.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .call(event, ThreadsafeFunctionCallMode::NonBlocking)
+        == Status::Ok
+}
+
 /// Builds the threadsafe function that calls `dispatch` on the JavaScript thread.
 pub(crate) fn event_function(
     dispatch: napi::bindgen_prelude::Function<'_, JsEvent, ()>,
@@ -161,18 +221,98 @@ pub(crate) fn event_function(
         )
 }
 
+/// Most updates of one subscription passed to JavaScript and not yet taken by the application.
+pub(crate) const WINDOW: usize = 256;
+
+/// A subscription's credit: updates in JavaScript not yet consumed, and a wake-up for its
+/// forwarder.
+#[derive(Default)]
+pub(crate) struct Credit {
+    in_flight: AtomicUsize,
+    /// Set once the session closed: the forwarder stops waiting for credit and flushes.
+    unlimited: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Credit {
+    /// The application took `count` updates.
+    pub(crate) fn consumed(&self, count: usize) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(count))
+            });
+        self.wake.notify_one();
+    }
+
+    fn open(&self) {
+        self.unlimited.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Waits until one more update may go to JavaScript, and counts it.
+    async fn take(&self) {
+        while !self.unlimited.load(Ordering::SeqCst)
+            && self.in_flight.load(Ordering::SeqCst) >= WINDOW
+        {
+            // `notify_one` leaves a permit when nobody waits: no wake-up is lost.
+            self.wake.notified().await;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Queues events for JavaScript until the session closes, then lets go of the threadsafe
 /// function (the subscription forwarders hold clones of their own until their streams end).
 #[derive(Clone)]
 pub(crate) struct EventSink {
-    tsfn: Arc<Mutex<Option<Arc<Tsfn>>>>,
+    tsfn: Arc<Mutex<Option<SharedTsfn>>>,
+    /// The credit of each local subscription.
+    credits: Arc<Mutex<HashMap<u32, Arc<Credit>>>>,
 }
 
 impl EventSink {
     pub(crate) fn new(tsfn: Tsfn) -> EventSink {
         EventSink {
-            tsfn: Arc::new(Mutex::new(Some(Arc::new(tsfn)))),
+            tsfn: Arc::new(Mutex::new(Some(Arc::new(Mutex::new(tsfn))))),
+            credits: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The credit of local subscription `sub` (made on first use).
+    pub(crate) fn credit(&self, sub: u32) -> Arc<Credit> {
+        let mut credits = self.credits.lock().unwrap_or_else(|e| e.into_inner());
+        let credit = credits.entry(sub).or_default().clone();
+        if self
+            .tsfn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            credit.open();
+        }
+        credit
+    }
+
+    /// The application took `count` updates of local subscription `sub`.
+    pub(crate) fn consumed(&self, sub: u32, count: usize) {
+        let credit = self
+            .credits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sub)
+            .cloned();
+        if let Some(credit) = credit {
+            credit.consumed(count);
+        }
+    }
+
+    /// Local subscription `sub` ended: forget its credit.
+    fn forget(&self, sub: u32) {
+        self.credits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sub);
     }
 
     /// Queues `event`; `false` if JavaScript can no longer receive it (the session closed, or
@@ -180,13 +320,13 @@ impl EventSink {
     pub(crate) fn send(&self, event: Event) -> bool {
         let guard = self.tsfn.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
-            Some(tsfn) => tsfn.call(event, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok,
+            Some(tsfn) => call(tsfn, event),
             None => false,
         }
     }
 
     /// A clone of the threadsafe function, for a forwarder that outlives the close event.
-    pub(crate) fn share(&self) -> Option<Arc<Tsfn>> {
+    pub(crate) fn share(&self) -> Option<SharedTsfn> {
         self.tsfn
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -194,10 +334,32 @@ impl EventSink {
             .cloned()
     }
 
-    /// Lets go of the threadsafe function: events already queued are still delivered.
+    /// Stops the threadsafe function from keeping Node's event loop alive (`Session.unref()`):
+    /// events are still delivered while the loop runs for other reasons.
+    pub(crate) fn unref(&self, env: &napi::Env) -> napi::Result<()> {
+        let guard = self.tsfn.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tsfn) = guard.as_ref() else {
+            return Ok(());
+        };
+        // The forwarders share this very threadsafe function, so one call covers them.
+        #[allow(deprecated)] // the replacement (dropping clones) does not apply: one is kept
+        tsfn.lock().unwrap_or_else(|e| e.into_inner()).unref(env)
+    }
+
+    /// Lets go of the threadsafe function: events already queued are still delivered, and the
+    /// forwarders flush what is left without waiting for credit (so that they end, and let go
+    /// of their clones).
     pub(crate) fn release(&self) {
         let tsfn = self.tsfn.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(tsfn);
+        for credit in self
+            .credits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            credit.open();
+        }
     }
 }
 
@@ -227,6 +389,20 @@ pub(crate) struct JsStrategy {
 }
 
 impl ReconnectionStrategy for JsStrategy {
+    fn on_success(&self, attempt: &AttemptInfo) {
+        self.sink.send(Event::Outcome {
+            info: attempt.clone(),
+            reason: None,
+        });
+    }
+
+    fn on_failure(&self, attempt: &AttemptInfo, reason: CloseReason) {
+        self.sink.send(Event::Outcome {
+            info: attempt.clone(),
+            reason: Some(reason),
+        });
+    }
+
     fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
         if !self.sink.send(Event::Attempt(attempt.clone())) {
             // Nobody is left to decide (Node is shutting down): give up rather than wait for
@@ -237,18 +413,24 @@ impl ReconnectionStrategy for JsStrategy {
 }
 
 /// Sends a subscription's updates to JavaScript in order, then its end.
-pub(crate) async fn forward_updates(tsfn: Arc<Tsfn>, sub: u32, mut updates: tether::Subscription) {
-    while let Some(update) = updates.next().await {
-        if tsfn.call(
-            Event::Update { sub, update },
-            ThreadsafeFunctionCallMode::NonBlocking,
-        ) != Status::Ok
-        {
+/// Sends a subscription's updates to JavaScript in order, within its credit, then its end.
+pub(crate) async fn forward_updates(
+    sink: EventSink,
+    tsfn: SharedTsfn,
+    sub: u32,
+    mut updates: tether::Subscription,
+) {
+    let credit = sink.credit(sub);
+    loop {
+        credit.take().await;
+        let Some(update) = updates.next().await else {
+            break;
+        };
+        if !call(&tsfn, Event::Update { sub, update }) {
+            sink.forget(sub);
             return;
         }
     }
-    tsfn.call(
-        Event::SubscriptionEnd { sub },
-        ThreadsafeFunctionCallMode::NonBlocking,
-    );
+    call(&tsfn, Event::SubscriptionEnd { sub });
+    sink.forget(sub);
 }

@@ -85,6 +85,19 @@ pub struct NativeOptions {
     /// Time `close()` allows the requests queued before it to be sent and confirmed, ms (the
     /// core's default when absent).
     pub close_timeout_ms: Option<f64>,
+    /// PEM texts of certificates (a private CA) trusted for `wss://` besides the system's roots.
+    pub tls_root_certificates: Option<Vec<String>>,
+    /// Close with `lost_messages` rather than resume with a gap report.
+    pub strict: Option<bool>,
+    /// Most requests kept until acknowledged (the core's default when absent).
+    pub max_queued_requests: Option<u32>,
+    /// Most bytes kept until acknowledged (the core's default when absent).
+    pub max_queued_bytes: Option<f64>,
+    /// The ping period to ask the server for, ms (the server's own when absent).
+    pub ping_period_ms: Option<f64>,
+    /// Most updates waiting for JavaScript before the session stops reading (the core's
+    /// default when absent).
+    pub delivery_limit: Option<u32>,
 }
 
 /// What `connect` resolves with.
@@ -330,6 +343,25 @@ pub fn connect<'env>(
     if let Some(ms) = options.close_timeout_ms {
         builder = builder.close_timeout(millis(ms));
     }
+    for pem in options.tls_root_certificates.iter().flatten() {
+        builder = builder.tls_root_certificate_pem(pem.as_bytes());
+    }
+    if let Some(strict) = options.strict {
+        builder = builder.strict(strict);
+    }
+    if options.max_queued_requests.is_some() || options.max_queued_bytes.is_some() {
+        builder = builder.send_queue(
+            options.max_queued_requests.map_or(10_000, |n| n as usize),
+            // Checked as a positive integer by the JavaScript side.
+            options.max_queued_bytes.map_or(8 << 20, |n| n as usize),
+        );
+    }
+    if let Some(ms) = options.ping_period_ms {
+        builder = builder.ping_period(millis(ms));
+    }
+    if let Some(limit) = options.delivery_limit {
+        builder = builder.delivery_limit(limit as usize);
+    }
     let work = async move {
         let strategy = strategy?;
         builder
@@ -396,6 +428,20 @@ impl NativeSession {
         self.session.reconnection_timeout().as_secs_f64() * 1000.0
     }
 
+    /// The ping period the server granted on the current connection, ms; `null` while the
+    /// session is not connected.
+    #[napi(getter)]
+    pub fn ping_period(&self) -> Option<f64> {
+        self.session.ping_period().map(|d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// Lets Node's event loop end while the session is open (its events keep flowing while
+    /// the loop runs for other reasons); the session is closed at exit.
+    #[napi]
+    pub fn unref(&self, env: Env) -> napi::Result<()> {
+        self.sink.unref(&env)
+    }
+
     /// Queues a publish of `value` on `topic` at once, in call order (`Session::send`);
     /// resolves when the server applied (or refused) it. A full send queue fails at once
     /// (`queue_full`).
@@ -430,6 +476,7 @@ impl NativeSession {
     ) -> napi::Result<Object<'env>> {
         let session = self.session.clone();
         let tsfn = self.sink.share();
+        let sink = self.sink.clone();
         spawn_promise(
             env,
             async move {
@@ -440,11 +487,18 @@ impl NativeSession {
                 let updates = session.subscribe(&selector).await?;
                 // The forwarder owns its clone of the threadsafe function until the
                 // subscription's stream ends, so no update is dropped at close.
-                tokio::spawn(forward_updates(tsfn, sub, updates));
+                tokio::spawn(forward_updates(sink, tsfn, sub, updates));
                 Ok(())
             },
             Outcome::of,
         )
+    }
+
+    /// The application took `count` updates of local subscription `sub` (its forwarder may
+    /// pass that many more on).
+    #[napi]
+    pub fn consumed(&self, sub: u32, count: u32) {
+        self.sink.consumed(sub, count as usize);
     }
 
     /// A fresh local subscription number.

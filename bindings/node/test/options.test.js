@@ -44,6 +44,16 @@ const cases = [
   ['options.reconnect.strategy', { ...base, reconnect: { strategy: 42 } }],
   ['options.reconnect.strategy', { ...base, reconnect: { strategy: { kind: 'constant' } } }],
   ['"timout"', { ...base, reconnect: { timout: 1000 } }],
+  ['options.pingPeriod', { ...base, pingPeriod: 0 }],
+  ['options.deliveryLimit', { ...base, deliveryLimit: 0 }],
+  ['options.maxQueuedRequests', { ...base, maxQueuedRequests: 1.5 }],
+  ['options.maxQueuedBytes', { ...base, maxQueuedBytes: -1 }],
+  ['options.tlsRootCertificates', { ...base, tlsRootCertificates: 42 }],
+  ['options.tlsRootCertificates[1]', { ...base, tlsRootCertificates: ['-----BEGIN', 7] }],
+  ['options.strict', { ...base, strict: 'yes' }],
+  ['options.reconnect.onSuccess', { ...base, reconnect: { strategy: () => {}, onSuccess: 1 } }],
+  ['options.reconnect.onFailure', { ...base, reconnect: { strategy: () => {}, onFailure: 'x' } }],
+  ['options.reconnect.onSuccess', { ...base, reconnect: { onSuccess: () => {} } }],
 ];
 
 for (const [name, options] of cases) {

@@ -78,24 +78,16 @@ pub(crate) fn tether_error(py: Python<'_>, class: &str, message: &str) -> PyErr 
     build(py, class, message, None, None).unwrap_or_else(|e| e)
 }
 
-fn kind_name(kind: RequestErrorKind) -> &'static str {
-    match kind {
-        RequestErrorKind::AccessDenied => "access_denied",
-        RequestErrorKind::InvalidSelector => "invalid_selector",
-        RequestErrorKind::InvalidTopic => "invalid_topic",
-        RequestErrorKind::NotSubscribed => "not_subscribed",
-        RequestErrorKind::TooLarge => "too_large",
-        _ => "other",
-    }
-}
-
 /// The `tether` exception for a core error.
 pub(crate) fn error(py: Python<'_>, e: &Error) -> PyErr {
     let message = e.to_string();
     let (class, kind) = match e {
-        Error::InvalidUrl { .. } | Error::InvalidArgument(_) | Error::InvalidTopic(_) => {
-            ("InvalidArgumentError", None)
-        }
+        Error::InvalidUrl { .. } | Error::InvalidArgument(_) => ("InvalidArgumentError", None),
+        // Checked before sending: the same kind the server would name it with.
+        Error::InvalidTopic(_) => (
+            "InvalidArgumentError",
+            Some(RequestErrorKind::InvalidTopic.as_str()),
+        ),
         Error::Open { reason, .. } => (
             match reason {
                 CloseReason::AuthenticationFailed => "AuthenticationError",
@@ -115,7 +107,8 @@ pub(crate) fn error(py: Python<'_>, e: &Error) -> PyErr {
             } else {
                 "RequestRejectedError"
             },
-            Some(kind_name(r.kind)),
+            // The core's name, for every kind (one name table across the bindings).
+            Some(r.kind.as_str()),
         ),
         _ => ("TetherError", None),
     };

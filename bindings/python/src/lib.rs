@@ -68,6 +68,7 @@ fn _tether(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Update>()?;
     m.add_class::<session::GapReport>()?;
     m.add_class::<strategy::Attempt>()?;
+    m.add_class::<strategy::AttemptInfo>()?;
     m.add_class::<strategy::ConstantDelay>()?;
     m.add_class::<strategy::ExponentialBackoff>()?;
     m.add_class::<strategy::AbortImmediately>()?;

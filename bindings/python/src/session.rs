@@ -284,6 +284,13 @@ impl NativeSession {
         self.0.0.reconnection_timeout().as_secs_f64()
     }
 
+    /// The ping period the server granted on the current connection, in seconds; `None`
+    /// while the session is not connected.
+    #[getter]
+    fn ping_period(&self) -> Option<f64> {
+        self.0.0.ping_period().map(|d| d.as_secs_f64())
+    }
+
     /// Queues the publish now, in call order, and returns a future of its completion
     /// (`None` once the server applied it). Raises, with nothing queued, without a running
     /// event loop.
@@ -525,6 +532,50 @@ fn publish(
     }
 }
 
+/// The session settings `open` takes besides the URLs, credentials, strategy and callbacks: a
+/// dict with every one of these keys (the Python package builds it), each `None` for the core's
+/// default.
+#[derive(FromPyObject, Default)]
+#[pyo3(from_item_all)]
+pub(crate) struct Options {
+    /// PEM text of certificates to trust for `wss://` besides the system's roots.
+    tls_root_certificates: Option<String>,
+    /// The ping period to ask the server for, in seconds.
+    ping_period: Option<f64>,
+    /// Most updates waiting for the application before the session stops reading.
+    delivery_limit: Option<usize>,
+    /// Most requests kept until acknowledged.
+    max_queued_requests: Option<usize>,
+    /// Most bytes kept until acknowledged.
+    max_queued_bytes: Option<usize>,
+    /// How long `close` waits for the requests made before it, in seconds.
+    close_timeout: Option<f64>,
+}
+
+impl Options {
+    fn configure(self, py: Python<'_>, mut b: SessionBuilder) -> PyResult<SessionBuilder> {
+        if let Some(pem) = self.tls_root_certificates {
+            b = b.tls_root_certificate_pem(pem);
+        }
+        if let Some(period) = self.ping_period {
+            b = b.ping_period(convert::seconds(py, "ping_period", period)?);
+        }
+        if let Some(limit) = self.delivery_limit {
+            b = b.delivery_limit(limit);
+        }
+        if self.max_queued_requests.is_some() || self.max_queued_bytes.is_some() {
+            b = b.send_queue(
+                self.max_queued_requests.unwrap_or(10_000),
+                self.max_queued_bytes.unwrap_or(8 << 20),
+            );
+        }
+        if let Some(timeout) = self.close_timeout {
+            b = b.close_timeout(convert::seconds(py, "close_timeout", timeout)?);
+        }
+        Ok(b)
+    }
+}
+
 /// Everything `open` needs, checked while the caller still holds the GIL.
 #[allow(clippy::too_many_arguments)]
 fn builder(
@@ -539,6 +590,7 @@ fn builder(
     on_gap: Option<Py<PyAny>>,
     connect_timeout: f64,
     strict: bool,
+    options: Option<Options>,
 ) -> PyResult<SessionBuilder> {
     let mut b = Session::builder(url)
         .reconnection_timeout(convert::seconds(
@@ -563,7 +615,7 @@ fn builder(
     if on_state.is_some() || on_gap.is_some() {
         b = b.listener(PyListener { on_state, on_gap });
     }
-    Ok(b)
+    options.unwrap_or_default().configure(py, b)
 }
 
 /// Opens the session. A caller that stops waiting (a cancelled `await`, Ctrl-C) never leaves an
@@ -576,7 +628,7 @@ async fn open_detached(b: SessionBuilder) -> Result<NativeSession, Error> {
 
 /// Opens a session; returns an awaitable of a `NativeSession`.
 #[pyfunction]
-#[pyo3(signature = (url, *, fallback_urls = Vec::new(), principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false))]
+#[pyo3(signature = (url, *, fallback_urls = Vec::new(), principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false, options = None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open<'py>(
     py: Python<'py>,
@@ -590,6 +642,7 @@ pub(crate) fn open<'py>(
     on_gap: Option<Py<PyAny>>,
     connect_timeout: f64,
     strict: bool,
+    options: Option<Options>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let b = builder(
         py,
@@ -603,13 +656,14 @@ pub(crate) fn open<'py>(
         on_gap,
         connect_timeout,
         strict,
+        options,
     )?;
     awaitable(py, open_detached(b))
 }
 
 /// Opens a session, blocking (with the GIL released) until it is open.
 #[pyfunction]
-#[pyo3(signature = (url, *, fallback_urls = Vec::new(), principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false))]
+#[pyo3(signature = (url, *, fallback_urls = Vec::new(), principal = None, credentials = None, reconnect_timeout = 60.0, strategy = None, on_state = None, on_gap = None, connect_timeout = 10.0, strict = false, options = None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn open_blocking(
     py: Python<'_>,
@@ -623,6 +677,7 @@ pub(crate) fn open_blocking(
     on_gap: Option<Py<PyAny>>,
     connect_timeout: f64,
     strict: bool,
+    options: Option<Options>,
 ) -> PyResult<NativeSession> {
     let b = builder(
         py,
@@ -636,6 +691,7 @@ pub(crate) fn open_blocking(
         on_gap,
         connect_timeout,
         strict,
+        options,
     )?;
     // Says why Tether cannot start (or that the interpreter is exiting) before connecting.
     bridge::park_if_exiting(py);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use tether::strategy::{self, Jitter};
-use tether::{ReconnectionAttempt, ReconnectionStrategy};
+use tether::strategy::{self, AttemptInfo as CoreAttemptInfo, Jitter};
+use tether::{CloseReason, ReconnectionAttempt, ReconnectionStrategy};
 
 use crate::convert;
 
@@ -88,6 +88,54 @@ impl Attempt {
     }
 }
 
+/// The facts of a reconnection attempt that ended, given to a strategy's `on_success` /
+/// `on_failure` hooks.
+#[pyclass(frozen, module = "tether._tether")]
+pub(crate) struct AttemptInfo(CoreAttemptInfo);
+
+#[pymethods]
+impl AttemptInfo {
+    /// 1 for the first attempt after a disconnection, then 2, 3, ...
+    #[getter]
+    fn number(&self) -> u32 {
+        self.0.number
+    }
+
+    /// Seconds since the connection was lost, when the attempt was decided.
+    #[getter]
+    fn elapsed(&self) -> f64 {
+        self.0.elapsed.as_secs_f64()
+    }
+
+    /// Seconds that were left before the reconnection timeout, when the attempt was decided.
+    #[getter]
+    fn remaining(&self) -> f64 {
+        self.0.remaining.as_secs_f64()
+    }
+
+    /// Why the connection was lost (first attempt) or why the previous attempt failed.
+    #[getter]
+    fn reason<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        convert::close_reason(py, self.0.last_reason)
+    }
+
+    /// The server's retry-after hint the attempt was given, in seconds, or `None`.
+    #[getter]
+    fn retry_after(&self) -> Option<f64> {
+        self.0.retry_after.map(|d| d.as_secs_f64())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "AttemptInfo(number={}, elapsed={:.3}, remaining={:.3}, reason='{}')",
+            self.0.number,
+            self.0.elapsed.as_secs_f64(),
+            self.0.remaining.as_secs_f64(),
+            self.0.last_reason,
+        )
+    }
+}
+
 /// Hands an attempt a Python strategy was given to a built-in (`builtin(attempt)`): the core
 /// strategy decides it (start after its delay, at least the server's hint, or abort).
 fn hand_over(strategy: &Arc<dyn ReconnectionStrategy>, attempt: &Bound<'_, Attempt>) {
@@ -106,11 +154,45 @@ fn hand_over(strategy: &Arc<dyn ReconnectionStrategy>, attempt: &Bound<'_, Attem
 /// user's strategy directly (`tether.sync`), and reports the strategy's exceptions itself. If
 /// the callable raises anyway, the exception goes to `sys.unraisablehook`; either way, or
 /// when the interpreter is exiting, the attempt is aborted rather than left undecided.
+///
+/// When the callable has `on_success` / `on_failure` attributes (the Python package sets them
+/// when the user's strategy has such methods), they are called with an [`AttemptInfo`] (and,
+/// for a failure, why it failed) after each attempt the strategy started.
 pub(crate) struct PyStrategy {
     invoke: Py<PyAny>,
+    on_success: Option<Py<PyAny>>,
+    on_failure: Option<Py<PyAny>>,
+}
+
+impl PyStrategy {
+    /// Calls a hook; an exception goes to `sys.unraisablehook` (the package's hooks report
+    /// the user's exceptions themselves).
+    fn hook(hook: &Option<Py<PyAny>>, info: &CoreAttemptInfo, reason: Option<CloseReason>) {
+        let Some(hook) = hook else {
+            return;
+        };
+        // `None`: the interpreter is exiting; nobody is left to tell.
+        let _ = crate::exit::attach(|py| {
+            let result = Bound::new(py, AttemptInfo(info.clone())).and_then(|info| match reason {
+                Some(r) => hook.bind(py).call1((info, convert::close_reason(py, r)?)),
+                None => hook.bind(py).call1((info,)),
+            });
+            if let Err(e) = result {
+                e.write_unraisable(py, Some(hook.bind(py)));
+            }
+        });
+    }
 }
 
 impl ReconnectionStrategy for PyStrategy {
+    fn on_success(&self, attempt: &CoreAttemptInfo) {
+        Self::hook(&self.on_success, attempt, None);
+    }
+
+    fn on_failure(&self, attempt: &CoreAttemptInfo, reason: CloseReason) {
+        Self::hook(&self.on_failure, attempt, Some(reason));
+    }
+
     fn perform_reconnection(&self, attempt: ReconnectionAttempt) {
         let handed = crate::exit::attach(|py| {
             let result = Bound::new(py, Attempt(attempt.clone()))
@@ -416,8 +498,16 @@ pub(crate) fn from_py(value: &Bound<'_, PyAny>) -> PyResult<Arc<dyn Reconnection
         return Ok(strategy::default_strategy());
     }
     if value.is_callable() {
+        let hook = |name: &str| -> PyResult<Option<Py<PyAny>>> {
+            Ok(value
+                .getattr_opt(name)?
+                .filter(|h| h.is_callable())
+                .map(Bound::unbind))
+        };
         return Ok(Arc::new(PyStrategy {
             invoke: value.clone().unbind(),
+            on_success: hook("on_success")?,
+            on_failure: hook("on_failure")?,
         }));
     }
     Err(PyTypeError::new_err(format!(

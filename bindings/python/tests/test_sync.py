@@ -111,6 +111,50 @@ def test_sync_strategy_exception_is_reported_and_aborts(
     assert any("sync boom" in r.getMessage() for r in caplog.records if r.name == "tether")
 
 
+def test_sync_strategy_hooks_ping_period_and_options(proxy: Proxy, topic: str) -> None:
+    """A strategy object's on_failure / on_success hooks, after each attempt it started (here on
+    Tether's callback thread), and the ping period the server granted."""
+    events: "queue.Queue[Any]" = queue.Queue()
+
+    class Strategy:
+        def __call__(self, attempt: tether.ReconnectionAttempt) -> None:
+            events.put(("attempt", attempt.number, attempt.reason))
+            if attempt.number == 1:
+                proxy.refuse()  # the first attempt fails...
+            else:
+                proxy.heal()  # ...the second succeeds
+            attempt.start()
+
+        def on_success(self, info: tether.AttemptInfo) -> None:
+            events.put(("success", info.number, info.reason))
+
+        def on_failure(self, info: tether.AttemptInfo, reason: tether.CloseReason) -> None:
+            events.put(("failure", info.number, reason))
+
+    with pytest.raises(tether.InvalidArgumentError):
+        tether.sync.connect(proxy.url, principal="control", credentials=PASSWORD, delivery_limit=0)
+    session = tether.sync.connect(
+        proxy.url, principal="control", credentials=PASSWORD,
+        reconnect=tether.Reconnect(timeout=30, strategy=Strategy()),
+        ping_period=1.5, delivery_limit=100, max_queued_requests=10, close_timeout=2.0,
+    )
+    with session:
+        assert session.ping_period == 1.5
+        proxy.cut()
+        got = [events.get(timeout=GUARD) for _ in range(4)]
+        assert got == [
+            ("attempt", 1, R.TRANSPORT_ERROR),
+            ("failure", 1, R.CONNECTION_ERROR),
+            ("attempt", 2, R.CONNECTION_ERROR),
+            ("success", 2, R.CONNECTION_ERROR),
+        ], got
+        assert session.wait_for_state(S.CONNECTED_ACTIVE, timeout=GUARD) is S.CONNECTED_ACTIVE
+        assert session.ping_period == 1.5
+        with pytest.raises(tether.InvalidArgumentError) as err:
+            session.publish(f"{topic}//x", "bad topic")
+        assert err.value.kind == "invalid_topic"
+
+
 def test_sync_facade_refuses_coroutine_strategies(proxy: Proxy) -> None:
     async def strategy(attempt: tether.ReconnectionAttempt) -> None:
         attempt.start()

@@ -352,16 +352,19 @@ impl From<tether::RequestErrorKind> for RequestErrorKind {
 }
 
 impl fmt::Display for RequestErrorKind {
+    /// The core's name of the kind (`RequestErrorKind::as_str`), the same in every binding.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            RequestErrorKind::AccessDenied => "access_denied",
-            RequestErrorKind::InvalidSelector => "invalid_selector",
-            RequestErrorKind::InvalidTopic => "invalid_topic",
-            RequestErrorKind::NotSubscribed => "not_subscribed",
-            RequestErrorKind::TooLarge => "too_large",
-            RequestErrorKind::Other => "other",
+        use tether::RequestErrorKind as K;
+        let core = match self {
+            RequestErrorKind::AccessDenied => K::AccessDenied,
+            RequestErrorKind::InvalidSelector => K::InvalidSelector,
+            RequestErrorKind::InvalidTopic => K::InvalidTopic,
+            RequestErrorKind::NotSubscribed => K::NotSubscribed,
+            RequestErrorKind::TooLarge => K::TooLarge,
+            // Never made from a core kind of this version (see `every_core_kind_has_a_variant`).
+            RequestErrorKind::Other => return f.write_str("other"),
         };
-        f.write_str(name)
+        f.write_str(core.as_str())
     }
 }
 
@@ -460,6 +463,46 @@ impl From<&tether::GapReport> for GapReport {
 
 // ─── Reconnection ──────────────────────────────────────────────────────────────────────────────
 
+/// The facts of a reconnection attempt that ended, given to a strategy's `onSuccess` /
+/// `onFailure`.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AttemptInfo {
+    /// 1 for the first attempt after a disconnection, then 2, 3, ...
+    pub number: i32,
+    /// Time since the connection was lost, when the attempt was decided.
+    pub elapsed: Duration,
+    /// Time that was left before the reconnection timeout, when the attempt was decided.
+    pub remaining: Duration,
+    /// Why the connection was lost (first attempt) or why the previous attempt failed.
+    pub last_reason: CloseReason,
+    /// The server's retry-after hint the attempt was given, if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<&tether::strategy::AttemptInfo> for AttemptInfo {
+    fn from(i: &tether::strategy::AttemptInfo) -> Self {
+        AttemptInfo {
+            number: i32::try_from(i.number).unwrap_or(i32::MAX),
+            elapsed: i.elapsed,
+            remaining: i.remaining,
+            last_reason: i.last_reason.into(),
+            retry_after: i.retry_after,
+        }
+    }
+}
+
+impl From<AttemptInfo> for tether::strategy::AttemptInfo {
+    fn from(i: AttemptInfo) -> Self {
+        tether::strategy::AttemptInfo {
+            number: u32::try_from(i.number).unwrap_or(0),
+            elapsed: i.elapsed,
+            remaining: i.remaining,
+            last_reason: i.last_reason.into(),
+            retry_after: i.retry_after,
+        }
+    }
+}
+
 /// One reconnection attempt, handed to a [`ReconnectionStrategy`].
 ///
 /// Call `start()` (try now), `startAfter(delay)` or `abort()` (give up: the session closes,
@@ -528,7 +571,8 @@ impl ReconnectionAttempt {
 ///
 /// A strategy of yours may hand an attempt to a built-in (`defaultStrategy()`,
 /// `exponentialBackoff(...)`, ...) by calling its `performReconnection(attempt)`: the built-in
-/// then decides it (after its delay, at least the server's `retryAfter`).
+/// then decides it (after its delay, at least the server's `retryAfter`); pass it your
+/// `onSuccess` too, so that it starts again from its first delay after a reconnection.
 ///
 /// Called on the session's callback thread (a Tether thread, never the caller's) on entering
 /// `RECOVERING_RECONNECT` and after each failed attempt while time remains. It may return
@@ -541,6 +585,14 @@ impl ReconnectionAttempt {
 pub trait ReconnectionStrategy: Send + Sync {
     /// Decide, now or later, what to do with `attempt`.
     fn perform_reconnection(&self, attempt: Arc<ReconnectionAttempt>) -> Result<(), TetherError>;
+
+    /// An attempt this strategy started succeeded: the session is `CONNECTED_ACTIVE` again (a
+    /// good moment to reset a backoff). Called on the session's callback thread.
+    fn on_success(&self, attempt: AttemptInfo) -> Result<(), TetherError>;
+
+    /// An attempt this strategy started failed, because of `reason`; `performReconnection`
+    /// follows while time remains. Called on the session's callback thread.
+    fn on_failure(&self, attempt: AttemptInfo, reason: CloseReason) -> Result<(), TetherError>;
 }
 
 /// A built-in strategy, implemented by the core.
@@ -548,12 +600,17 @@ struct Builtin(Arc<dyn tether::ReconnectionStrategy>);
 
 impl ReconnectionStrategy for Builtin {
     fn perform_reconnection(&self, attempt: Arc<ReconnectionAttempt>) -> Result<(), TetherError> {
-        if attempt.inner.number() == 1 {
-            // A new outage. The core resets a strategy after each successful reconnection;
-            // through the host this is the first moment the built-in hears of it.
-            self.0.on_success(attempt.inner.info());
-        }
         self.0.perform_reconnection(attempt.inner.clone());
+        Ok(())
+    }
+
+    fn on_success(&self, attempt: AttemptInfo) -> Result<(), TetherError> {
+        self.0.on_success(&attempt.into());
+        Ok(())
+    }
+
+    fn on_failure(&self, attempt: AttemptInfo, reason: CloseReason) -> Result<(), TetherError> {
+        self.0.on_failure(&attempt.into(), reason.into());
         Ok(())
     }
 }
@@ -562,6 +619,18 @@ impl ReconnectionStrategy for Builtin {
 struct StrategyAdapter(Arc<dyn ReconnectionStrategy>);
 
 impl tether::ReconnectionStrategy for StrategyAdapter {
+    fn on_success(&self, attempt: &tether::strategy::AttemptInfo) {
+        if let Err(e) = self.0.on_success(attempt.into()) {
+            warn!(error = %e, attempt = attempt.number, "the reconnection strategy's onSuccess threw");
+        }
+    }
+
+    fn on_failure(&self, attempt: &tether::strategy::AttemptInfo, reason: tether::CloseReason) {
+        if let Err(e) = self.0.on_failure(attempt.into(), reason.into()) {
+            warn!(error = %e, attempt = attempt.number, "the reconnection strategy's onFailure threw");
+        }
+    }
+
     fn perform_reconnection(&self, attempt: tether::ReconnectionAttempt) {
         let wrapped = Arc::new(ReconnectionAttempt {
             inner: attempt.clone(),
@@ -758,6 +827,21 @@ pub struct SessionConfiguration {
     /// Most bytes kept until the server acknowledges them (absent: 8 MiB).
     #[uniffi(default = None)]
     pub max_queued_bytes: Option<i64>,
+    /// PEM texts of certificates (a private CA) to trust for `wss://`, besides the system's
+    /// roots.
+    #[uniffi(default = [])]
+    pub tls_root_certificates: Vec<String>,
+    /// The ping period to ask the server for (absent: the server's own). It grants one within
+    /// its bounds, by default 1 s to 60 s (`Session.pingPeriod()` tells which); a connection
+    /// silent for one and a half periods is taken as dead.
+    #[uniffi(default = None)]
+    pub ping_period: Option<Duration>,
+    /// Most updates that may wait for the topic listeners (absent: 10,000). Past it the session
+    /// stops reading, so a listener slower than the stream costs bounded memory; the server's
+    /// slow-consumer handling then ends the connection and the resume reports what was
+    /// dropped (the gap listener).
+    #[uniffi(default = None)]
+    pub delivery_limit: Option<i64>,
 }
 
 fn positive(name: &str, value: Option<i64>, default: usize) -> Result<usize, TetherError> {
@@ -809,6 +893,15 @@ impl SessionConfiguration {
             let bytes = positive("maxQueuedBytes", self.max_queued_bytes, 8 << 20)?;
             b = b.send_queue(requests, bytes);
         }
+        for pem in &self.tls_root_certificates {
+            b = b.tls_root_certificate_pem(pem.as_bytes());
+        }
+        if let Some(period) = self.ping_period {
+            b = b.ping_period(period);
+        }
+        if self.delivery_limit.is_some() {
+            b = b.delivery_limit(positive("deliveryLimit", self.delivery_limit, 10_000)?);
+        }
         Ok(b.strict(self.strict))
     }
 }
@@ -856,6 +949,12 @@ impl Session {
     /// The reconnection timeout in force (the smaller of the requested and the server's).
     pub fn reconnection_timeout(&self) -> Duration {
         self.inner.reconnection_timeout()
+    }
+
+    /// The ping period the server granted on the current connection; absent while the session
+    /// is not connected.
+    pub fn ping_period(&self) -> Option<Duration> {
+        self.inner.ping_period()
     }
 
     /// Publishes `value` on `topic` and waits until the server has applied it. Sent exactly
@@ -1008,6 +1107,15 @@ mod tests {
     }
 
     #[test]
+    fn every_core_kind_has_a_variant_named_by_the_core() {
+        for kind in tether::RequestErrorKind::ALL {
+            let ours = RequestErrorKind::from(kind);
+            assert_ne!(ours, RequestErrorKind::Other, "{kind:?}");
+            assert_eq!(ours.to_string(), kind.as_str());
+        }
+    }
+
+    #[test]
     fn closed_and_unknown_outcomes_stay_apart() {
         let reason = tether::CloseReason::TransportError;
         assert_eq!(
@@ -1072,6 +1180,9 @@ mod tests {
             strict: false,
             max_queued_requests: None,
             max_queued_bytes: None,
+            tls_root_certificates: Vec::new(),
+            ping_period: None,
+            delivery_limit: None,
         };
         let e = Session::open("http://x".into(), config()).err();
         assert!(matches!(e, Some(TetherError::InvalidUrl { .. })), "{e:?}");
@@ -1088,6 +1199,18 @@ mod tests {
             "ws://127.0.0.1:1".into(),
             SessionConfiguration {
                 max_queued_requests: Some(0),
+                ..config()
+            },
+        )
+        .err();
+        assert!(
+            matches!(e, Some(TetherError::InvalidArgument { .. })),
+            "{e:?}"
+        );
+        let e = Session::open(
+            "ws://127.0.0.1:1".into(),
+            SessionConfiguration {
+                delivery_limit: Some(0),
                 ..config()
             },
         )

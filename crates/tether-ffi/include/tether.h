@@ -147,12 +147,127 @@ typedef struct {
 } SESSION_LISTENER_T;
 
 /**
+ * How many updates of one topic an outage lost (an element of `GAP_REPORT_T.topics`).
+ */
+typedef struct {
+  /**
+   * The topic path (NUL-terminated UTF-8), valid during the `on_gap` call.
+   */
+  const char *topic;
+  /**
+   * Updates of it that were lost.
+   */
+  uint64_t count;
+} TOPIC_LOSS_T;
+
+/**
+ * Messages the server could not replay after a resume (its recovery buffer overflowed during
+ * the outage); the current values of the topics follow as snapshots.
+ *
+ * Ownership: the library's, valid during the `on_gap` call only (copy what you keep).
+ */
+typedef struct {
+  /**
+   * First lost server sequence number.
+   */
+  uint64_t lost_from;
+  /**
+   * Last lost server sequence number (inclusive).
+   */
+  uint64_t lost_to;
+  /**
+   * How many sequenced messages were lost.
+   */
+  uint64_t lost_count;
+  /**
+   * The topics whose updates were lost: `topic_count` elements.
+   */
+  const TOPIC_LOSS_T *topics;
+  /**
+   * The number of elements at `topics`.
+   */
+  size_t topic_count;
+} GAP_REPORT_T;
+
+/**
+ * Called when messages were lost during an outage (see `GAP_REPORT_T`), on the session's
+ * callback thread, in order with its other callbacks; `session_listener_context` gives the
+ * listener's context. `session` and `report` are valid during the call.
+ */
+typedef void (*GAP_CB_T)(SESSION_T *session, const GAP_REPORT_T *report);
+
+/**
+ * What `session_create_with_options` adds to `session_create`. Zero means the default for
+ * every field (`SESSION_OPTIONS_T options = { 0 };` is the defaults), so fields added later
+ * keep old programs' behaviour. Copied by `session_create_with_options`: it may live on the
+ * caller's stack, and its strings are read during the call only.
+ */
+typedef struct {
+  /**
+   * Certificates to trust for `wss://` in addition to the system's roots (a private CA),
+   * as PEM text (NUL-terminated; several certificates may follow each other); NULL: the
+   * system's roots only.
+   */
+  const char *tls_root_certificates_pem;
+  /**
+   * The ping period to ask the server for, in ms (it grants one within its bounds, by
+   * default 1 s to 60 s; `session_ping_period_ms` tells which); 0: the server's own. A
+   * connection silent for one and a half periods is taken as dead.
+   */
+  uint32_t ping_period_ms;
+  /**
+   * Most updates that may wait for the application's handlers, across the session's
+   * subscriptions (0: 10,000). Past it the session stops reading, so a consumer slower than
+   * the stream costs bounded memory; the server's slow-consumer handling then ends the
+   * connection and the resume reports what was dropped (`on_gap`).
+   */
+  uint32_t delivery_limit;
+  /**
+   * Close the session (reason `lost_messages`) rather than resume with a gap report.
+   */
+  bool strict;
+  /**
+   * Most requests kept until the server acknowledges them, including those made while
+   * disconnected (0: 10,000); past it `session_send` fails with `TETHER_ERROR_QUEUE_FULL`.
+   */
+  uint32_t max_queued_requests;
+  /**
+   * Most bytes kept until the server acknowledges them (0: 8 MiB).
+   */
+  uint64_t max_queued_bytes;
+  /**
+   * How long `session_close` waits for the requests made before it to be sent and confirmed,
+   * in ms (0: 5 s); past it those sent fail with `TETHER_ERROR_OUTCOME_UNKNOWN`, the others
+   * with `TETHER_ERROR_SESSION_CLOSED`.
+   */
+  uint32_t close_timeout_ms;
+  /**
+   * Time allowed for each connection (TCP, TLS and the upgrade), in ms (0: 10 s).
+   */
+  uint32_t connect_timeout_ms;
+  /**
+   * Called with each gap report; NULL for none.
+   */
+  GAP_CB_T on_gap;
+} SESSION_OPTIONS_T;
+
+/**
  * Called with every update of a subscription: the topic path (NUL-terminated UTF-8), the
  * value's bytes and length, and the `context` given to `session_subscribe`. On the session's
  * callback thread, in order. `topic` and `value` belong to the library and are valid only
  * during the call (copy what you keep); `value` may contain any bytes, NULs included.
  */
 typedef void (*TOPIC_HANDLER_T)(const char *topic, const void *value, size_t length, void *context);
+
+/**
+ * Called once with the outcome of a `session_send`: `code` is `TETHER_ERROR_NONE` when the
+ * server applied the publish, else why not (`TETHER_ERROR_ACCESS_DENIED`, `_REJECTED`,
+ * `_SESSION_CLOSED`: never sent, not applied; `_OUTCOME_UNKNOWN`: sent, not confirmed, maybe
+ * applied), with a description in `message` (NULL on success), valid during the call. Called
+ * on a library thread (never an async worker), one at a time per session and in the order of
+ * the sends; `context` is the pointer given to `session_send`.
+ */
+typedef void (*PUBLISH_DONE_CB_T)(void *context, TETHER_ERROR_CODE_T code, const char *message);
 
 /**
  * The facts of a reconnection attempt, filled in by `session_reconnection_attempt_get`.
@@ -477,6 +592,28 @@ SESSION_T *session_create_with_urls(const char *const *urls,
                                     TETHER_ERROR_T *error);
 
 /**
+ * As `session_create_with_urls`, with `options` (NULL: the defaults; see `SESSION_OPTIONS_T`):
+ * TLS roots, the ping period, the delivery limit, strict mode, the send queue, the close and
+ * connect timeouts, and a gap report callback. `options` is copied; its strings are read
+ * during the call only.
+ *
+ * Errors: as `session_create_with_urls`; `TETHER_ERROR_INVALID_UTF8` for a PEM that is not
+ * UTF-8, `_INVALID_ARGUMENT` for one without a certificate.
+ *
+ * # Safety
+ * As `session_create_with_urls`; `options` is NULL or points to a `SESSION_OPTIONS_T` whose
+ * string is NULL or NUL-terminated.
+ */
+SESSION_T *session_create_with_options(const char *const *urls,
+                                       size_t url_count,
+                                       const char *principal,
+                                       const CREDENTIALS_T *credentials,
+                                       const SESSION_LISTENER_T *listener,
+                                       const RECONNECTION_STRATEGY_T *strategy,
+                                       const SESSION_OPTIONS_T *options,
+                                       TETHER_ERROR_T *error);
+
+/**
  * Closes the session (`CLOSED_BY_CLIENT`; the server frees it at once) and returns when it is
  * closed and the listener has been told (unless called from one of this session's own
  * callbacks, where it cannot wait for the notification queued behind it). Requests already
@@ -633,6 +770,54 @@ bool session_publish(SESSION_T *session,
                      TETHER_ERROR_T *error);
 
 /**
+ * Queues a publish of `length` bytes at `value` on `topic` at once, in call order, without
+ * waiting: the bytes are copied and the call returns. `on_done` (may be NULL) is then called
+ * once with the outcome (see `PUBLISH_DONE_CB_T`), in the order of the sends, at the latest
+ * before `session_free` returns (unless `tether_shutdown` stopped the runtime first). Sent
+ * exactly once, in order, across reconnections; a send made before `session_close` is sent
+ * and confirmed before the session closes.
+ *
+ * Returns true when queued; false and fills `error` when nothing was queued (and `on_done`
+ * is not called): `TETHER_ERROR_QUEUE_FULL` (the send queue is full, connected or not),
+ * `_SESSION_CLOSED`, `_INVALID_TOPIC`, `_NULL_ARGUMENT`, ...
+ *
+ * # Safety
+ * `session` is NULL or live; `topic` NULL or NUL-terminated; `value` NULL or readable for
+ * `length` bytes during the call; `context` is the user's (it must stay valid until `on_done`
+ * was called); `error` NULL or writable.
+ */
+bool session_send(SESSION_T *session,
+                  const char *topic,
+                  const void *value,
+                  size_t length,
+                  PUBLISH_DONE_CB_T on_done,
+                  void *context,
+                  TETHER_ERROR_T *error);
+
+/**
+ * The ping period the server granted on the session's current connection, in ms; 0 while it
+ * is not connected (or for a NULL session).
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+uint32_t session_ping_period_ms(const SESSION_T *session);
+
+/**
+ * Why the session changed state, as a stable snake_case name: inside the listener's
+ * `on_state_changed`, the reason of the change it is told of (`"transport_error"` on entering
+ * `RECOVERING_RECONNECT` after a cut, `"server_draining"`, `"reconnect_aborted"` on closing,
+ * ...); elsewhere, that of the latest change told. NULL when the change had none (`CONNECTING`
+ * → `CONNECTED_ACTIVE`, a resume), before any, or for a NULL session.
+ *
+ * Ownership: a static string owned by the library; do not free it.
+ *
+ * # Safety
+ * `session` is NULL or a live session.
+ */
+const char *session_state_change_reason(const SESSION_T *session);
+
+/**
  * Closes every open session (requests queued before are sent and confirmed first) and stops
  * Tether's runtime, joining its threads, all within `timeout_ms`. Call it before the process
  * exits (or before unloading the library). Sessions are not freed: `session_free` them
@@ -648,12 +833,6 @@ bool session_publish(SESSION_T *session,
  */
 bool tether_shutdown(uint32_t timeout_ms, TETHER_ERROR_T *error);
 
-/**
- * The state's name, e.g. `"CONNECTED_ACTIVE"`, or `"UNKNOWN"` for any other value.
- *
- * Ownership: a static string owned by the library, valid for the life of the process; do not
- * free it. Thread-safe.
- */
 const char *session_state_as_string(SESSION_STATE_T state);
 
 /**
@@ -696,6 +875,14 @@ RECONNECTION_STRATEGY_T *make_reconnection_strategy_user_function(PERFORM_RECONN
  * Ownership: the caller owns the result (see `RECONNECTION_STRATEGY_T`).
  */
 RECONNECTION_STRATEGY_T *make_reconnection_strategy_default(void);
+
+/**
+ * A strategy that never reconnects: the first attempt aborts (the session closes,
+ * `CLOSED_FAILED`, reason `reconnect_aborted`).
+ *
+ * Ownership: the caller owns the result (see `RECONNECTION_STRATEGY_T`).
+ */
+RECONNECTION_STRATEGY_T *make_reconnection_strategy_abort_immediately(void);
 
 /**
  * A strategy that makes an attempt every `delay_ms` milliseconds (0: at once), at most `count`

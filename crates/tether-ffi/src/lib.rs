@@ -16,6 +16,7 @@
 mod boundary;
 mod credentials;
 mod error;
+mod options;
 mod session;
 mod state;
 mod strategy;
@@ -23,6 +24,7 @@ mod strings;
 
 pub use credentials::*;
 pub use error::*;
+pub use options::*;
 pub use session::*;
 pub use state::*;
 pub use strategy::*;

@@ -9,13 +9,17 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tether::strategy::AttemptInfo;
-use tether::{Session, SessionId, SessionListener, StateChange, TopicUpdate};
+use tether::{
+    CloseReason, Completion, GapReport, Session, SessionId, SessionListener, StateChange,
+    TopicUpdate,
+};
 use tether_protocol::Selector;
 use tracing::warn;
 
 use crate::boundary::{boundary, panic_message};
 use crate::credentials::Credentials;
-use crate::error::{ErrorC, FfiError};
+use crate::error::{ErrorC, FfiError, TETHER_ERROR_NONE};
+use crate::options::{GapCb, GapReportC, PublishDoneCb, SessionOptionsC, TopicLossC};
 use crate::state::{SESSION_STATE_UNKNOWN, SessionStateValue, reason_name, state_value};
 use crate::strategy::{DEFAULT_STRATEGY, ReconnectionStrategyC};
 use crate::strings::{arg_str, malloc_string, opt_str};
@@ -114,6 +118,23 @@ pub struct SessionHandle {
     attempt: Mutex<Option<AttemptInfo>>,
     /// The runtime generation the session runs on (see [`SHUTDOWNS`]).
     generation: u64,
+    /// `SESSION_OPTIONS_T.on_gap`.
+    on_gap: GapCb,
+    /// The reason of the latest state change given to the listener (see
+    /// `session_state_change_reason`).
+    change_reason: Mutex<Option<CloseReason>>,
+    /// The sends whose completion callbacks are still to run, in order (see `session_send`);
+    /// `None` until the first send, and again once the session is freed.
+    sends: Mutex<Option<tokio::sync::mpsc::UnboundedSender<PendingSend>>>,
+    /// Whether the task running the completion callbacks has finished (or never started).
+    sends_done: Arc<(Mutex<bool>, Condvar)>,
+}
+
+/// A queued publish and the callback that wants its outcome.
+struct PendingSend {
+    completion: Completion,
+    on_done: PublishDoneCb,
+    context: UserData,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -254,6 +275,76 @@ impl SessionHandle {
     }
 }
 
+impl SessionHandle {
+    /// The queue of the completion callbacks of `session_send`, started at the first send: one
+    /// task awaits the completions in order and runs each callback on a blocking-pool thread.
+    fn sends(&self) -> Result<tokio::sync::mpsc::UnboundedSender<PendingSend>, FfiError> {
+        let mut sends = lock(&self.sends);
+        if let Some(tx) = sends.as_ref() {
+            return Ok(tx.clone());
+        }
+        let runtime = tether::runtime::handle()?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PendingSend>();
+        *lock(&self.sends_done.0) = false;
+        /// Says the task is over, however it ends (a runtime shut down drops it).
+        struct Done(Arc<(Mutex<bool>, Condvar)>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                *lock(&self.0.0) = true;
+                self.0.1.notify_all();
+            }
+        }
+        let done = Done(self.sends_done.clone());
+        let me = self.addr();
+        runtime.spawn(async move {
+            let _done = done;
+            while let Some(pending) = rx.recv().await {
+                let outcome = pending.completion.await;
+                let Some(cb) = pending.on_done else {
+                    continue;
+                };
+                let context = pending.context;
+                let (code, message) = match outcome {
+                    Ok(()) => (TETHER_ERROR_NONE, None),
+                    Err(e) => {
+                        let e = FfiError::from(e);
+                        (e.code(), CString::new(e.to_string()).ok())
+                    }
+                };
+                let call = move || {
+                    let previous = IN_CALLBACK.with(|c| c.replace(me));
+                    let message = message.as_ref().map_or(std::ptr::null(), |m| m.as_ptr());
+                    // SAFETY: the user's callback with its own context, as documented; the
+                    // message lives across the call.
+                    let result =
+                        catch_unwind(AssertUnwindSafe(|| unsafe { cb(context.ptr(), code, message) }));
+                    IN_CALLBACK.with(|c| c.set(previous));
+                    if let Err(panic) = result {
+                        warn!(panic = %panic_message(panic.as_ref()), "a send callback wrapper panicked");
+                    }
+                };
+                let _ = tokio::task::spawn_blocking(call).await;
+            }
+        });
+        *sends = Some(tx.clone());
+        Ok(tx)
+    }
+
+    /// Ends the queue of send callbacks and waits until every one has run (not from one of
+    /// them, and not once `tether_shutdown` stopped the runtime that runs them).
+    fn finish_sends(&self) {
+        let had = lock(&self.sends).take().is_some();
+        if !had || self.in_own_callback() || self.generation != SHUTDOWNS.load(Ordering::SeqCst) {
+            return;
+        }
+        let (flag, cv) = &*self.sends_done;
+        let mut done = lock(flag);
+        while !*done {
+            done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// Runs a future of the core from this (non-async) thread on Tether's runtime.
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, FfiError> {
     let handle = tether::runtime::handle()?;
@@ -298,6 +389,7 @@ impl SessionListener for FfiListener {
         let Some(h) = self.session.upgrade() else {
             return;
         };
+        *lock(&h.change_reason) = change.reason;
         if let Some(cb) = h.on_state_changed {
             let (old, new) = (state_value(change.old), state_value(change.new));
             // SAFETY: the user's callback, called as documented with a session valid during
@@ -307,6 +399,40 @@ impl SessionListener for FfiListener {
         if change.new.is_closed() {
             h.set_closed_seen();
         }
+    }
+
+    fn on_gap(&self, report: &GapReport) {
+        let Some(h) = self.session.upgrade() else {
+            return;
+        };
+        let Some(cb) = h.on_gap else {
+            return;
+        };
+        let names: Vec<CString> = report
+            .topics
+            .iter()
+            .filter_map(|(t, _)| CString::new(t.as_str()).ok())
+            .collect();
+        let topics: Vec<TopicLossC> = report
+            .topics
+            .iter()
+            .filter(|(t, _)| !t.contains('\0'))
+            .zip(&names)
+            .map(|((_, count), name)| TopicLossC {
+                topic: name.as_ptr(),
+                count: *count,
+            })
+            .collect();
+        let c_report = GapReportC {
+            lost_from: report.lost_from,
+            lost_to: report.lost_to,
+            lost_count: report.lost_count(),
+            topics: topics.as_ptr(),
+            topic_count: topics.len(),
+        };
+        // SAFETY: the user's callback, called as documented: the session and the report (with
+        // the names it points to, alive in this frame) are valid during the call.
+        h.run_callback(|| true, |session| unsafe { cb(session, &c_report) });
     }
 }
 
@@ -358,7 +484,7 @@ pub unsafe extern "C" fn session_create(
         // SAFETY: NULL or NUL-terminated, valid during this call, per the contract.
         let url = unsafe { arg_str(url, "url") }?;
         // SAFETY: forwarded from this function's own contract.
-        unsafe { create(&[url], principal, credentials, listener, strategy) }
+        unsafe { create(&[url], principal, credentials, listener, strategy, None) }
     })
 }
 
@@ -402,20 +528,67 @@ pub unsafe extern "C" fn session_create_with_urls(
             .map(|&p| unsafe { arg_str(p, "urls") })
             .collect::<Result<Vec<&str>, FfiError>>()?;
         // SAFETY: forwarded from this function's own contract.
-        unsafe { create(&list, principal, credentials, listener, strategy) }
+        unsafe { create(&list, principal, credentials, listener, strategy, None) }
     })
 }
 
-/// The body of `session_create` and `session_create_with_urls` (`urls` not empty).
+/// As `session_create_with_urls`, with `options` (NULL: the defaults; see `SESSION_OPTIONS_T`):
+/// TLS roots, the ping period, the delivery limit, strict mode, the send queue, the close and
+/// connect timeouts, and a gap report callback. `options` is copied; its strings are read
+/// during the call only.
+///
+/// Errors: as `session_create_with_urls`; `TETHER_ERROR_INVALID_UTF8` for a PEM that is not
+/// UTF-8, `_INVALID_ARGUMENT` for one without a certificate.
 ///
 /// # Safety
-/// As `session_create`.
+/// As `session_create_with_urls`; `options` is NULL or points to a `SESSION_OPTIONS_T` whose
+/// string is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn session_create_with_options(
+    urls: *const *const c_char,
+    url_count: usize,
+    principal: *const c_char,
+    credentials: *const Credentials,
+    listener: *const SessionListenerC,
+    strategy: *const ReconnectionStrategyC,
+    options: *const SessionOptionsC,
+    error: *mut ErrorC,
+) -> *mut SessionHandle {
+    boundary(error, std::ptr::null_mut(), || {
+        if urls.is_null() {
+            return Err(FfiError::NullArgument("urls"));
+        }
+        if url_count == 0 {
+            return Err(
+                tether::Error::InvalidArgument("url_count must be at least 1".into()).into(),
+            );
+        }
+        // SAFETY: not NULL, and `url_count` readable pointers per the contract.
+        let pointers = unsafe { std::slice::from_raw_parts(urls, url_count) };
+        let list = pointers
+            .iter()
+            // SAFETY: each NULL or NUL-terminated, valid during this call, per the contract.
+            .map(|&p| unsafe { arg_str(p, "urls") })
+            .collect::<Result<Vec<&str>, FfiError>>()?;
+        // SAFETY: NULL or a live options struct, per the contract; copied here.
+        let options = unsafe { options.as_ref() }.copied();
+        // SAFETY: forwarded from this function's own contract.
+        unsafe { create(&list, principal, credentials, listener, strategy, options) }
+    })
+}
+
+/// The body of the `session_create*` functions (`urls` not empty).
+///
+/// # Safety
+/// As `session_create`; the string in `options` is NULL or NUL-terminated.
 unsafe fn create(
     urls: &[&str],
     principal: *const c_char,
     credentials: *const Credentials,
     listener: *const SessionListenerC,
     strategy: *const ReconnectionStrategyC,
+    options: Option<SessionOptionsC>,
 ) -> Result<*mut SessionHandle, FfiError> {
     init_logging();
     let (first, fallbacks) = urls.split_first().ok_or(FfiError::NullArgument("urls"))?;
@@ -443,6 +616,10 @@ unsafe fn create(
         subscriptions: Mutex::new(Vec::new()),
         attempt: Mutex::new(None),
         generation: SHUTDOWNS.load(Ordering::SeqCst),
+        on_gap: options.and_then(|o| o.on_gap),
+        change_reason: Mutex::new(None),
+        sends: Mutex::new(None),
+        sends_done: Arc::new((Mutex::new(true), Condvar::new())),
     });
     // Whatever happens below (an error, a panic), callbacks waiting for the outcome must
     // not wait forever.
@@ -469,6 +646,10 @@ unsafe fn create(
     builder = strategy
         .unwrap_or(DEFAULT_STRATEGY)
         .configure(builder, Arc::downgrade(&handle));
+    if let Some(options) = options {
+        // SAFETY: the caller's strings, per this function's contract.
+        builder = unsafe { options.configure(builder) }?;
+    }
     let session = block_on(builder.open())??;
     let _ = handle.id.set(SessionIdC(session.session_id()));
     *lock(&handle.session) = Some(session);
@@ -522,6 +703,7 @@ pub unsafe extern "C" fn session_free(session: *mut SessionHandle) {
         // SAFETY: a pointer from Arc::into_raw in session_create, given back once.
         let h = unsafe { Arc::from_raw(session.cast_const()) };
         let closed = h.close();
+        h.finish_sends();
         h.freed.store(true, Ordering::SeqCst);
         h.wait_callback_in_flight();
         lock(&h.subscriptions).clear();
@@ -793,6 +975,95 @@ pub unsafe extern "C" fn session_publish(
         let s = h.session().ok_or(FfiError::NullArgument("session"))?;
         h.run(s.publish(topic, bytes.to_vec()))??;
         Ok(true)
+    })
+}
+
+/// Queues a publish of `length` bytes at `value` on `topic` at once, in call order, without
+/// waiting: the bytes are copied and the call returns. `on_done` (may be NULL) is then called
+/// once with the outcome (see `PUBLISH_DONE_CB_T`), in the order of the sends, at the latest
+/// before `session_free` returns (unless `tether_shutdown` stopped the runtime first). Sent
+/// exactly once, in order, across reconnections; a send made before `session_close` is sent
+/// and confirmed before the session closes.
+///
+/// Returns true when queued; false and fills `error` when nothing was queued (and `on_done`
+/// is not called): `TETHER_ERROR_QUEUE_FULL` (the send queue is full, connected or not),
+/// `_SESSION_CLOSED`, `_INVALID_TOPIC`, `_NULL_ARGUMENT`, ...
+///
+/// # Safety
+/// `session` is NULL or live; `topic` NULL or NUL-terminated; `value` NULL or readable for
+/// `length` bytes during the call; `context` is the user's (it must stay valid until `on_done`
+/// was called); `error` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn session_send(
+    session: *mut SessionHandle,
+    topic: *const c_char,
+    value: *const c_void,
+    length: usize,
+    on_done: PublishDoneCb,
+    context: *mut c_void,
+    error: *mut ErrorC,
+) -> bool {
+    boundary(error, false, || {
+        // SAFETY: NULL or live, per the contract.
+        let h = unsafe { handle_ref(session) }?;
+        // SAFETY: NULL or NUL-terminated, valid during this call, per the contract.
+        let topic = unsafe { arg_str(topic, "topic") }?;
+        let bytes: &[u8] = if length == 0 {
+            &[]
+        } else if value.is_null() {
+            return Err(FfiError::NullArgument("value"));
+        } else {
+            // SAFETY: not NULL and readable for `length` bytes during the call, per contract.
+            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), length) }
+        };
+        let s = h.session().ok_or(FfiError::NullArgument("session"))?;
+        let sends = h.sends()?;
+        let completion = s.send(topic, bytes.to_vec())?;
+        sends
+            .send(PendingSend {
+                completion,
+                on_done,
+                context: UserData(context),
+            })
+            .map_err(|_| FfiError::Internal("the send queue of a freed session".into()))?;
+        Ok(true)
+    })
+}
+
+/// The ping period the server granted on the session's current connection, in ms; 0 while it
+/// is not connected (or for a NULL session).
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn session_ping_period_ms(session: *const SessionHandle) -> u32 {
+    boundary(std::ptr::null_mut(), 0, || {
+        // SAFETY: NULL or live, per the contract.
+        let h = unsafe { handle_ref(session) }?;
+        Ok(h.session()
+            .and_then(|s| s.ping_period())
+            .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)))
+    })
+}
+
+/// Why the session changed state, as a stable snake_case name: inside the listener's
+/// `on_state_changed`, the reason of the change it is told of (`"transport_error"` on entering
+/// `RECOVERING_RECONNECT` after a cut, `"server_draining"`, `"reconnect_aborted"` on closing,
+/// ...); elsewhere, that of the latest change told. NULL when the change had none (`CONNECTING`
+/// → `CONNECTED_ACTIVE`, a resume), before any, or for a NULL session.
+///
+/// Ownership: a static string owned by the library; do not free it.
+///
+/// # Safety
+/// `session` is NULL or a live session.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn session_state_change_reason(
+    session: *const SessionHandle,
+) -> *const c_char {
+    boundary(std::ptr::null_mut(), std::ptr::null(), || {
+        // SAFETY: NULL or live, per the contract.
+        let h = unsafe { handle_ref(session) }?;
+        Ok((*lock(&h.change_reason)).map_or(std::ptr::null(), |r| reason_name(r).as_ptr()))
     })
 }
 

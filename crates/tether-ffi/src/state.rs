@@ -39,22 +39,27 @@ pub(crate) fn state_value(state: SessionState) -> SessionStateValue {
     }
 }
 
+/// The core's name of a state value (`SessionState::as_str`), `"UNKNOWN"` for any other value.
 fn state_name(state: SessionStateValue) -> &'static CStr {
-    match state {
-        CONNECTING => c"CONNECTING",
-        CONNECTED_ACTIVE => c"CONNECTED_ACTIVE",
-        RECOVERING_RECONNECT => c"RECOVERING_RECONNECT",
-        CLOSED_BY_CLIENT => c"CLOSED_BY_CLIENT",
-        CLOSED_BY_SERVER => c"CLOSED_BY_SERVER",
-        CLOSED_FAILED => c"CLOSED_FAILED",
-        _ => c"UNKNOWN",
-    }
+    static NAMES: std::sync::OnceLock<Vec<(SessionStateValue, std::ffi::CString)>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            SessionState::ALL
+                .iter()
+                .map(|s| {
+                    (
+                        state_value(*s),
+                        std::ffi::CString::new(s.as_str()).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .iter()
+        .find(|(v, _)| *v == state)
+        .map_or(c"UNKNOWN", |(_, name)| name.as_c_str())
 }
 
-/// The state's name, e.g. `"CONNECTED_ACTIVE"`, or `"UNKNOWN"` for any other value.
-///
-/// Ownership: a static string owned by the library, valid for the life of the process; do not
-/// free it. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn session_state_as_string(state: SessionStateValue) -> *const c_char {
     crate::boundary::boundary(std::ptr::null_mut(), c"UNKNOWN".as_ptr(), || {

@@ -161,6 +161,7 @@ const _: () = assert!(!std::mem::needs_drop::<ReconnectionStrategyC>());
 #[derive(Clone, Copy)]
 enum Kind {
     Default,
+    AbortImmediately,
     User {
         perform: unsafe extern "C" fn(*mut SessionHandle, *mut c_void) -> AttemptAction,
         args: UserData,
@@ -236,6 +237,17 @@ pub extern "C" fn make_reconnection_strategy_user_function(
 pub extern "C" fn make_reconnection_strategy_default() -> *mut ReconnectionStrategyC {
     crate::boundary::boundary(std::ptr::null_mut(), std::ptr::null_mut(), || {
         Ok(allocate(Kind::Default))
+    })
+}
+
+/// A strategy that never reconnects: the first attempt aborts (the session closes,
+/// `CLOSED_FAILED`, reason `reconnect_aborted`).
+///
+/// Ownership: the caller owns the result (see `RECONNECTION_STRATEGY_T`).
+#[unsafe(no_mangle)]
+pub extern "C" fn make_reconnection_strategy_abort_immediately() -> *mut ReconnectionStrategyC {
+    crate::boundary::boundary(std::ptr::null_mut(), std::ptr::null_mut(), || {
+        Ok(allocate(Kind::AbortImmediately))
     })
 }
 
@@ -340,6 +352,7 @@ impl ReconnectionStrategyC {
         };
         let strategy: Arc<dyn ReconnectionStrategy> = match self.kind {
             Kind::Default => tether::strategy::default_strategy(),
+            Kind::AbortImmediately => Arc::new(tether::strategy::AbortImmediately),
             Kind::User {
                 perform,
                 args,

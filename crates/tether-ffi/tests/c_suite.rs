@@ -886,3 +886,47 @@ fn installed_library_is_usable_through_pkg_config() {
         String::from_utf8_lossy(&fully_static.stderr)
     );
 }
+
+/// The conformance scenarios (`conformance/scenarios.txt`) through the C API: the C runner
+/// (`tests/c/conformance.c`) against the fixture's server and fault proxy, served over HTTP
+/// from this process. It writes `target/conformance/c.txt` for `cargo xtask conformance`; a
+/// step the C API cannot do makes its scenario "unsupported", never passed.
+#[test]
+fn conformance_scenarios() {
+    let _serial = serial();
+    let program = compile("conformance");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let control = listener.local_addr().expect("address");
+    let fixture = std::sync::Arc::new(tether_conformance::fixture::Fixture::default());
+    runtime.spawn(tether_conformance::http::serve(listener, fixture.clone()));
+    let results = tether_conformance::results_dir();
+    std::fs::create_dir_all(&results).expect("results directory");
+    let only = std::env::var("TETHER_CONFORMANCE_ONLY").ok();
+    let mut args = vec![
+        tether_conformance::scenario::default_path()
+            .display()
+            .to_string(),
+        control.to_string(),
+        results.join("c.txt").display().to_string(),
+    ];
+    args.extend(only);
+    let (status, output, stderr) = run_child(
+        &[],
+        &program,
+        &args,
+        Some("conformance: "),
+        "the C conformance runner",
+    );
+    runtime.block_on(fixture.end());
+    assert!(
+        status.success() && output.iter().any(|l| l.ends_with(" skipped")),
+        "C conformance scenarios failed ({status}); stderr:\n{stderr}"
+    );
+}

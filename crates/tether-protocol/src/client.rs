@@ -8,13 +8,14 @@
 //! working meanwhile and are replayed on the next connection.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::frame::{self, ClientFrame, GapReport, RequestError, ServerFrame, Update};
 use crate::handshake::SessionAccepted;
 use crate::reliable::{BufferLimits, RecoveryBuffer, RewindError};
+use crate::time::Instant;
 use crate::timing::{AckSchedule, Liveness, earliest};
 use crate::{CloseReason, Position};
 

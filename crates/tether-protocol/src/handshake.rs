@@ -500,6 +500,198 @@ pub fn read_buffer_after_upgrade(rest: &[u8], capacity: usize) -> Vec<u8> {
     part
 }
 
+// ---------------------------------------------------------------------------------------------
+// The browser carrier: the same fields in `Sec-WebSocket-Protocol` values and a first message.
+
+/// The subprotocol a client offers to carry its request in `Sec-WebSocket-Protocol` values
+/// (a browser's `WebSocket` cannot set other headers), and that the server selects in its
+/// `101` when it accepts the carrier. Its answer then comes as the connection's first message
+/// (see [`accepted_answer`]), since a page cannot read the `101`'s other headers either.
+pub const SUBPROTOCOL: &str = "tether.v1";
+/// The prefix of every carrier value: `tether.<field>.<base64url of the value>`, where
+/// `<field>` is a request header's name without `x-tether-`.
+const CARRIER_PREFIX: &str = "tether.";
+const HEADER_PREFIX: &str = "x-tether-";
+/// The request header that offers subprotocols (lower case).
+pub const HEADER_SUBPROTOCOL: &str = "sec-websocket-protocol";
+/// Carrier answers only: a refusal's details (the body of an HTTP refusal).
+pub const HEADER_MESSAGE: &str = "x-tether-message";
+/// Largest carrier answer a client reads.
+const MAX_ANSWER: usize = 8 * 1024;
+
+/// A session request as `Sec-WebSocket-Protocol` values: [`SUBPROTOCOL`] first, then one
+/// `tether.<field>.<base64url(value)>` per request header (`x-tether-<field>`), batching and
+/// the wished ping period included. Every value is an HTTP token, as browsers require.
+pub fn to_subprotocols(
+    request: &SessionRequest,
+    batch: bool,
+    ping: Option<Duration>,
+) -> Vec<String> {
+    let mut headers = request.to_headers();
+    if batch {
+        headers.push((HEADER_BATCH, "1".to_string()));
+    }
+    if let Some(ping) = ping {
+        headers.push((HEADER_PING, ms(ping)));
+    }
+    let mut values = vec![SUBPROTOCOL.to_string()];
+    for (name, value) in headers {
+        let Some(field) = name.strip_prefix(HEADER_PREFIX) else {
+            continue;
+        };
+        if name == HEADER_VERSION {
+            continue; // carried by SUBPROTOCOL itself
+        }
+        values.push(format!(
+            "{CARRIER_PREFIX}{field}.{}",
+            data_encoding::BASE64URL_NOPAD.encode(value.as_bytes())
+        ));
+    }
+    values
+}
+
+/// Reads the request headers a `Sec-WebSocket-Protocol` header carries: `Ok(None)` when it
+/// does not offer [`SUBPROTOCOL`] (the request's own headers apply), else the `x-tether-*`
+/// headers it stands for, the version included. Values not starting with `tether.` are
+/// ignored (other subprotocols); a malformed or repeated carrier value is an error.
+pub fn from_subprotocols(offered: &str) -> Result<Option<Vec<(String, String)>>, HandshakeError> {
+    let values: Vec<&str> = offered
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if !values.contains(&SUBPROTOCOL) {
+        return Ok(None);
+    }
+    let invalid = || HandshakeError::Invalid(HEADER_SUBPROTOCOL);
+    let mut headers = vec![(HEADER_VERSION.to_string(), PROTOCOL_VERSION.to_string())];
+    for value in values {
+        let Some(rest) = value.strip_prefix(CARRIER_PREFIX) else {
+            continue;
+        };
+        if value == SUBPROTOCOL {
+            continue;
+        }
+        let (field, encoded) = rest.split_once('.').ok_or_else(invalid)?;
+        let valid_field = !field.is_empty()
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_field {
+            return Err(invalid());
+        }
+        let name = format!("{HEADER_PREFIX}{field}");
+        if headers.iter().any(|(n, _)| *n == name) {
+            return Err(invalid());
+        }
+        let bytes = data_encoding::BASE64URL_NOPAD
+            .decode(encoded.as_bytes())
+            .map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        headers.push((name, text));
+    }
+    Ok(Some(headers))
+}
+
+/// The answer to a carrier request, as the server sends it in the connection's first
+/// message (binary): the status line and the headers of the HTTP answer it stands for.
+fn encode_answer(status: u16, headers: &[(&str, String)]) -> Vec<u8> {
+    let mut text = format!("{status}\r\n");
+    for (name, value) in headers {
+        // Values are the server's own; keep every answer one line per header regardless.
+        let value: String = value
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.into_bytes()
+}
+
+/// The first message after a `101` that accepted a carrier request: status `101` and the
+/// `x-tether-*` headers of [`SessionAccepted::to_headers`] (plus batching and the ping period
+/// granted), as in the native `101`.
+pub fn accepted_answer(headers: &[(&'static str, String)]) -> Vec<u8> {
+    let headers: Vec<(&str, String)> = headers
+        .iter()
+        .filter(|(name, _)| name.starts_with(HEADER_PREFIX))
+        .map(|(n, v)| (*n, v.clone()))
+        .collect();
+    encode_answer(101, &headers)
+}
+
+/// The first (and only) message after a `101` when the server refuses a carrier request: the
+/// refusal's status, reason, details and retry-after hint, as an HTTP refusal would carry
+/// them. The server then closes the connection.
+pub fn refusal_answer(
+    reason: CloseReason,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> Vec<u8> {
+    let mut headers: Vec<(&str, String)> = vec![
+        (HEADER_VERSION, PROTOCOL_VERSION.to_string()),
+        (HEADER_REASON, reason.as_str().to_string()),
+        (HEADER_MESSAGE, message.chars().take(512).collect()),
+    ];
+    if let Some(hint) = retry_after {
+        headers.extend(retry_after_headers(hint));
+    }
+    encode_answer(refusal_status(reason), &headers)
+}
+
+/// A refused open or resume, as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub reason: CloseReason,
+    /// Details.
+    pub message: String,
+    /// The server's hint of when to try again (with `server_draining`, `server_busy`).
+    pub retry_after: Option<Duration>,
+}
+
+/// The server's answer to a carrier request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The session is open or resumed.
+    Accepted(SessionAccepted),
+    /// Refused; the server closes the connection.
+    Refused(Refusal),
+}
+
+/// Reads a carrier answer (the first message after the `101`).
+pub fn read_answer(bytes: &[u8]) -> Result<Answer, HandshakeError> {
+    const WHAT: &str = "the carrier answer";
+    if bytes.len() > MAX_ANSWER {
+        return Err(HandshakeError::Invalid(WHAT));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| HandshakeError::Invalid(WHAT))?;
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or(HandshakeError::Invalid(WHAT))?;
+    let mut headers = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').ok_or(HandshakeError::Invalid(WHAT))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if status == 101 {
+        return SessionAccepted::from_headers(get).map(Answer::Accepted);
+    }
+    Ok(Answer::Refused(Refusal {
+        reason: refusal_reason(status, get(HEADER_REASON)),
+        message: get(HEADER_MESSAGE).unwrap_or_default().to_string(),
+        retry_after: retry_after(get),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,5 +790,113 @@ mod tests {
         // The client uses 3: 1 stops working.
         tokens.rotate(t(3), t(4));
         assert!(!tokens.accepts(&t(1)) && tokens.accepts(&t(3)) && tokens.accepts(&t(4)));
+    }
+
+    #[test]
+    fn requests_travel_as_subprotocol_tokens_and_come_back_as_headers() {
+        let requests = [
+            SessionRequest::Open {
+                principal: Some("contrôle, \"x\"".into()),
+                credentials: Some("pass word=;/".into()),
+                auth_token: None,
+                reconnect_timeout: Duration::from_millis(2500),
+            },
+            SessionRequest::Open {
+                principal: None,
+                credentials: None,
+                auth_token: Some("a.b.c".into()),
+                reconnect_timeout: Duration::ZERO,
+            },
+            SessionRequest::Resume {
+                session: SessionId::from_bytes([7; 16]),
+                token: ResumeToken::from_bytes([9; 16]),
+                received: 42,
+                positions: vec![Position {
+                    partition: 1,
+                    offset: 5,
+                }],
+                confirmed: 3,
+            },
+        ];
+        // RFC 7230 token characters: what a browser accepts in `new WebSocket(url, protocols)`.
+        let token = |v: &str| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        for request in requests {
+            let values = to_subprotocols(&request, true, Some(Duration::from_secs(2)));
+            assert_eq!(values[0], SUBPROTOCOL);
+            assert!(values.iter().all(|v| token(v)), "{values:?}");
+            let offered = format!("chat, {}", values.join(", "));
+            let headers = from_subprotocols(&offered)
+                .expect("valid")
+                .expect("offers the carrier");
+            let get = |k: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            assert_eq!(SessionRequest::from_headers(get), Ok(request));
+            assert!(SessionRequest::wants_batch(get));
+            assert_eq!(
+                SessionRequest::wanted_ping(get),
+                Some(Duration::from_secs(2))
+            );
+        }
+        assert_eq!(from_subprotocols("chat, superchat"), Ok(None));
+        for bad in [
+            "tether.v1, tether.principal",
+            "tether.v1, tether.principal.!!",
+            "tether.v1, tether.Principal.YQ",
+            "tether.v1, tether.principal.YQ, tether.principal.Yg",
+        ] {
+            assert_eq!(
+                from_subprotocols(bad),
+                Err(HandshakeError::Invalid(HEADER_SUBPROTOCOL)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn carrier_answers_read_back() {
+        let acc = SessionAccepted {
+            session: SessionId::from_bytes([1; 16]),
+            token: ResumeToken::from_bytes([2; 16]),
+            reconnect_timeout: Duration::from_secs(2),
+            ping_period: Duration::from_secs(10),
+            received: 3,
+            max_frame: 1 << 20,
+            batch: true,
+        };
+        let mut headers = acc.to_headers();
+        headers.push(("sec-websocket-protocol", SUBPROTOCOL.into()));
+        assert_eq!(
+            read_answer(&accepted_answer(&headers)),
+            Ok(Answer::Accepted(acc))
+        );
+        let hint = Some(Duration::from_millis(1500));
+        let refused = refusal_answer(CloseReason::ServerDraining, "going\r\naway", hint);
+        assert_eq!(
+            read_answer(&refused),
+            Ok(Answer::Refused(Refusal {
+                reason: CloseReason::ServerDraining,
+                message: "going  away".into(),
+                retry_after: hint,
+            }))
+        );
+        let refused = refusal_answer(CloseReason::AuthenticationFailed, "no", None);
+        assert!(matches!(
+            read_answer(&refused),
+            Ok(Answer::Refused(Refusal {
+                reason: CloseReason::AuthenticationFailed,
+                retry_after: None,
+                ..
+            }))
+        ));
+        assert!(read_answer(b"\x00\x01").is_err());
+        assert!(read_answer(b"101\r\nx-tether-version: 1\r\n").is_err());
     }
 }

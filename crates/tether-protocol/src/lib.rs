@@ -17,6 +17,8 @@
 //! - [`handshake`]: session open/resume fields carried in the WebSocket upgrade, so a resume
 //!   costs no extra round trip.
 //! - [`reliable`]: the bounded recovery buffer with replay and gap detection.
+//! - [`schedule`]: the built-in reconnection strategies' delays (backoff, jitter, hints).
+//! - [`time`]: the instant type taken as `now` (`std`'s, or the shell's clock in a browser).
 //! - [`topic`]: topic paths and selectors.
 //! - [`SessionState`] and [`CloseReason`]: the client's states and typed close reasons.
 #![warn(missing_docs)]
@@ -24,12 +26,15 @@
 pub mod client;
 pub mod frame;
 #[doc(hidden)]
+#[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
 pub mod fuzz;
 pub mod handshake;
 mod reason;
 pub mod reliable;
+pub mod schedule;
 pub mod server;
 mod state;
+pub mod time;
 mod timing;
 pub mod topic;
 
@@ -43,10 +48,7 @@ pub use topic::{Selector, TopicError};
 
 /// Whether the timer deadline `after` is earlier than `before` (a writer waiting for `before`
 /// must be woken to re-arm its timer).
-pub fn deadline_moved_earlier(
-    before: Option<std::time::Instant>,
-    after: Option<std::time::Instant>,
-) -> bool {
+pub fn deadline_moved_earlier(before: Option<time::Instant>, after: Option<time::Instant>) -> bool {
     match (before, after) {
         (Some(b), Some(a)) => a < b,
         (None, Some(_)) => true,

@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::CloseReason;
 use crate::frame::{self, ClientFrame, GapReport, RequestError, ServerFrame, Update};
 use crate::reliable::{BufferLimits, RecoveryBuffer, RewindError};
+use crate::time::Instant;
 use crate::timing::{AckSchedule, Liveness, earliest};
 
 /// A sequenced request from the client, to be carried out by the server shell in order.

@@ -1,6 +1,8 @@
 //! Ack scheduling and liveness deadlines shared by both ends.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::time::Instant;
 
 /// The server acks requests after this many unacknowledged ones…
 pub const ACK_EVERY: u32 = 64;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tether_protocol::CloseReason;
+use tether_protocol::schedule::{self, Backoff, Constant};
 use tokio::sync::oneshot;
 
 /// Read-only facts about one reconnection attempt.
@@ -199,13 +200,7 @@ pub trait DelayStrategy: Send + Sync + 'static {
 /// hint, plus a uniform random share of it, so that the thousands of sessions a draining
 /// server sends away come back spread over `[hint, 2 × hint)` rather than in one millisecond.
 pub fn honour_retry_after(delay: Duration, info: &AttemptInfo) -> Duration {
-    match info.retry_after {
-        Some(hint) if !hint.is_zero() => {
-            let spread = hint.mul_f64(1.0 + rand::rng().random::<f64>());
-            delay.max(spread)
-        }
-        _ => delay,
-    }
+    schedule::honour_retry_after(delay, info.retry_after, || rand::rng().random::<f64>())
 }
 
 /// Carries out a [`DelayStrategy`]'s decision for one attempt (respecting the server's
@@ -255,23 +250,16 @@ delay_strategy!(ExponentialBackoff);
 
 /// Try again after the same delay every time, optionally at most `max_attempts` times.
 #[derive(Debug, Clone)]
-pub struct ConstantDelay {
-    delay: Duration,
-    max_attempts: Option<u32>,
-}
+pub struct ConstantDelay(Constant);
 
 impl ConstantDelay {
     /// A constant delay (zero is allowed: retry at once).
     pub fn new(delay: Duration) -> Self {
-        ConstantDelay {
-            delay,
-            max_attempts: None,
-        }
+        ConstantDelay(Constant::new(delay))
     }
     /// Abort instead of making attempt number `n + 1`.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n);
-        self
+    pub fn max_attempts(self, n: u32) -> Self {
+        ConstantDelay(self.0.max_attempts(n))
     }
     /// As a shared [`ReconnectionStrategy`].
     pub fn into_strategy(self) -> Arc<dyn ReconnectionStrategy> {
@@ -281,43 +269,23 @@ impl ConstantDelay {
 
 impl DelayStrategy for ConstantDelay {
     fn next_delay(&self, info: &AttemptInfo) -> Option<Duration> {
-        match self.max_attempts {
-            Some(max) if info.number > max => None,
-            _ => Some(self.delay),
-        }
+        self.0.next_delay(info.number)
     }
 }
 
-/// How randomness spreads the delays of many clients (see "Exponential Backoff And Jitter",
-/// AWS Architecture Blog).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jitter {
-    /// Exactly `min(cap, initial × multiplier^(n-1))`.
-    None,
-    /// Uniform in `[0, d]` where `d` is the un-jittered delay.
-    Full,
-    /// `d/2` plus uniform in `[0, d/2]`.
-    Equal,
-    /// Uniform in `[initial, previous × 3]`, capped.
-    Decorrelated,
-}
+pub use tether_protocol::schedule::Jitter;
 
-/// Exponential backoff with jitter and an optional attempt limit.
+/// Exponential backoff with jitter and an optional attempt limit (the schedule is
+/// [`tether_protocol::schedule::Backoff`], shared with the browser client).
 #[derive(Debug)]
 pub struct ExponentialBackoff {
-    initial: Duration,
-    multiplier: f64,
-    max_delay: Duration,
-    jitter: Jitter,
-    max_attempts: Option<u32>,
-    first_attempt: Option<Duration>,
     state: Mutex<BackoffState>,
 }
 
 #[derive(Debug)]
 struct BackoffState {
     rng: StdRng,
-    previous: Duration,
+    schedule: Backoff,
 }
 
 impl Default for ExponentialBackoff {
@@ -329,39 +297,34 @@ impl Default for ExponentialBackoff {
 impl ExponentialBackoff {
     /// Delays `initial`, `initial × multiplier`, ... capped at `max_delay`; full jitter.
     pub fn new(initial: Duration, multiplier: f64, max_delay: Duration) -> Self {
-        let multiplier = if multiplier.is_finite() && multiplier >= 1.0 {
-            multiplier
-        } else {
-            1.0
-        };
+        ExponentialBackoff::from_schedule(Backoff::new(initial, multiplier, max_delay))
+    }
+    fn from_schedule(schedule: Backoff) -> Self {
         ExponentialBackoff {
-            initial,
-            multiplier,
-            max_delay: max_delay.max(initial),
-            jitter: Jitter::Full,
-            max_attempts: None,
-            first_attempt: None,
             state: Mutex::new(BackoffState {
                 rng: StdRng::from_os_rng(),
-                previous: initial,
+                schedule,
             }),
         }
     }
-    /// The jitter mode.
-    pub fn jitter(mut self, jitter: Jitter) -> Self {
-        self.jitter = jitter;
+    /// Changes the schedule (the builder methods below).
+    fn with(mut self, change: impl FnOnce(Backoff) -> Backoff) -> Self {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.schedule = change(state.schedule.clone());
         self
     }
+    /// The jitter mode.
+    pub fn jitter(self, jitter: Jitter) -> Self {
+        self.with(|s| s.jitter(jitter))
+    }
     /// Abort instead of making attempt number `n + 1`.
-    pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = Some(n);
-        self
+    pub fn max_attempts(self, n: u32) -> Self {
+        self.with(|s| s.max_attempts(n))
     }
     /// Make the first attempt after a uniform random delay in `[0, max]` (a blip usually heals
     /// at once), and back off from the second attempt on.
-    pub fn quick_first_attempt(mut self, max: Duration) -> Self {
-        self.first_attempt = Some(max);
-        self
+    pub fn quick_first_attempt(self, max: Duration) -> Self {
+        self.with(|s| s.quick_first_attempt(max))
     }
     /// A fixed random seed, for reproducible tests.
     pub fn seed(self, seed: u64) -> Self {
@@ -374,59 +337,18 @@ impl ExponentialBackoff {
     pub fn into_strategy(self) -> Arc<dyn ReconnectionStrategy> {
         Arc::new(self)
     }
-
-    /// The un-jittered delay for backoff step `step` (0-based).
-    fn base_delay(&self, step: u32) -> Duration {
-        let factor = self.multiplier.powi(step.min(1024) as i32);
-        let secs = self.initial.as_secs_f64() * factor;
-        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
-            self.max_delay
-        } else {
-            Duration::from_secs_f64(secs)
-        }
-    }
-}
-
-fn uniform(rng: &mut StdRng, low: Duration, high: Duration) -> Duration {
-    if high <= low {
-        return low;
-    }
-    Duration::from_nanos(rng.random_range(low.as_nanos() as u64..=high.as_nanos() as u64))
 }
 
 impl DelayStrategy for ExponentialBackoff {
     fn next_delay(&self, info: &AttemptInfo) -> Option<Duration> {
-        if let Some(max) = self.max_attempts
-            && info.number > max
-        {
-            return None;
-        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut step = info.number.saturating_sub(1);
-        if let Some(first) = self.first_attempt {
-            if info.number <= 1 {
-                return Some(uniform(&mut state.rng, Duration::ZERO, first));
-            }
-            step -= 1;
-        }
-        let d = self.base_delay(step);
-        let delay = match self.jitter {
-            Jitter::None => d,
-            Jitter::Full => uniform(&mut state.rng, Duration::ZERO, d),
-            Jitter::Equal => d / 2 + uniform(&mut state.rng, Duration::ZERO, d / 2),
-            Jitter::Decorrelated => {
-                let high = (state.previous * 3).min(self.max_delay);
-                let next = uniform(&mut state.rng, self.initial, high).min(self.max_delay);
-                state.previous = next;
-                next
-            }
-        };
-        Some(delay)
+        let BackoffState { rng, schedule } = &mut *state;
+        schedule.next_delay(info.number, &mut |low, high| rng.random_range(low..=high))
     }
 
     fn reset(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.previous = self.initial;
+        state.schedule.reset();
     }
 }
 
@@ -444,9 +366,7 @@ impl ReconnectionStrategy for AbortImmediately {
 /// blips), then exponential backoff with full jitter from 250 ms, doubling, capped at 10 s
 /// (gentle on a restarting server).
 pub fn default_backoff() -> ExponentialBackoff {
-    ExponentialBackoff::new(Duration::from_millis(250), 2.0, Duration::from_secs(10))
-        .jitter(Jitter::Full)
-        .quick_first_attempt(Duration::from_millis(100))
+    ExponentialBackoff::from_schedule(Backoff::recommended())
 }
 
 /// [`default_backoff`] as a strategy.

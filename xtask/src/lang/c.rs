@@ -72,6 +72,22 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
     ))
 }
 
+/// The conformance scenarios through the C API (the `conformance_scenarios` test of the C
+/// suite: `tests/c/conformance.c` against the fixture).
+pub(crate) fn conformance(counts: &mut Counts) -> Option<bool> {
+    match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready => {}
+    }
+    Some(run_parsed(
+        "cargo test -p tether-ffi --features c-tests --test c_suite conformance_scenarios",
+        c_suite(Some("conformance_scenarios")),
+        counts,
+        parse,
+    ))
+}
+
 /// gcc, make, valgrind and coreutils come with the machine; pkg-config may not.
 fn ensure_tools() -> bool {
     let have = |tool: &str| {

@@ -72,9 +72,17 @@ fn setup() -> Setup {
         return Setup::Failed;
     }
     let mut servers = cargo();
-    servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
+    servers.args([
+        "build",
+        "-p",
+        "tether-server",
+        "-p",
+        "tether-testkit",
+        "-p",
+        "tether-conformance",
+    ]);
     if !run_step(
-        "cargo build -p tether-server -p tether-testkit (for the .NET tests)",
+        "cargo build -p tether-server -p tether-testkit -p tether-conformance (for the .NET tests)",
         servers,
     ) {
         return Setup::Failed;
@@ -124,6 +132,21 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
     ))
 }
 
+/// The conformance scenarios alone (the tests named `conformance: ...`).
+pub(crate) fn conformance(counts: &mut Counts) -> Option<bool> {
+    match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready => {}
+    }
+    Some(run_parsed(
+        "mono target/dotnet/Tether.Tests.exe 'conformance: '",
+        test_program(Some("conformance: ")),
+        counts,
+        summary_line,
+    ))
+}
+
 /// The exit scenarios (the tests named `exit scenario: ...`: processes that end with work in
 /// flight or exit from a handler, each run as a child mono process, and Close with publishes
 /// in flight), each `runs` times (`cargo xtask soak`).
@@ -151,21 +174,31 @@ pub(crate) fn exit_soak(runs: u32) -> Option<bool> {
 /// The name filter of the exit scenario tests.
 const EXIT_SCENARIOS: &str = "exit scenario";
 
-/// The test program's closing line, exactly `N passed, N failed`.
+/// The test program's closing line, `N passed, N failed, N skipped` (the skipped part may be
+/// absent).
 fn summary_line(line: &str, counts: &mut Counts) {
-    let Some((passed, failed)) = line.split_once(", ") else {
+    let parts: Vec<&str> = line.split(", ").collect();
+    if !(2..=3).contains(&parts.len()) {
         return;
-    };
-    let (Some(passed), Some(failed)) = (
-        passed.strip_suffix(" passed"),
-        failed.strip_suffix(" failed"),
-    ) else {
-        return;
-    };
-    if let (Ok(p), Ok(f)) = (passed.parse::<u64>(), failed.parse::<u64>()) {
-        counts.passed += p;
-        counts.failed += f;
     }
+    let number = |part: &str, word: &str| {
+        part.strip_suffix(word)
+            .and_then(|n| n.strip_suffix(' '))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let (Some(p), Some(f)) = (number(parts[0], "passed"), number(parts[1], "failed")) else {
+        return;
+    };
+    let s = match parts.get(2) {
+        Some(part) => match number(part, "skipped") {
+            Some(s) => s,
+            None => return,
+        },
+        None => 0,
+    };
+    counts.passed += p;
+    counts.failed += f;
+    counts.ignored += s;
 }
 
 #[cfg(test)]
@@ -182,9 +215,10 @@ mod tests {
             "2 passed, 3 failed",
             "x passed, 1 failed",
             "1 passed, 1 failed, 1 skipped",
+            "1 passed, 1 failed, 1 ignored",
         ] {
             summary_line(line, &mut c);
         }
-        assert_eq!((c.passed, c.failed, c.ignored), (23, 3, 0));
+        assert_eq!((c.passed, c.failed, c.ignored), (24, 4, 1));
     }
 }

@@ -47,12 +47,22 @@ fn setup() -> Setup {
         "tether-uniffi-bindgen",
     ]);
     let mut servers = cargo();
-    servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
+    servers.args([
+        "build",
+        "-p",
+        "tether-server",
+        "-p",
+        "tether-testkit",
+        "-p",
+        "tether-conformance",
+    ]);
     if !run_step(
         "cargo build -p tether-uniffi -p tether-uniffi-bindgen",
         build,
-    ) || !run_step("cargo build -p tether-server -p tether-testkit", servers)
-    {
+    ) || !run_step(
+        "cargo build -p tether-server -p tether-testkit -p tether-conformance",
+        servers,
+    ) {
         return Setup::Failed;
     }
     Setup::Ready(dir)
@@ -99,6 +109,22 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         counts,
     );
     Some(swift_ok && maven_ok)
+}
+
+/// The conformance scenarios alone (`ConformanceTest`).
+pub(crate) fn conformance(counts: &mut Counts) -> Option<bool> {
+    let dir = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready(dir) => dir,
+    };
+    Some(maven_test(
+        "mvn -B -ntp test -Dtest=ConformanceTest",
+        &dir,
+        &["-Dtest=ConformanceTest"],
+        None,
+        counts,
+    ))
 }
 
 /// The exit scenarios (`ExitTest`: JVMs that end with publishes in flight, each in a child

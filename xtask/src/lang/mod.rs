@@ -3,6 +3,7 @@
 
 use crate::test::Counts;
 
+mod browser;
 mod c;
 mod dotnet;
 mod jvm;
@@ -20,9 +21,27 @@ pub(crate) const SUITES: &[(&str, Suite)] = &[
     ("Kotlin/Java + Swift (uniffi)", jvm::test),
     ("C# (.NET over the C ABI)", dotnet::test),
     (
+        "Browser (WebAssembly + TypeScript, headless Chromium)",
+        browser::test,
+    ),
+    (
         "Installable packages (cargo xtask dist --debug, installed without Rust)",
         crate::dist::suite,
     ),
+];
+
+/// A language's conformance runner (its suite's setup, then only the runner of
+/// `conformance/scenarios.txt`); `None` when the binding is not in the tree.
+pub(crate) type Conformance = fn(&mut Counts) -> Option<bool>;
+
+/// Every language's conformance runner but Rust's (`cargo xtask conformance` runs that one
+/// first), in the matrix's order.
+pub(crate) const CONFORMANCE: &[(&str, Conformance)] = &[
+    ("C", c::conformance),
+    ("Node.js", node::conformance),
+    ("Python", python::conformance),
+    ("Kotlin/Java", jvm::conformance),
+    ("C#", dotnet::conformance),
 ];
 
 /// A language's exit soak: its exit scenarios, each repeated `runs` times (through
@@ -37,3 +56,31 @@ pub(crate) const SOAKS: &[(&str, Soak)] = &[
     ("Java/Kotlin", jvm::exit_soak),
     ("C#", dotnet::exit_soak),
 ];
+
+/// `cargo xtask test --only NAME`: the suites whose name contains `name` (case-insensitive),
+/// with a summary line.
+pub(crate) fn run_only(name: &str) -> bool {
+    let name = name.to_lowercase();
+    let mut counts = Counts::default();
+    let mut ran = 0;
+    let mut ok = true;
+    for (suite_name, suite) in SUITES {
+        if !suite_name.to_lowercase().contains(&name) {
+            continue;
+        }
+        ran += 1;
+        match suite(&mut counts) {
+            Some(passed) => ok &= passed,
+            None => println!("\n==> {suite_name}: not in the tree yet, skipped"),
+        }
+    }
+    if ran == 0 {
+        eprintln!("no suite's name contains {name:?}");
+        return false;
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    ok
+}

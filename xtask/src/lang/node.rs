@@ -64,9 +64,17 @@ fn setup() -> Setup {
         return Setup::Absent;
     }
     let mut servers = cargo();
-    servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
+    servers.args([
+        "build",
+        "-p",
+        "tether-server",
+        "-p",
+        "tether-testkit",
+        "-p",
+        "tether-conformance",
+    ]);
     if !run_step(
-        "cargo build -p tether-server -p tether-testkit (for the Node.js tests)",
+        "cargo build -p tether-server -p tether-testkit -p tether-conformance (for the Node.js tests)",
         servers,
     ) {
         return Setup::Failed;
@@ -125,6 +133,22 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "node --test bindings/node/test/*.test.js",
         &dir,
         &files,
+        None,
+        counts,
+    ))
+}
+
+/// The conformance scenarios alone (`test/conformance.test.js`).
+pub(crate) fn conformance(counts: &mut Counts) -> Option<bool> {
+    let dir = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready(dir) => dir,
+    };
+    Some(node_test(
+        "node --test test/conformance.test.js",
+        &dir,
+        &["test/conformance.test.js".to_owned()],
         None,
         counts,
     ))

@@ -83,9 +83,17 @@ fn setup() -> Setup {
         return Setup::Absent;
     }
     let mut servers = cargo();
-    servers.args(["build", "-p", "tether-server", "-p", "tether-testkit"]);
+    servers.args([
+        "build",
+        "-p",
+        "tether-server",
+        "-p",
+        "tether-testkit",
+        "-p",
+        "tether-conformance",
+    ]);
     if !run_step(
-        "cargo build -p tether-server -p tether-testkit (for the Python tests)",
+        "cargo build -p tether-server -p tether-testkit -p tether-conformance (for the Python tests)",
         servers,
     ) {
         return Setup::Failed;
@@ -157,6 +165,19 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
     all.current_dir(&dir).args(["-m", "pytest", "tests"]);
     let ok = pytest("pytest bindings/python/tests", all, counts);
     Some(typed && stubs && ok)
+}
+
+/// The conformance scenarios alone (`tests/test_conformance.py`).
+pub(crate) fn conformance(counts: &mut Counts) -> Option<bool> {
+    let (dir, py) = match setup() {
+        Setup::Absent => return None,
+        Setup::Failed => return Some(false),
+        Setup::Ready { dir, py } => (dir, py),
+    };
+    let mut run = Command::new(&py);
+    run.current_dir(&dir)
+        .args(["-m", "pytest", "-rs", "tests/test_conformance.py"]);
+    Some(pytest("pytest tests/test_conformance.py", run, counts))
 }
 
 /// The exit scenarios (`tests/test_exit.py`: programs that end with work in flight, each run

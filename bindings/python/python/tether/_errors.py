@@ -29,7 +29,8 @@ class TetherError(Exception):
     """Base class of every ``tether`` error.
 
     ``reason`` is the typed close reason for errors that carry one (opening failures, closed
-    sessions), else ``None``; ``kind`` names the refusal of a :class:`RequestRejectedError`.
+    sessions), else ``None``; ``kind`` names the refusal of a :class:`RequestRejectedError`
+    (the core's name of the request error kind, the same in every binding).
     """
 
     reason: Optional[CloseReason]
@@ -47,7 +48,9 @@ class TetherError(Exception):
 
 
 class InvalidArgumentError(TetherError, ValueError):
-    """A URL, topic, selector, duration or option was malformed or out of range."""
+    """A URL, topic, selector, duration or option was malformed or out of range. ``kind``
+    is ``"invalid_topic"`` for a malformed topic path (the name the server's refusal of one
+    has), else ``None``."""
 
 
 class OpenError(TetherError):

@@ -17,6 +17,7 @@ from typing import (
     Any,
     Awaitable,
     Callable,
+    Dict,
     List,
     Optional,
     Sequence,
@@ -219,10 +220,9 @@ class Events:
         self.emit_error(error)
         attempt.abort()
 
-    def strategy_invoker(
-        self, strategy: StrategyFunction
-    ) -> Callable[[ReconnectionAttempt], None]:
-        """What the core calls (on its callback thread) for each attempt."""
+    def strategy_invoker(self, strategy: StrategyFunction) -> "_Invoker":
+        """What the core calls (on its callback thread) for each attempt, and after each
+        attempt the strategy started (its ``on_success`` / ``on_failure`` methods, if any)."""
         loop = self.loop
 
         def run(attempt: ReconnectionAttempt) -> None:
@@ -253,17 +253,75 @@ class Events:
 
                 self.run_task(result, done)
 
-        if loop is None:
-            return run
-
         def forward(attempt: ReconnectionAttempt) -> None:
+            if loop is None:
+                run(attempt)
+                return
             try:
                 loop.call_soon_threadsafe(run, attempt)
             except RuntimeError:
                 _log.warning("event loop closed; reconnection aborted")
                 attempt.abort()
 
+        return _Invoker(forward, self._hook(strategy, "on_success"), self._hook(strategy, "on_failure"))
+
+    def _hook(self, strategy: object, name: str) -> Optional[Callable[..., None]]:
+        """The strategy's ``on_success`` / ``on_failure`` method for the core's callback
+        thread (forwarded to the loop, or called directly), or ``None`` when it has none. An
+        exception it raises is logged and delivered to ``on_error`` callbacks."""
+        hook = getattr(strategy, name, None)
+        if not callable(hook):
+            return None
+        loop = self.loop
+
+        def run(*args: Any) -> None:
+            try:
+                result = hook(*args)
+            except Exception as exc:
+                _log.error("the reconnection strategy's %s raised", name, exc_info=exc)
+                self.emit_error(exc)
+                return
+            if inspect.isawaitable(result):
+                if loop is None:
+                    _close_awaitable(result)
+                    self.emit_error(TypeError("tether.sync strategy hooks must be plain functions"))
+                    return
+
+                def done(task: "asyncio.Future[Any]") -> None:
+                    if not task.cancelled() and task.exception() is not None:
+                        self.emit_error(task.exception())  # type: ignore[arg-type]
+
+                self.run_task(result, done)
+
+        if loop is None:
+            return run
+
+        def forward(*args: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(run, *args)
+            except RuntimeError:  # the loop is closed: nobody is left to tell
+                pass
+
         return forward
+
+
+class _Invoker:
+    """What the native ``open`` takes for a strategy function: called with each attempt; its
+    ``on_success(info)`` / ``on_failure(info, reason)`` (``None`` when the user's strategy has
+    no such method) are called after each attempt the strategy started."""
+
+    def __init__(
+        self,
+        invoke: Callable[[ReconnectionAttempt], None],
+        on_success: Optional[Callable[..., None]],
+        on_failure: Optional[Callable[..., None]],
+    ) -> None:
+        self._invoke = invoke
+        self.on_success = on_success
+        self.on_failure = on_failure
+
+    def __call__(self, attempt: ReconnectionAttempt) -> None:
+        self._invoke(attempt)
 
 
 def _close_awaitable(value: object) -> None:
@@ -277,6 +335,37 @@ def strategy_argument(strategy: Optional[Strategy], events: Events) -> Any:
     if strategy is None or is_builtin(strategy):
         return strategy
     return events.strategy_invoker(strategy)
+
+
+SessionOptions = Dict[str, Optional[Union[str, float, int]]]
+"""The session settings the native ``open`` takes as ``options`` (every key, ``None``: the
+default)."""
+
+
+def session_options(
+    tls_root_certificates: Optional[Union[str, bytes]],
+    ping_period: Optional[float],
+    delivery_limit: Optional[int],
+    max_queued_requests: Optional[int],
+    max_queued_bytes: Optional[int],
+    close_timeout: Optional[float],
+) -> SessionOptions:
+    """The ``options`` of the native ``open``, from ``connect``'s keyword arguments."""
+    if isinstance(tls_root_certificates, (bytes, bytearray)):
+        tls_root_certificates = bytes(tls_root_certificates).decode("utf-8")
+    for name, count in (("delivery_limit", delivery_limit),
+                        ("max_queued_requests", max_queued_requests),
+                        ("max_queued_bytes", max_queued_bytes)):
+        if count is not None and count < 1:
+            raise InvalidArgumentError(f"{name} must be 1 or more (got {count})")
+    return {
+        "tls_root_certificates": tls_root_certificates,
+        "ping_period": ping_period,
+        "delivery_limit": delivery_limit,
+        "max_queued_requests": max_queued_requests,
+        "max_queued_bytes": max_queued_bytes,
+        "close_timeout": close_timeout,
+    }
 
 
 Urls = Union[str, Sequence[str]]
@@ -311,6 +400,7 @@ __all__ = [
     "BuiltinStrategy",
     "Reconnect",
     "ReconnectOption",
+    "SessionOptions",
     "Strategy",
     "StrategyFunction",
     "Urls",

@@ -26,9 +26,11 @@ from ._errors import SessionClosedError
 from ._reconnect import (
     Events,
     ReconnectOption,
+    SessionOptions,
     Urls,
     payload,
     resolve,
+    session_options,
     split_urls,
     strategy_argument,
 )
@@ -263,6 +265,12 @@ class Session:
         and the server's maximum)."""
         return self._native.reconnection_timeout
 
+    @property
+    def ping_period(self) -> Optional[float]:
+        """The ping period the server granted on the current connection, in seconds (see
+        ``connect(ping_period=...)``); ``None`` while the session is not connected."""
+        return self._native.ping_period
+
     def on_state_change(
         self, callback: Callable[[StateChange], Union[None, Awaitable[None]]]
     ) -> Callable[[], None]:
@@ -350,6 +358,7 @@ class Connecting(_CoroutineProtocol[Session]):
         reconnect: ReconnectOption,
         connect_timeout: float,
         strict: bool,
+        options: SessionOptions,
     ) -> None:
         self._url, self._fallback_urls = split_urls(url)
         self._principal = principal
@@ -357,6 +366,7 @@ class Connecting(_CoroutineProtocol[Session]):
         self._timeout, self._strategy = resolve(reconnect)
         self._connect_timeout = connect_timeout
         self._strict = strict
+        self._options = options
         self._session: Optional[Session] = None
 
     async def _open(self) -> Session:
@@ -372,6 +382,7 @@ class Connecting(_CoroutineProtocol[Session]):
             on_gap=events.gap_listener(),
             connect_timeout=self._connect_timeout,
             strict=self._strict,
+            options=self._options,
         )
         return Session(native, events)
 
@@ -400,6 +411,12 @@ def connect(
     reconnect: ReconnectOption = True,
     connect_timeout: float = 10.0,
     strict: bool = False,
+    tls_root_certificates: Optional[Union[str, bytes]] = None,
+    ping_period: Optional[float] = None,
+    delivery_limit: Optional[int] = None,
+    max_queued_requests: Optional[int] = None,
+    max_queued_bytes: Optional[int] = None,
+    close_timeout: Optional[float] = None,
 ) -> Connecting:
     """Opens a session with the Tether server at ``url`` (``ws://host:port[/path]``)::
 
@@ -430,6 +447,28 @@ def connect(
     :class:`OpenError` when the session cannot be opened, :class:`InvalidArgumentError` for
     a bad URL or duration. Cancelling the ``await`` (e.g. ``asyncio.wait_for``) leaves no
     session behind.
+
+    A strategy object may also have ``on_success(info)`` and ``on_failure(info, reason)``
+    methods (:class:`AttemptInfo`, :class:`CloseReason`): called, on this event loop, after
+    each attempt it started succeeded (a good moment to reset a backoff) or failed (the
+    strategy is called again while time remains).
+
+    More settings (``None``: the default): ``strict`` closes the session (``LOST_MESSAGES``)
+    rather than resume with a gap report; ``tls_root_certificates``: PEM text of
+    certificates (a private CA) trusted for ``wss://`` besides the system's roots;
+    ``ping_period``: seconds between pings asked of the server (granted within its bounds,
+    1 s to 60 s by default; :attr:`Session.ping_period` tells which; a connection silent for
+    1.5 periods is taken as dead); ``delivery_limit``: most updates waiting for the
+    application (default 10,000; past it the session stops reading, the server's
+    slow-consumer handling ends the connection and the resume reports the gap);
+    ``max_queued_requests`` / ``max_queued_bytes``: most requests / bytes kept until
+    acknowledged (default 10,000 / 8 MiB; past it a publish while disconnected raises
+    :class:`QueueFullError`); ``close_timeout``: seconds ``close`` waits for the requests
+    made before it (default 5).
     """
-    return Connecting(url, principal, credentials, reconnect, connect_timeout, strict)
+    return Connecting(
+        url, principal, credentials, reconnect, connect_timeout, strict,
+        session_options(tls_root_certificates, ping_period, delivery_limit,
+                        max_queued_requests, max_queued_bytes, close_timeout),
+    )
 

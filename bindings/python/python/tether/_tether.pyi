@@ -1,12 +1,13 @@
 """Type stubs of the native module ``tether._tether`` (private: use ``tether``)."""
 
 import asyncio
-from typing import Callable, Optional, Sequence, Union, final
+from typing import Callable, Dict, Optional, Sequence, Union, final
 
 from ._types import CloseReason, Jitter, SessionState
 
 __all__ = [
     "AbortImmediately",
+    "AttemptInfo",
     "ConstantDelay",
     "DefaultStrategy",
     "ExponentialBackoff",
@@ -38,6 +39,7 @@ def open(
     on_gap: Optional[Callable[[GapReport], None]] = None,
     connect_timeout: float = 10.0,
     strict: bool = False,
+    options: Optional[Dict[str, Optional[Union[str, float, int]]]] = None,
 ) -> asyncio.Future[NativeSession]: ...
 def open_blocking(
     url: str,
@@ -51,6 +53,7 @@ def open_blocking(
     on_gap: Optional[Callable[[GapReport], None]] = None,
     connect_timeout: float = 10.0,
     strict: bool = False,
+    options: Optional[Dict[str, Optional[Union[str, float, int]]]] = None,
 ) -> NativeSession: ...
 def shutdown(timeout: float = 5.0) -> bool:
     """Closes every open session (requests made before are sent and confirmed first), then
@@ -71,6 +74,8 @@ class NativeSession:
     def close_reason(self) -> Optional[CloseReason]: ...
     @property
     def reconnection_timeout(self) -> float: ...
+    @property
+    def ping_period(self) -> Optional[float]: ...
     def publish(self, topic: str, value: bytes) -> asyncio.Future[None]: ...
     def publish_blocking(self, topic: str, value: bytes, timeout: Optional[float] = None) -> None: ...
     def subscribe(self, selector: str) -> asyncio.Future[NativeSubscription]: ...
@@ -171,6 +176,22 @@ class ReconnectionAttempt:
         ``server_busy``), or ``None``."""
     @property
     def is_decided(self) -> bool: ...
+
+@final
+class AttemptInfo:
+    """The facts of a reconnection attempt that ended, given to a strategy's ``on_success``
+    and ``on_failure`` hooks."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def remaining(self) -> float: ...
+    @property
+    def reason(self) -> CloseReason: ...
+    @property
+    def retry_after(self) -> Optional[float]: ...
 
 @final
 class ConstantDelay:

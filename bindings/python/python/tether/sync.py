@@ -40,6 +40,7 @@ from ._reconnect import (
     Urls,
     payload,
     resolve,
+    session_options,
     split_urls,
     strategy_argument,
 )
@@ -145,6 +146,12 @@ class Session:
     def reconnection_timeout(self) -> float:
         return self._native.reconnection_timeout
 
+    @property
+    def ping_period(self) -> Optional[float]:
+        """The ping period the server granted on the current connection, in seconds;
+        ``None`` while the session is not connected."""
+        return self._native.ping_period
+
     def on_state_change(self, callback: Callable[[StateChange], None]) -> Callable[[], None]:
         """Calls ``callback(change)`` on Tether's callback thread for every later state
         change, in order. Returns a function that removes the callback."""
@@ -214,6 +221,12 @@ def connect(
     reconnect: ReconnectOption = True,
     connect_timeout: float = 10.0,
     strict: bool = False,
+    tls_root_certificates: Optional[Union[str, bytes]] = None,
+    ping_period: Optional[float] = None,
+    delivery_limit: Optional[int] = None,
+    max_queued_requests: Optional[int] = None,
+    max_queued_bytes: Optional[int] = None,
+    close_timeout: Optional[float] = None,
 ) -> Session:
     """Opens a session, blocking until it is open; the arguments are those of
     :func:`tether.connect`, except that a strategy must be a plain function."""
@@ -236,5 +249,7 @@ def connect(
         on_gap=events.gap_listener(),
         connect_timeout=connect_timeout,
         strict=strict,
+        options=session_options(tls_root_certificates, ping_period, delivery_limit,
+                                max_queued_requests, max_queued_bytes, close_timeout),
     )
     return Session(native, events)

@@ -1271,7 +1271,8 @@ public func FfiConverterTypeReconnectionAttempt_lower(_ value: ReconnectionAttem
  *
  * A strategy of yours may hand an attempt to a built-in (`defaultStrategy()`,
  * `exponentialBackoff(...)`, ...) by calling its `performReconnection(attempt)`: the built-in
- * then decides it (after its delay, at least the server's `retryAfter`).
+ * then decides it (after its delay, at least the server's `retryAfter`); pass it your
+ * `onSuccess` too, so that it starts again from its first delay after a reconnection.
  *
  * Called on the session's callback thread (a Tether thread, never the caller's) on entering
  * `RECOVERING_RECONNECT` and after each failed attempt while time remains. It may return
@@ -1288,6 +1289,18 @@ public protocol ReconnectionStrategy: AnyObject, Sendable {
      */
     func performReconnection(attempt: ReconnectionAttempt) throws 
     
+    /**
+     * An attempt this strategy started succeeded: the session is `CONNECTED_ACTIVE` again (a
+     * good moment to reset a backoff). Called on the session's callback thread.
+     */
+    func onSuccess(attempt: AttemptInfo) throws 
+    
+    /**
+     * An attempt this strategy started failed, because of `reason`; `performReconnection`
+     * follows while time remains. Called on the session's callback thread.
+     */
+    func onFailure(attempt: AttemptInfo, reason: CloseReason) throws 
+    
 }
 /**
  * Decides when a session in `RECOVERING_RECONNECT` tries again (Kotlin/Java: implement the
@@ -1295,7 +1308,8 @@ public protocol ReconnectionStrategy: AnyObject, Sendable {
  *
  * A strategy of yours may hand an attempt to a built-in (`defaultStrategy()`,
  * `exponentialBackoff(...)`, ...) by calling its `performReconnection(attempt)`: the built-in
- * then decides it (after its delay, at least the server's `retryAfter`).
+ * then decides it (after its delay, at least the server's `retryAfter`); pass it your
+ * `onSuccess` too, so that it starts again from its first delay after a reconnection.
  *
  * Called on the session's callback thread (a Tether thread, never the caller's) on entering
  * `RECOVERING_RECONNECT` and after each failed attempt while time remains. It may return
@@ -1370,6 +1384,33 @@ open func performReconnection(attempt: ReconnectionAttempt)throws   {try rustCal
 }
 }
     
+    /**
+     * An attempt this strategy started succeeded: the session is `CONNECTED_ACTIVE` again (a
+     * good moment to reset a backoff). Called on the session's callback thread.
+     */
+open func onSuccess(attempt: AttemptInfo)throws   {try rustCallWithError(FfiConverterTypeTetherError_lift) {
+        uniffiCallStatus in
+    uniffi_tether_uniffi_fn_method_reconnectionstrategy_on_success(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeAttemptInfo_lower(attempt),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * An attempt this strategy started failed, because of `reason`; `performReconnection`
+     * follows while time remains. Called on the session's callback thread.
+     */
+open func onFailure(attempt: AttemptInfo, reason: CloseReason)throws   {try rustCallWithError(FfiConverterTypeTetherError_lift) {
+        uniffiCallStatus in
+    uniffi_tether_uniffi_fn_method_reconnectionstrategy_on_failure(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeAttemptInfo_lower(attempt),
+        FfiConverterTypeCloseReason_lower(reason),uniffiCallStatus
+    )
+}
+}
+    
 
     
 }
@@ -1411,6 +1452,58 @@ fileprivate struct UniffiCallbackInterfaceReconnectionStrategy {
                 }
                 return try uniffiObj.performReconnection(
                      attempt: try FfiConverterTypeReconnectionAttempt_lift(attempt)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeTetherError_lower
+            )
+        },
+        onSuccess: { (
+            uniffiHandle: UInt64,
+            attempt: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeReconnectionStrategy.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onSuccess(
+                     attempt: try FfiConverterTypeAttemptInfo_lift(attempt)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeTetherError_lower
+            )
+        },
+        onFailure: { (
+            uniffiHandle: UInt64,
+            attempt: RustBuffer,
+            reason: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeReconnectionStrategy.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onFailure(
+                     attempt: try FfiConverterTypeAttemptInfo_lift(attempt),
+                     reason: try FfiConverterTypeCloseReason_lift(reason)
                 )
             }
 
@@ -1529,6 +1622,12 @@ public protocol SessionProtocol: AnyObject, Sendable {
      * Why the session closed, once it has.
      */
     func closeReason()  -> CloseReason?
+    
+    /**
+     * The ping period the server granted on the current connection; absent while the session
+     * is not connected.
+     */
+    func pingPeriod()  -> TimeInterval?
     
     /**
      * Publishes `value` on `topic` and waits until the server has applied it. Sent exactly
@@ -1691,6 +1790,19 @@ open func closeReason() -> CloseReason?  {
     return try!  FfiConverterOptionTypeCloseReason.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_tether_uniffi_fn_method_session_close_reason(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The ping period the server granted on the current connection; absent while the session
+     * is not connected.
+     */
+open func pingPeriod() -> TimeInterval?  {
+    return try!  FfiConverterOptionDuration.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tether_uniffi_fn_method_session_ping_period(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -2285,6 +2397,106 @@ public func FfiConverterTypeTopicListener_lower(_ value: TopicListener) -> UInt6
 
 
 /**
+ * The facts of a reconnection attempt that ended, given to a strategy's `onSuccess` /
+ * `onFailure`.
+ */
+public struct AttemptInfo: Equatable, Hashable {
+    /**
+     * 1 for the first attempt after a disconnection, then 2, 3, ...
+     */
+    public var number: Int32
+    /**
+     * Time since the connection was lost, when the attempt was decided.
+     */
+    public var elapsed: TimeInterval
+    /**
+     * Time that was left before the reconnection timeout, when the attempt was decided.
+     */
+    public var remaining: TimeInterval
+    /**
+     * Why the connection was lost (first attempt) or why the previous attempt failed.
+     */
+    public var lastReason: CloseReason
+    /**
+     * The server's retry-after hint the attempt was given, if any.
+     */
+    public var retryAfter: TimeInterval?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * 1 for the first attempt after a disconnection, then 2, 3, ...
+         */number: Int32, 
+        /**
+         * Time since the connection was lost, when the attempt was decided.
+         */elapsed: TimeInterval, 
+        /**
+         * Time that was left before the reconnection timeout, when the attempt was decided.
+         */remaining: TimeInterval, 
+        /**
+         * Why the connection was lost (first attempt) or why the previous attempt failed.
+         */lastReason: CloseReason, 
+        /**
+         * The server's retry-after hint the attempt was given, if any.
+         */retryAfter: TimeInterval?) {
+        self.number = number
+        self.elapsed = elapsed
+        self.remaining = remaining
+        self.lastReason = lastReason
+        self.retryAfter = retryAfter
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension AttemptInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAttemptInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AttemptInfo {
+        return
+            try AttemptInfo(
+                number: FfiConverterInt32.read(from: &buf), 
+                elapsed: FfiConverterDuration.read(from: &buf), 
+                remaining: FfiConverterDuration.read(from: &buf), 
+                lastReason: FfiConverterTypeCloseReason.read(from: &buf), 
+                retryAfter: FfiConverterOptionDuration.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AttemptInfo, into buf: inout [UInt8]) {
+        FfiConverterInt32.write(value.number, into: &buf)
+        FfiConverterDuration.write(value.elapsed, into: &buf)
+        FfiConverterDuration.write(value.remaining, into: &buf)
+        FfiConverterTypeCloseReason.write(value.lastReason, into: &buf)
+        FfiConverterOptionDuration.write(value.retryAfter, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttemptInfo_lift(_ buf: RustBuffer) throws -> AttemptInfo {
+    return try FfiConverterTypeAttemptInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttemptInfo_lower(_ value: AttemptInfo) -> RustBuffer {
+    return FfiConverterTypeAttemptInfo.lower(value)
+}
+
+
+/**
  * Messages the server could not replay after a resume; snapshots of the current values follow.
  */
 public struct GapReport: Equatable, Hashable {
@@ -2433,6 +2645,24 @@ public struct SessionConfiguration {
      * Most bytes kept until the server acknowledges them (absent: 8 MiB).
      */
     public var maxQueuedBytes: Int64?
+    /**
+     * PEM texts of certificates (a private CA) to trust for `wss://`, besides the system's
+     * roots.
+     */
+    public var tlsRootCertificates: [String]
+    /**
+     * The ping period to ask the server for (absent: the server's own). It grants one within
+     * its bounds, by default 1 s to 60 s (`Session.pingPeriod()` tells which); a connection
+     * silent for one and a half periods is taken as dead.
+     */
+    public var pingPeriod: TimeInterval?
+    /**
+     * Most updates that may wait for the topic listeners (absent: 10,000). Past it the session
+     * stops reading, so a listener slower than the stream costs bounded memory; the server's
+     * slow-consumer handling then ends the connection and the resume reports what was
+     * dropped (the gap listener).
+     */
+    public var deliveryLimit: Int64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2479,7 +2709,22 @@ public struct SessionConfiguration {
          */maxQueuedRequests: Int64? = nil, 
         /**
          * Most bytes kept until the server acknowledges them (absent: 8 MiB).
-         */maxQueuedBytes: Int64? = nil) {
+         */maxQueuedBytes: Int64? = nil, 
+        /**
+         * PEM texts of certificates (a private CA) to trust for `wss://`, besides the system's
+         * roots.
+         */tlsRootCertificates: [String] = [], 
+        /**
+         * The ping period to ask the server for (absent: the server's own). It grants one within
+         * its bounds, by default 1 s to 60 s (`Session.pingPeriod()` tells which); a connection
+         * silent for one and a half periods is taken as dead.
+         */pingPeriod: TimeInterval? = nil, 
+        /**
+         * Most updates that may wait for the topic listeners (absent: 10,000). Past it the session
+         * stops reading, so a listener slower than the stream costs bounded memory; the server's
+         * slow-consumer handling then ends the connection and the resume reports what was
+         * dropped (the gap listener).
+         */deliveryLimit: Int64? = nil) {
         self.fallbackUrls = fallbackUrls
         self.principal = principal
         self.credentials = credentials
@@ -2492,6 +2737,9 @@ public struct SessionConfiguration {
         self.strict = strict
         self.maxQueuedRequests = maxQueuedRequests
         self.maxQueuedBytes = maxQueuedBytes
+        self.tlsRootCertificates = tlsRootCertificates
+        self.pingPeriod = pingPeriod
+        self.deliveryLimit = deliveryLimit
     }
 
     
@@ -2521,7 +2769,10 @@ public struct FfiConverterTypeSessionConfiguration: FfiConverterRustBuffer {
                 closeTimeout: FfiConverterOptionDuration.read(from: &buf), 
                 strict: FfiConverterBool.read(from: &buf), 
                 maxQueuedRequests: FfiConverterOptionInt64.read(from: &buf), 
-                maxQueuedBytes: FfiConverterOptionInt64.read(from: &buf)
+                maxQueuedBytes: FfiConverterOptionInt64.read(from: &buf), 
+                tlsRootCertificates: FfiConverterSequenceString.read(from: &buf), 
+                pingPeriod: FfiConverterOptionDuration.read(from: &buf), 
+                deliveryLimit: FfiConverterOptionInt64.read(from: &buf)
         )
     }
 
@@ -2538,6 +2789,9 @@ public struct FfiConverterTypeSessionConfiguration: FfiConverterRustBuffer {
         FfiConverterBool.write(value.strict, into: &buf)
         FfiConverterOptionInt64.write(value.maxQueuedRequests, into: &buf)
         FfiConverterOptionInt64.write(value.maxQueuedBytes, into: &buf)
+        FfiConverterSequenceString.write(value.tlsRootCertificates, into: &buf)
+        FfiConverterOptionDuration.write(value.pingPeriod, into: &buf)
+        FfiConverterOptionInt64.write(value.deliveryLimit, into: &buf)
     }
 }
 
@@ -4007,6 +4261,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tether_uniffi_checksum_method_reconnectionstrategy_perform_reconnection() != 43096) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tether_uniffi_checksum_method_reconnectionstrategy_on_success() != 33746) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tether_uniffi_checksum_method_reconnectionstrategy_on_failure() != 6329) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tether_uniffi_checksum_method_session_await_closed() != 7085) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4014,6 +4274,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_session_close_reason() != 37155) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tether_uniffi_checksum_method_session_ping_period() != 55762) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tether_uniffi_checksum_method_session_publish() != 59397) {

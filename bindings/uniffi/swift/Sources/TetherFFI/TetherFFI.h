@@ -257,6 +257,20 @@ typedef void (*UniffiCallbackInterfaceReconnectionStrategyMethod0)(uint64_t, uin
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_RECONNECTION_STRATEGY_METHOD1
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_RECONNECTION_STRATEGY_METHOD1
+typedef void (*UniffiCallbackInterfaceReconnectionStrategyMethod1)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_RECONNECTION_STRATEGY_METHOD2
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_RECONNECTION_STRATEGY_METHOD2
+typedef void (*UniffiCallbackInterfaceReconnectionStrategyMethod2)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_SESSION_LISTENER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_SESSION_LISTENER_METHOD0
 typedef void (*UniffiCallbackInterfaceSessionListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -286,6 +300,8 @@ typedef struct UniffiVTableCallbackInterfaceReconnectionStrategy {
     UniffiCallbackInterfaceFree _Nonnull uniffiFree;
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceReconnectionStrategyMethod0 _Nonnull performReconnection;
+    UniffiCallbackInterfaceReconnectionStrategyMethod1 _Nonnull onSuccess;
+    UniffiCallbackInterfaceReconnectionStrategyMethod2 _Nonnull onFailure;
 } UniffiVTableCallbackInterfaceReconnectionStrategy;
 
 #endif
@@ -417,6 +433,16 @@ void uniffi_tether_uniffi_fn_init_callback_vtable_reconnectionstrategy(const Uni
 void uniffi_tether_uniffi_fn_method_reconnectionstrategy_perform_reconnection(uint64_t ptr, uint64_t attempt, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_RECONNECTIONSTRATEGY_ON_SUCCESS
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_RECONNECTIONSTRATEGY_ON_SUCCESS
+void uniffi_tether_uniffi_fn_method_reconnectionstrategy_on_success(uint64_t ptr, RustBuffer attempt, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_RECONNECTIONSTRATEGY_ON_FAILURE
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_RECONNECTIONSTRATEGY_ON_FAILURE
+void uniffi_tether_uniffi_fn_method_reconnectionstrategy_on_failure(uint64_t ptr, RustBuffer attempt, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_CLONE_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_CLONE_SESSION
 uint64_t uniffi_tether_uniffi_fn_clone_session(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -445,6 +471,11 @@ void uniffi_tether_uniffi_fn_method_session_close(uint64_t ptr, RustCallStatus *
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_CLOSE_REASON
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_CLOSE_REASON
 RustBuffer uniffi_tether_uniffi_fn_method_session_close_reason(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_PING_PERIOD
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_PING_PERIOD
+RustBuffer uniffi_tether_uniffi_fn_method_session_ping_period(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_FN_METHOD_SESSION_PUBLISH
@@ -936,6 +967,18 @@ uint16_t uniffi_tether_uniffi_checksum_method_reconnectionstrategy_perform_recon
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_RECONNECTIONSTRATEGY_ON_SUCCESS
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_RECONNECTIONSTRATEGY_ON_SUCCESS
+uint16_t uniffi_tether_uniffi_checksum_method_reconnectionstrategy_on_success(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_RECONNECTIONSTRATEGY_ON_FAILURE
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_RECONNECTIONSTRATEGY_ON_FAILURE
+uint16_t uniffi_tether_uniffi_checksum_method_reconnectionstrategy_on_failure(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_AWAIT_CLOSED
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_AWAIT_CLOSED
 uint16_t uniffi_tether_uniffi_checksum_method_session_await_closed(void
@@ -951,6 +994,12 @@ uint16_t uniffi_tether_uniffi_checksum_method_session_close(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_CLOSE_REASON
 #define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_CLOSE_REASON
 uint16_t uniffi_tether_uniffi_checksum_method_session_close_reason(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_PING_PERIOD
+#define UNIFFI_FFIDEF_UNIFFI_TETHER_UNIFFI_CHECKSUM_METHOD_SESSION_PING_PERIOD
+uint16_t uniffi_tether_uniffi_checksum_method_session_ping_period(void
     
 );
 #endif

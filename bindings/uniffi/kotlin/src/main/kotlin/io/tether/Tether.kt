@@ -121,9 +121,15 @@ class SessionFactory private constructor(
     private val maxQueuedRequests: Long?,
     private val maxQueuedBytes: Long?,
     private val fallbackUrls: List<String>,
+    private val tlsRootCertificates: List<String>,
+    private val pingPeriod: Duration?,
+    private val deliveryLimit: Long?,
 ) {
     internal companion object {
-        val DEFAULT = SessionFactory(null, null, null, null, emptyList(), null, null, null, false, null, null, emptyList())
+        val DEFAULT = SessionFactory(
+            null, null, null, null, emptyList(), null, null, null, false, null, null, emptyList(),
+            emptyList(), null, null,
+        )
     }
 
     private fun copy(
@@ -139,9 +145,13 @@ class SessionFactory private constructor(
         maxQueuedRequests: Long? = this.maxQueuedRequests,
         maxQueuedBytes: Long? = this.maxQueuedBytes,
         fallbackUrls: List<String> = this.fallbackUrls,
+        tlsRootCertificates: List<String> = this.tlsRootCertificates,
+        pingPeriod: Duration? = this.pingPeriod,
+        deliveryLimit: Long? = this.deliveryLimit,
     ) = SessionFactory(
         principal, credentials, reconnectionTimeout, strategy, listeners, gapListener,
         connectTimeout, closeTimeout, strict, maxQueuedRequests, maxQueuedBytes, fallbackUrls,
+        tlsRootCertificates, pingPeriod, deliveryLimit,
     )
 
     /** The principal to authenticate as (anonymous when not set). */
@@ -185,10 +195,13 @@ class SessionFactory private constructor(
      * sessions (one server restarted in place, or the nodes of a cluster). */
     fun fallbackUrl(url: String): SessionFactory = copy(fallbackUrls = fallbackUrls + url)
 
-    /** The reconnection strategy (default: [Strategies.defaultStrategy]). From Java a lambda
-     * `attempt -> ...` will do. A strategy of yours may hand an attempt to a built-in
-     * (`Strategies.defaultStrategy().performReconnection(attempt)`), and should wait at least
-     * `attempt.retryAfter()` when the server gives one (a drain, a busy server). */
+    /** The reconnection strategy (default: [Strategies.defaultStrategy]). A strategy of yours
+     * implements `performReconnection(attempt)` and the hooks `onSuccess(info)` /
+     * `onFailure(info, reason)` (called after each attempt it started; from Kotlin, the lambda
+     * form below needs none). It may hand an attempt to a built-in
+     * (`Strategies.defaultStrategy().performReconnection(attempt)`, passing its `onSuccess` on
+     * too), and should wait at least `attempt.retryAfter()` when the server gives one (a drain,
+     * a busy server). */
     fun reconnectionStrategy(strategy: ReconnectionStrategy): SessionFactory = copy(strategy = strategy)
 
     /** The reconnection strategy as a Kotlin lambda. */
@@ -196,6 +209,8 @@ class SessionFactory private constructor(
     fun reconnectionStrategy(strategy: (ReconnectionAttempt) -> Unit): SessionFactory =
         reconnectionStrategy(object : ReconnectionStrategy {
             override fun performReconnection(attempt: ReconnectionAttempt) = strategy(attempt)
+            override fun onSuccess(attempt: AttemptInfo) {}
+            override fun onFailure(attempt: AttemptInfo, reason: CloseReason) {}
         })
 
     /** Adds a listener for state changes (listeners are called in the order added). */
@@ -252,6 +267,21 @@ class SessionFactory private constructor(
     fun sendQueue(maxRequests: Long, maxBytes: Long): SessionFactory =
         copy(maxQueuedRequests = maxRequests, maxQueuedBytes = maxBytes)
 
+    /** Trusts the certificates in [pem] (PEM text, e.g. a private CA's) for `wss://`, besides
+     * the system's roots. May be called several times. */
+    fun tlsRootCertificatePem(pem: String): SessionFactory = copy(tlsRootCertificates = tlsRootCertificates + pem)
+
+    /** Asks the server to ping the session every [period] (it grants one within its bounds, by
+     * default 1 s to 60 s: see [Session.pingPeriod]); a connection silent for one and a half
+     * periods is taken as dead. Default: the server's own period. */
+    fun pingPeriod(period: Duration): SessionFactory = copy(pingPeriod = period)
+
+    /** Most updates that may wait for the topic listeners (default 10,000): past it the
+     * session stops reading, so a listener slower than the stream costs bounded memory; the
+     * server's slow-consumer handling then ends the connection and the resume reports what
+     * was dropped (the gap listener). */
+    fun deliveryLimit(updates: Long): SessionFactory = copy(deliveryLimit = updates)
+
     /** This factory's settings as the generated [SessionConfiguration]. */
     fun configuration(): SessionConfiguration = SessionConfiguration(
         fallbackUrls = fallbackUrls,
@@ -270,6 +300,9 @@ class SessionFactory private constructor(
         strict = strict,
         maxQueuedRequests = maxQueuedRequests,
         maxQueuedBytes = maxQueuedBytes,
+        tlsRootCertificates = tlsRootCertificates,
+        pingPeriod = pingPeriod,
+        deliveryLimit = deliveryLimit,
     )
 
     /**
@@ -322,6 +355,10 @@ class Session internal constructor(private val native: NativeSession) : AutoClos
 
     /** The reconnection timeout in force (the smaller of the requested and the server's). */
     val reconnectionTimeout: Duration get() = native.reconnectionTimeout()
+
+    /** The ping period the server granted on the current connection; null while the session
+     * is not connected. */
+    val pingPeriod: Duration? get() = native.pingPeriod()
 
     /** Publishes [value] on [topic] and waits until the server has applied it. Sent exactly once,
      * in order, across reconnections: while the session recovers, the call waits. */

@@ -32,6 +32,8 @@ class DrainTest {
                     own.add(attempt.facts())
                     attempt.startAfter(attempt.retryAfter() ?: Duration.ofMillis(50))
                 }
+                override fun onSuccess(attempt: AttemptInfo) {}
+                override fun onFailure(attempt: AttemptInfo, reason: CloseReason) {}
             }
             // One that only looks, and hands the decision to the default strategy.
             val delegated = LinkedBlockingQueue<Facts>()
@@ -41,6 +43,8 @@ class DrainTest {
                     delegated.add(attempt.facts())
                     builtIn.performReconnection(attempt)
                 }
+                override fun onSuccess(attempt: AttemptInfo) = builtIn.onSuccess(attempt)
+                override fun onFailure(attempt: AttemptInfo, reason: CloseReason) = builtIn.onFailure(attempt, reason)
             }
             val ownListener = RecordingListener()
             val delegatingListener = RecordingListener()

@@ -51,6 +51,53 @@ class ReconnectionTest {
             attempts.add(attempt)
             scheduler.schedule({ decisions.add(Thread.currentThread() to action(attempt)) }, 50, TimeUnit.MILLISECONDS)
         }
+
+        override fun onSuccess(attempt: AttemptInfo) {}
+        override fun onFailure(attempt: AttemptInfo, reason: CloseReason) {}
+    }
+
+    @Test
+    fun `onFailure then onSuccess reach the strategy with each attempt's facts, and the granted ping period is told`() {
+        FaultProxy(server.address).use { proxy ->
+            val events = LinkedBlockingQueue<Triple<String, Int, CloseReason>>()
+            val strategy = object : ReconnectionStrategy {
+                override fun performReconnection(attempt: ReconnectionAttempt) {
+                    events.add(Triple("attempt", attempt.number(), attempt.lastReason()))
+                    // The first attempt meets a refusing proxy and fails; the second succeeds.
+                    if (attempt.number() == 1) proxy.refuse() else proxy.heal()
+                    attempt.start()
+                }
+                override fun onSuccess(attempt: AttemptInfo) {
+                    events.add(Triple("success", attempt.number, attempt.lastReason))
+                }
+                override fun onFailure(attempt: AttemptInfo, reason: CloseReason) {
+                    events.add(Triple("failure", attempt.number, reason))
+                }
+            }
+            val session = factory()
+                .reconnectionTimeout(Duration.ofSeconds(30))
+                .reconnectionStrategy(strategy)
+                .pingPeriod(Duration.ofMillis(1500))
+                .deliveryLimit(100)
+                .open(proxy.url)
+            assertEquals(Duration.ofMillis(1500), session.pingPeriod)
+            proxy.waitForwarded(1)
+            assertEquals(1, proxy.cut())
+            val got = (1..4).map { events.take("hook or attempt $it") }
+            assertEquals(
+                listOf(
+                    Triple("attempt", 1, CloseReason.TRANSPORT_ERROR),
+                    Triple("failure", 1, CloseReason.CONNECTION_ERROR),
+                    Triple("attempt", 2, CloseReason.CONNECTION_ERROR),
+                    Triple("success", 2, CloseReason.CONNECTION_ERROR),
+                ),
+                got,
+            )
+            assertEquals(CONNECTED_ACTIVE, session.waitForState(CONNECTED_ACTIVE, Duration.ofSeconds(20)))
+            assertEquals(Duration.ofMillis(1500), session.pingPeriod)
+            session.close()
+            assertNull(session.pingPeriod, "no ping period once closed")
+        }
     }
 
     @Test
