@@ -314,7 +314,10 @@ impl Running {
             match tokio::time::timeout(left, s.wait_for_state(SessionState::ConnectedActive)).await
             {
                 Ok(SessionState::ConnectedActive) => {}
-                Ok(other) => return Err(format!("a session ended: {other}")),
+                Ok(other) => {
+                    let reason = s.close_reason().map_or("none".into(), |r| r.to_string());
+                    return Err(format!("a session ended: {other}, reason {reason}"));
+                }
                 Err(_) => return Err(format!("not every session was back within {limit:?}")),
             }
         }
