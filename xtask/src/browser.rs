@@ -517,15 +517,8 @@ pub(crate) fn demo(port: u16) -> bool {
     if !build() {
         return false;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start a runtime: {e}");
-            return false;
-        }
+    let Some(runtime) = crate::test::runtime() else {
+        return false;
     };
     let ok = runtime.block_on(async {
         let stage = match Stage::start(port).await {

@@ -50,15 +50,8 @@ impl ReconnectionStrategy for Narrated {
 }
 
 pub(crate) fn run(seconds: u64) -> bool {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start a runtime: {e}");
-            return false;
-        }
+    let Some(runtime) = crate::test::runtime() else {
+        return false;
     };
     let ok = runtime.block_on(async {
         match demo(seconds.clamp(4, 600)).await {

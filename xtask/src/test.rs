@@ -26,6 +26,20 @@ pub(crate) fn cargo() -> Command {
     c
 }
 
+/// A multi-threaded runtime for a command; `None` (with the reason printed) when none starts.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Counts from a test runner's output.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct Counts {

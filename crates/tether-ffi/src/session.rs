@@ -511,25 +511,19 @@ pub unsafe extern "C" fn session_create_with_urls(
     strategy: *const ReconnectionStrategyC,
     error: *mut ErrorC,
 ) -> *mut SessionHandle {
-    boundary(error, std::ptr::null_mut(), || {
-        if urls.is_null() {
-            return Err(FfiError::NullArgument("urls"));
-        }
-        if url_count == 0 {
-            return Err(
-                tether::Error::InvalidArgument("url_count must be at least 1".into()).into(),
-            );
-        }
-        // SAFETY: not NULL, and `url_count` readable pointers per the contract.
-        let pointers = unsafe { std::slice::from_raw_parts(urls, url_count) };
-        let list = pointers
-            .iter()
-            // SAFETY: each NULL or NUL-terminated, valid during this call, per the contract.
-            .map(|&p| unsafe { arg_str(p, "urls") })
-            .collect::<Result<Vec<&str>, FfiError>>()?;
-        // SAFETY: forwarded from this function's own contract.
-        unsafe { create(&list, principal, credentials, listener, strategy, None) }
-    })
+    // SAFETY: the same contract, with the default options.
+    unsafe {
+        session_create_with_options(
+            urls,
+            url_count,
+            principal,
+            credentials,
+            listener,
+            strategy,
+            std::ptr::null(),
+            error,
+        )
+    }
 }
 
 /// As `session_create_with_urls`, with `options` (NULL: the defaults; see `SESSION_OPTIONS_T`):

@@ -447,15 +447,8 @@ pub(crate) fn command(config: ChaosConfig) -> bool {
             return false;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start a runtime: {e}");
-            return false;
-        }
+    let Some(runtime) = crate::test::runtime() else {
+        return false;
     };
     println!(
         "chaos: {} messages each way, {} faults (RST, FIN, stall, refuse{}), ping period {} ms{}",

@@ -16,26 +16,6 @@ use std::time::Duration;
 use crate::browser::{self, Stage};
 use crate::test::{Counts, root, run_parsed};
 
-/// `node --test`'s TAP summary (`# pass N`, `# fail N`, ...), printed once at the end.
-fn tap_summary_line(line: &str, counts: &mut Counts) {
-    let Some(rest) = line.strip_prefix("# ") else {
-        return;
-    };
-    let mut words = rest.split_whitespace();
-    let (Some(kind), Some(n), None) = (words.next(), words.next(), words.next()) else {
-        return;
-    };
-    let Ok(n) = n.parse::<u64>() else {
-        return;
-    };
-    match kind {
-        "pass" => counts.passed += n,
-        "fail" | "cancelled" => counts.failed += n,
-        "skipped" | "todo" => counts.ignored += n,
-        _ => {}
-    }
-}
-
 /// Debian's Chromium, if installed.
 fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -147,7 +127,7 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
         "node --test bindings/browser/test/ (headless Chromium)",
         node,
         counts,
-        tap_summary_line,
+        super::node::node_test_line,
     );
     let ran = counts.passed + counts.failed > before.passed + before.failed;
     if !ran {
@@ -179,21 +159,6 @@ pub(crate) fn test(counts: &mut Counts) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_tap_summary() {
-        let mut counts = Counts::default();
-        for line in [
-            "# pass 7",
-            "# fail 1",
-            "# skipped 2",
-            "# tests 10",
-            "#pass 3",
-        ] {
-            tap_summary_line(line, &mut counts);
-        }
-        assert_eq!((counts.passed, counts.failed, counts.ignored), (7, 1, 2));
-    }
 
     /// A shell naming `marker`, waiting on its stdin with a builtin, once it has started.
     fn waiting_shell(marker: &str, own_group: bool) -> std::process::Child {

@@ -71,20 +71,7 @@ fn setup() -> Setup {
     if !run_step("cargo build -p tether-ffi (for the .NET binding)", ffi) {
         return Setup::Failed;
     }
-    let mut servers = cargo();
-    servers.args([
-        "build",
-        "-p",
-        "tether-server",
-        "-p",
-        "tether-testkit",
-        "-p",
-        "tether-conformance",
-    ]);
-    if !run_step(
-        "cargo build -p tether-server -p tether-testkit -p tether-conformance (for the .NET tests)",
-        servers,
-    ) {
+    if !super::build_test_servers(".NET") {
         return Setup::Failed;
     }
     let mut build = Command::new("make");

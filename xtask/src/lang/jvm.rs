@@ -46,23 +46,11 @@ fn setup() -> Setup {
         "-p",
         "tether-uniffi-bindgen",
     ]);
-    let mut servers = cargo();
-    servers.args([
-        "build",
-        "-p",
-        "tether-server",
-        "-p",
-        "tether-testkit",
-        "-p",
-        "tether-conformance",
-    ]);
     if !run_step(
         "cargo build -p tether-uniffi -p tether-uniffi-bindgen",
         build,
-    ) || !run_step(
-        "cargo build -p tether-server -p tether-testkit -p tether-conformance",
-        servers,
-    ) {
+    ) || !super::build_test_servers("Kotlin/Java")
+    {
         return Setup::Failed;
     }
     Setup::Ready(dir)

@@ -1,7 +1,7 @@
 //! The test suites of the language bindings, run by `cargo xtask test` after the Rust tests.
 //! Each installs what it needs (npm packages, a Python venv, Maven artifacts) by itself.
 
-use crate::test::Counts;
+use crate::test::{Counts, cargo, run_step};
 
 mod browser;
 mod c;
@@ -83,4 +83,25 @@ pub(crate) fn run_only(name: &str) -> bool {
         counts.passed, counts.failed, counts.ignored
     );
     ok
+}
+
+/// Builds what a binding's tests run against: the server, the fault proxy and the conformance
+/// fixture (`for_whom` names the suite in the step's title).
+pub(crate) fn build_test_servers(for_whom: &str) -> bool {
+    let mut servers = cargo();
+    servers.args([
+        "build",
+        "-p",
+        "tether-server",
+        "-p",
+        "tether-testkit",
+        "-p",
+        "tether-conformance",
+    ]);
+    run_step(
+        &format!(
+            "cargo build -p tether-server -p tether-testkit -p tether-conformance (for the {for_whom} tests)"
+        ),
+        servers,
+    )
 }

@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::test::{Counts, cargo, root, run_parsed, run_step};
+use crate::test::{Counts, root, run_parsed, run_step};
 
 /// `node --test`'s TAP summary: `# pass N`, `# fail N`, `# cancelled N`, `# skipped N`,
 /// `# todo N` (printed once, at the end).
-fn node_test_line(line: &str, counts: &mut Counts) {
+pub(super) fn node_test_line(line: &str, counts: &mut Counts) {
     let Some(rest) = line.strip_prefix("# ") else {
         return;
     };
@@ -63,20 +63,7 @@ fn setup() -> Setup {
     if !dir.join("package.json").is_file() {
         return Setup::Absent;
     }
-    let mut servers = cargo();
-    servers.args([
-        "build",
-        "-p",
-        "tether-server",
-        "-p",
-        "tether-testkit",
-        "-p",
-        "tether-conformance",
-    ]);
-    if !run_step(
-        "cargo build -p tether-server -p tether-testkit -p tether-conformance (for the Node.js tests)",
-        servers,
-    ) {
+    if !super::build_test_servers("Node.js") {
         return Setup::Failed;
     }
     let mut install = Command::new("npm");

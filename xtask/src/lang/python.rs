@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::test::{Counts, cargo, root, run_parsed, run_step};
+use crate::test::{Counts, root, run_parsed, run_step};
 
 /// Test dependencies, installed next to the package.
 const TEST_REQUIREMENTS: &[&str] = &["pytest>=8,<10", "pytest-asyncio>=1.0,<2", "mypy>=1.10"];
@@ -82,20 +82,7 @@ fn setup() -> Setup {
     if !dir.join("pyproject.toml").is_file() {
         return Setup::Absent;
     }
-    let mut servers = cargo();
-    servers.args([
-        "build",
-        "-p",
-        "tether-server",
-        "-p",
-        "tether-testkit",
-        "-p",
-        "tether-conformance",
-    ]);
-    if !run_step(
-        "cargo build -p tether-server -p tether-testkit -p tether-conformance (for the Python tests)",
-        servers,
-    ) {
+    if !super::build_test_servers("Python") {
         return Setup::Failed;
     }
 
