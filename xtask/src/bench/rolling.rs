@@ -161,11 +161,29 @@ async fn rolling(
             .await
             .map_err(|e| e.to_string())??;
         nodes.insert(k, again);
-        backs.push(
-            run.all_active(BACK_LIMIT)
-                .await
-                .map_err(|e| format!("after restarting node {k}: {e}"))?,
-        );
+        match run.all_active(BACK_LIMIT).await {
+            Ok(back) => backs.push(back),
+            Err(e) => {
+                // What the nodes logged about the session that ended (or every warning).
+                let id = e.session.as_deref().unwrap_or("WARN");
+                let seen: Vec<String> = nodes
+                    .iter()
+                    .flat_map(|n| {
+                        n.log()
+                            .lines()
+                            .filter(|l| l.contains(id) || l.contains("WARN"))
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .take(40)
+                    .collect();
+                return Err(format!(
+                    "after restarting node {k}: {}; the nodes' log lines about it:\n{}",
+                    e.message,
+                    seen.join("\n")
+                ));
+            }
+        }
     }
     let seen = run.finish().await?;
     drop(nodes);
@@ -181,6 +199,13 @@ struct Running {
     stop: Arc<AtomicBool>,
     publishing: tokio::task::JoinHandle<Result<(), String>>,
     watchers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Why not every session came back.
+struct NotBack {
+    message: String,
+    /// The session that ended, if one did.
+    session: Option<String>,
 }
 
 /// What the load saw.
@@ -307,7 +332,7 @@ async fn watch(
 
 impl Running {
     /// Seconds until every session is active.
-    async fn all_active(&mut self, limit: Duration) -> Result<f64, String> {
+    async fn all_active(&mut self, limit: Duration) -> Result<f64, NotBack> {
         let t0 = Instant::now();
         for s in &self.sessions {
             let left = limit.saturating_sub(t0.elapsed());
@@ -316,9 +341,20 @@ impl Running {
                 Ok(SessionState::ConnectedActive) => {}
                 Ok(other) => {
                     let reason = s.close_reason().map_or("none".into(), |r| r.to_string());
-                    return Err(format!("a session ended: {other}, reason {reason}"));
+                    return Err(NotBack {
+                        message: format!(
+                            "session {} ended: {other}, reason {reason}",
+                            s.session_id()
+                        ),
+                        session: Some(s.session_id().to_string()),
+                    });
                 }
-                Err(_) => return Err(format!("not every session was back within {limit:?}")),
+                Err(_) => {
+                    return Err(NotBack {
+                        message: format!("not every session was back within {limit:?}"),
+                        session: None,
+                    });
+                }
             }
         }
         Ok(t0.elapsed().as_secs_f64())
