@@ -239,7 +239,7 @@ pub enum CloseReason {
     TransportError,
     /// No connection could be established.
     ConnectionError,
-    /// Nothing was received for twice the ping period.
+    /// Nothing was received for one and a half ping periods.
     IdleConnection,
     /// Messages could not be recovered and the session is strict about gaps.
     LostMessages,

@@ -27,7 +27,7 @@ pub enum CloseReason {
     TransportError,
     /// No connection could be established (refused, unreachable, DNS).
     ConnectionError,
-    /// Nothing was received for twice the ping period: the connection is presumed dead.
+    /// Nothing was received for one and a half ping periods: the connection is presumed dead.
     IdleConnection,
     /// Messages could not be recovered and the session is strict about gaps.
     LostMessages,

@@ -28,7 +28,7 @@ pub(crate) struct ChaosConfig {
     pub(crate) cuts: u64,
     /// Rough length of the run; faults are spread over it.
     pub(crate) seconds: u64,
-    /// The server's ping period (a stall is found within two of these).
+    /// The ping period (a stall is found within one and a half of these).
     pub(crate) ping: Duration,
     /// Print progress.
     pub(crate) verbose: bool,

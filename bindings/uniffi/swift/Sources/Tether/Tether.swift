@@ -3104,7 +3104,7 @@ public enum CloseReason: Equatable, Hashable, CustomStringConvertible {
      */
     case connectionError
     /**
-     * Nothing was received for twice the ping period.
+     * Nothing was received for one and a half ping periods.
      */
     case idleConnection
     /**
