@@ -133,6 +133,10 @@ pub(crate) struct Shared {
     draining: AtomicBool,
     /// Opens and resumes in progress (bounded by `limits.max_pending_upgrades`).
     upgrading: AtomicUsize,
+    /// Password checks running at once: one per core. argon2id takes about 19 MiB and 28 ms
+    /// of a core each; unbounded, a login storm ran hundreds at once on the blocking pool and
+    /// the server was killed for memory (22 GB resident in a 10,000-login storm).
+    password_checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
@@ -248,6 +252,9 @@ impl Server {
             connections_done: Notify::new(),
             cluster,
             draining: AtomicBool::new(false),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            )),
             upgrading: AtomicUsize::new(0),
         });
         if let Some(dir) = shared.config.state_dir.clone()

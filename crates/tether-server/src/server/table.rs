@@ -94,10 +94,21 @@ impl Shared {
                 let wrong = || denied("unknown principal or wrong credentials");
                 let (hash, perms) = self.principals.get(&name).cloned().ok_or_else(wrong)?;
                 let password = credentials.ok_or_else(wrong)?;
-                // argon2 is slow on purpose: keep it off the async workers.
-                let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+                // argon2 is slow on purpose: keep it off the async workers, and run no more
+                // checks at once than there are cores (the others wait their turn here, in
+                // the bound of opens in progress).
+                // The turn goes with the check: an open abandoned meanwhile still holds it
+                // until its check ends.
+                let ok = match self.password_checks.clone().acquire_owned().await {
+                    Ok(turn) => tokio::task::spawn_blocking(move || {
+                        let ok = verify_password(&hash, &password);
+                        drop(turn);
+                        ok
+                    })
                     .await
-                    .unwrap_or(false);
+                    .unwrap_or(false),
+                    Err(_) => false,
+                };
                 if !ok {
                     return Err(wrong());
                 }
