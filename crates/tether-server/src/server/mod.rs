@@ -133,10 +133,8 @@ pub(crate) struct Shared {
     draining: AtomicBool,
     /// Opens and resumes in progress (bounded by `limits.max_pending_upgrades`).
     upgrading: AtomicUsize,
-    /// Password checks running at once: one per core. argon2id takes about 19 MiB and 28 ms
-    /// of a core each; unbounded, a login storm ran hundreds at once on the blocking pool and
-    /// the server was killed for memory (22 GB resident in a 10,000-login storm).
-    password_checks: Arc<tokio::sync::Semaphore>,
+    /// Password checks, one per core at a time (a 10,000-login storm once reached 22 GB).
+    password_checks: crate::auth::PasswordChecks,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
@@ -252,9 +250,7 @@ impl Server {
             connections_done: Notify::new(),
             cluster,
             draining: AtomicBool::new(false),
-            password_checks: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-            )),
+            password_checks: crate::auth::PasswordChecks::per_core(),
             upgrading: AtomicUsize::new(0),
         });
         if let Some(dir) = shared.config.state_dir.clone()

@@ -94,21 +94,11 @@ impl Shared {
                 let wrong = || denied("unknown principal or wrong credentials");
                 let (hash, perms) = self.principals.get(&name).cloned().ok_or_else(wrong)?;
                 let password = credentials.ok_or_else(wrong)?;
-                // argon2 is slow on purpose: keep it off the async workers, and run no more
-                // checks at once than there are cores (the others wait their turn here, in
-                // the bound of opens in progress).
-                // The turn goes with the check: an open abandoned meanwhile still holds it
-                // until its check ends.
-                let ok = match self.password_checks.clone().acquire_owned().await {
-                    Ok(turn) => tokio::task::spawn_blocking(move || {
-                        let ok = verify_password(&hash, &password);
-                        drop(turn);
-                        ok
-                    })
-                    .await
-                    .unwrap_or(false),
-                    Err(_) => false,
-                };
+                // argon2 is slow on purpose: off the async workers, one check per core.
+                let ok = self
+                    .password_checks
+                    .run(move || verify_password(&hash, &password))
+                    .await;
                 if !ok {
                     return Err(wrong());
                 }
