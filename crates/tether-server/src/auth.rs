@@ -1,9 +1,8 @@
 //! Passwords (argon2id PHC hashes, from the `argon2` crate) and topic permissions.
 
 use argon2::Argon2;
-use argon2::password_hash::{
-    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
-};
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use tether_protocol::Selector;
 
 /// Hashes a password for the configuration file (argon2id, random salt, PHC string).
@@ -14,6 +13,17 @@ pub fn hash_password(password: &str) -> String {
         // Only reachable with invalid argon2 parameters, and the defaults are valid.
         Err(e) => unreachable!("argon2 with default parameters failed: {e}"),
     }
+}
+
+/// A hash no password matches in practice (a random one's), checked for unknown principals
+/// so that they cost what a wrong password costs. Made once.
+pub(crate) fn unknown_principal_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        hash_password(&hex::encode(secret))
+    })
 }
 
 /// Checks that `hash` is a PHC string argon2 can verify against.

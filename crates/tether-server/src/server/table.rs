@@ -92,16 +92,22 @@ impl Shared {
             }
             (None, Some(name)) => {
                 let wrong = || denied("unknown principal or wrong credentials");
-                let (hash, perms) = self.principals.get(&name).cloned().ok_or_else(wrong)?;
+                let known = self.principals.get(&name).cloned();
                 let password = credentials.ok_or_else(wrong)?;
+                // An unknown principal costs the same check as a wrong password, so that the
+                // answer's timing does not tell which names exist.
+                let hash = known.as_ref().map_or_else(
+                    || crate::auth::unknown_principal_hash().to_owned(),
+                    |(hash, _)| hash.clone(),
+                );
                 // argon2 is slow on purpose: off the async workers, one check per core.
                 let ok = self
                     .password_checks
                     .run(move || verify_password(&hash, &password))
                     .await;
-                if !ok {
+                let Some((_, perms)) = known.filter(|_| ok) else {
                     return Err(wrong());
-                }
+                };
                 (Some(name), perms)
             }
             (None, None) => (
