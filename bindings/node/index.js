@@ -368,13 +368,28 @@ function toBuffer(value) {
   return Buffer.from(json, 'utf8');
 }
 
-function toUpdate(raw) {
-  return {
-    topic: raw.topic,
-    value: raw.value,
-    snapshot: raw.snapshot,
-    position: { partition: raw.partition, offset: raw.offset },
-  };
+/** Numbers per update in a batch's `meta` (see the addon's `JsUpdates`). */
+const META = 5;
+
+/**
+ * The update objects of a batch the addon passed on: `topics` (distinct), `values` (every
+ * value, one after the other: each update's value is a view of its bytes) and `meta` (per
+ * update: topic index, end of its value, partition, offset, snapshot).
+ */
+function toUpdates({ topics, values, meta }) {
+  const updates = new Array(meta.length / META);
+  let start = 0;
+  for (let i = 0, j = 0; j < meta.length; i += 1, j += META) {
+    const end = meta[j + 1];
+    updates[i] = {
+      topic: topics[meta[j]],
+      value: values.subarray(start, end),
+      snapshot: meta[j + 4] === 1,
+      position: { partition: meta[j + 2], offset: meta[j + 3] },
+    };
+    start = end;
+  }
+  return updates;
 }
 
 /** Runs a user callback; a throw or a rejected promise goes to `onError`. */
@@ -422,17 +437,28 @@ class Subscription {
   }
 
   [kInternal] = {
-    push: (update) => {
+    /** A batch of updates, in order: one acknowledgement to the addon for the batch. */
+    pushAll: (updates) => {
       if (this.#done) return;
       if (this.#handler) {
-        this.#session[kInternal].guard(this.#handler, [update]);
-        this.#took();
-      } else if (this.#waiters.length > 0) {
-        this.#waiters.shift().resolve({ value: update, done: false });
-        this.#took();
-      } else {
-        this.#queue.push(update);
+        const guard = this.#session[kInternal].guard;
+        for (const update of updates) {
+          if (this.#done) break;
+          guard(this.#handler, [update]);
+        }
+        this.#consumed(updates.length);
+        return;
       }
+      let taken = 0;
+      for (const update of updates) {
+        if (this.#waiters.length > 0) {
+          this.#waiters.shift().resolve({ value: update, done: false });
+          taken += 1;
+        } else {
+          this.#queue.push(update);
+        }
+      }
+      if (taken > 0) this.#took(taken);
     },
     end: (error) => {
       if (this.#done) return;
@@ -454,8 +480,8 @@ class Subscription {
    * the application has not taken stay bounded: past a window the addon stops passing them
    * on, and past the session's delivery limit the session stops reading.
    */
-  #took() {
-    this.#unacked += 1;
+  #took(count = 1) {
+    this.#unacked += count;
     if (this.#unacked >= 64 || this.#queue.length === 0) {
       const n = this.#unacked;
       this.#unacked = 0;
@@ -523,6 +549,11 @@ class Session extends EventEmitter {
   #resolveOpened;
   #closed;
   #resolveClosed;
+  /** Publishes awaiting their outcome, by the number the addon gave them. */
+  #publishes = new Map();
+  #unrefed = false;
+  /** A timer that keeps the event loop alive while publishes of an unref'd session are pending. */
+  #loopHold = null;
 
   constructor(token, strategy, hooks) {
     if (token !== kInternal) throw new TypeError('use connect(options) to open a session');
@@ -575,8 +606,11 @@ class Session extends EventEmitter {
           guarded(this.#hooks.onFailure, [Object.freeze(event.info), event.reason], (err) => this.#report(err));
         }
         break;
-      case 'update':
-        this.#subs.get(event.sub)?.[kInternal].push(toUpdate(event.update));
+      case 'updates':
+        this.#subs.get(event.sub)?.[kInternal].pushAll(toUpdates(event.updates));
+        break;
+      case 'settled':
+        this.#settle(event.settled);
         break;
       case 'end':
         this.#subs.get(event.sub)?.[kInternal].end();
@@ -685,6 +719,8 @@ class Session extends EventEmitter {
    */
   unref() {
     this.#native?.unref();
+    this.#unrefed = true;
+    if (this.#publishes.size > 0) this.#holdLoop();
     return this;
   }
 
@@ -697,11 +733,55 @@ class Session extends EventEmitter {
    * Publishes `value` (Buffer, string, or JSON-serialisable value) on `topic`; resolves when
    * the server has applied it. Sent exactly once, in order, across reconnections.
    */
-  async publish(topic, value) {
-    if (typeof topic !== 'string') throw fail('topic', 'a string', topic);
-    const buffer = toBuffer(value);
-    const outcome = await this.#native.publish(topic, buffer);
-    if (outcome.error) throw toError(outcome.error);
+  publish(topic, value) {
+    // Not `async`: one promise per publish, the one the addon's batch settles. Invalid
+    // arguments still reject (they never throw), as from an async function.
+    let queued;
+    try {
+      if (typeof topic !== 'string') throw fail('topic', 'a string', topic);
+      queued = this.#native.publish(topic, toBuffer(value));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (typeof queued !== 'number') {
+      return queued.error ? Promise.reject(toError(queued.error)) : Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      this.#publishes.set(queued, { resolve, reject });
+      if (this.#publishes.size === 1 && this.#unrefed) this.#holdLoop();
+    });
+  }
+
+  /** Publishes the addon settled, in a batch. */
+  #settle({ ok, failed }) {
+    const publishes = this.#publishes;
+    for (let i = 0; i < ok.length; i += 1) {
+      const id = ok[i];
+      const p = publishes.get(id);
+      if (p !== undefined) {
+        publishes.delete(id);
+        p.resolve();
+      }
+    }
+    for (const { id, error } of failed) {
+      const p = publishes.get(id);
+      if (p !== undefined) {
+        publishes.delete(id);
+        p.reject(toError(error));
+      }
+    }
+    if (publishes.size === 0 && this.#loopHold !== null) {
+      clearInterval(this.#loopHold);
+      this.#loopHold = null;
+    }
+  }
+
+  /**
+   * After `unref()` the addon no longer keeps the event loop alive; a publish being awaited
+   * still does, as a promise of its own did before publishes were settled in batches.
+   */
+  #holdLoop() {
+    if (this.#loopHold === null) this.#loopHold = setInterval(() => {}, 0x7fffffff);
   }
 
   /**

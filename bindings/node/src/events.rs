@@ -11,7 +11,8 @@
 //! released as soon as the session is closed (after the `close` event is queued) and when the
 //! last subscription forwarder ends, so a closed session never keeps a process running.
 //!
-//! Updates are passed on with credit: at most [`WINDOW`] of a subscription's updates are on
+//! Updates are passed on in batches (every update ready when JavaScript has room, in columns:
+//! [`JsUpdates`]) and with credit: at most [`WINDOW`] of a subscription's updates are on
 //! their way to, or waiting in, JavaScript until the application took them (`consumed`). A
 //! consumer slower than the stream thus leaves the rest in the core, whose delivery limit
 //! makes the session stop reading: memory stays bounded, and the server's slow-consumer
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use napi::Status;
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, Float64Array, Uint32Array};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tether::strategy::{AttemptInfo, ReconnectionStrategy};
@@ -31,7 +32,7 @@ use tether::{
 };
 
 use crate::NativeAttempt;
-use crate::error::reason_name;
+use crate::error::{ErrorInfo, reason_name};
 
 /// What a session reports to JavaScript.
 pub(crate) enum Event {
@@ -46,25 +47,96 @@ pub(crate) enum Event {
     },
     /// Messages were lost during an outage (snapshots follow).
     Gap(GapReport),
-    /// An update for local subscription `sub`.
-    Update { sub: u32, update: TopicUpdate },
+    /// Updates for local subscription `sub`, in order (a batch: one call into JavaScript).
+    Updates { sub: u32, updates: Vec<TopicUpdate> },
+    /// Publishes settled (one call into JavaScript per batch).
+    Settled(Vec<(u32, Result<(), tether::Error>)>),
     /// Local subscription `sub` will receive nothing more.
     SubscriptionEnd { sub: u32 },
 }
 
-/// A topic update as JavaScript sees it.
-#[napi(object)]
-pub struct JsUpdate {
-    /// The topic path.
-    pub topic: String,
-    /// The value's bytes.
-    pub value: Buffer,
-    /// `true` for a current value sent as a snapshot, `false` for a live update.
-    pub snapshot: bool,
-    /// The update's partition in the topic log.
-    pub partition: u32,
-    /// The update's offset in that partition.
-    pub offset: f64,
+/// A batch of topic updates, in columns (`index.js` unpacks them into update objects): a
+/// few allocations per batch instead of an object and a buffer per update.
+#[napi(object, object_from_js = false)]
+pub struct JsUpdates {
+    /// The distinct topic paths of the batch.
+    pub topics: Vec<String>,
+    /// Every update's value, one after the other.
+    pub values: Buffer,
+    /// [`META`] numbers per update: index in `topics`, end of its value in `values`,
+    /// partition, offset, snapshot (1) or live update (0).
+    pub meta: Float64Array,
+}
+
+/// Numbers per update in [`JsUpdates::meta`].
+pub(crate) const META: usize = 5;
+
+impl JsUpdates {
+    fn of(updates: Vec<TopicUpdate>) -> JsUpdates {
+        let mut topics: Vec<String> = Vec::new();
+        let mut values = Vec::with_capacity(updates.iter().map(|u| u.value.len()).sum());
+        let mut meta = Vec::with_capacity(updates.len() * META);
+        for update in updates {
+            let index = match topics.iter().rposition(|t| *t == update.topic) {
+                Some(i) => i,
+                None => {
+                    topics.push(update.topic);
+                    topics.len() - 1
+                }
+            };
+            values.extend_from_slice(&update.value);
+            meta.extend_from_slice(&[
+                index as f64,
+                values.len() as f64,
+                f64::from(update.position.partition),
+                update.position.offset as f64,
+                if update.snapshot { 1.0 } else { 0.0 },
+            ]);
+        }
+        JsUpdates {
+            topics,
+            values: Buffer::from(values),
+            meta: Float64Array::new(meta),
+        }
+    }
+}
+
+/// Publishes that failed, in a batch of settled ones.
+#[napi(object, object_from_js = false)]
+pub struct JsFailedPublish {
+    /// The publish's number (what `publish` returned).
+    pub id: u32,
+    /// Why.
+    pub error: ErrorInfo,
+}
+
+/// Publishes settled since the last call: most succeeded, a few may have failed.
+#[napi(object, object_from_js = false)]
+pub struct JsSettled {
+    /// The publishes the server applied.
+    pub ok: Uint32Array,
+    /// The publishes that failed.
+    pub failed: Vec<JsFailedPublish>,
+}
+
+impl JsSettled {
+    fn of(settled: Vec<(u32, Result<(), tether::Error>)>) -> JsSettled {
+        let mut ok = Vec::with_capacity(settled.len());
+        let mut failed = Vec::new();
+        for (id, result) in settled {
+            match result {
+                Ok(()) => ok.push(id),
+                Err(e) => failed.push(JsFailedPublish {
+                    id,
+                    error: ErrorInfo::from(&e),
+                }),
+            }
+        }
+        JsSettled {
+            ok: Uint32Array::new(ok),
+            failed,
+        }
+    }
 }
 
 /// A gap report as JavaScript sees it.
@@ -98,7 +170,7 @@ pub struct JsAttemptInfo {
 /// One event, flattened for the JavaScript dispatcher (`type` says which fields are set).
 #[napi(object, object_from_js = false)]
 pub struct JsEvent {
-    /// `state`, `attempt`, `success`, `failure`, `gap`, `update` or `end`.
+    /// `state`, `attempt`, `success`, `failure`, `gap`, `updates`, `end` or `settled`.
     pub r#type: String,
     /// `state`: the state left (`CONNECTED_ACTIVE`, ...).
     pub old: Option<String>,
@@ -109,10 +181,12 @@ pub struct JsEvent {
     pub reason: Option<String>,
     /// `attempt`: the attempt to decide.
     pub attempt: Option<NativeAttempt>,
-    /// `update`, `end`: the local subscription.
+    /// `updates`, `end`: the local subscription.
     pub sub: Option<u32>,
-    /// `update`: the update.
-    pub update: Option<JsUpdate>,
+    /// `updates`: the updates.
+    pub updates: Option<JsUpdates>,
+    /// `settled`: the publishes settled.
+    pub settled: Option<JsSettled>,
     /// `gap`: the report.
     pub gap: Option<JsGap>,
     /// `success`, `failure`: the attempt's facts.
@@ -128,7 +202,8 @@ impl JsEvent {
             reason: None,
             attempt: None,
             sub: None,
-            update: None,
+            updates: None,
+            settled: None,
             gap: None,
             info: None,
         }
@@ -173,16 +248,14 @@ impl From<Event> for JsEvent {
                 }),
                 ..JsEvent::empty("gap")
             },
-            Event::Update { sub, update } => JsEvent {
+            Event::Updates { sub, updates } => JsEvent {
                 sub: Some(sub),
-                update: Some(JsUpdate {
-                    topic: update.topic,
-                    value: Buffer::from(update.value.to_vec()),
-                    snapshot: update.snapshot,
-                    partition: update.position.partition,
-                    offset: update.position.offset as f64,
-                }),
-                ..JsEvent::empty("update")
+                updates: Some(JsUpdates::of(updates)),
+                ..JsEvent::empty("updates")
+            },
+            Event::Settled(settled) => JsEvent {
+                settled: Some(JsSettled::of(settled)),
+                ..JsEvent::empty("settled")
             },
             Event::SubscriptionEnd { sub } => JsEvent {
                 sub: Some(sub),
@@ -209,7 +282,7 @@ pub(crate) fn call(tsfn: &SharedTsfn, event: Event) -> bool {
 
 /// Builds the threadsafe function that calls `dispatch` on the JavaScript thread.
 pub(crate) fn event_function(
-    dispatch: napi::bindgen_prelude::Function<'_, JsEvent, ()>,
+    dispatch: &napi::bindgen_prelude::Function<'_, JsEvent, ()>,
 ) -> napi::Result<Tsfn> {
     dispatch
         .build_threadsafe_function::<Event>()
@@ -250,15 +323,24 @@ impl Credit {
         self.wake.notify_one();
     }
 
-    /// Waits until one more update may go to JavaScript, and counts it.
-    async fn take(&self) {
-        while !self.unlimited.load(Ordering::SeqCst)
-            && self.in_flight.load(Ordering::SeqCst) >= WINDOW
-        {
+    /// Waits until more updates may go to JavaScript; how many (at most [`WINDOW`]).
+    async fn room(&self) -> usize {
+        loop {
+            if self.unlimited.load(Ordering::SeqCst) {
+                return WINDOW;
+            }
+            let in_flight = self.in_flight.load(Ordering::SeqCst);
+            if in_flight < WINDOW {
+                return WINDOW - in_flight;
+            }
             // `notify_one` leaves a permit when nobody waits: no wake-up is lost.
             self.wake.notified().await;
         }
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `count` more updates went to JavaScript.
+    fn took(&self, count: usize) {
+        self.in_flight.fetch_add(count, Ordering::SeqCst);
     }
 }
 
@@ -412,8 +494,8 @@ impl ReconnectionStrategy for JsStrategy {
     }
 }
 
-/// Sends a subscription's updates to JavaScript in order, then its end.
-/// Sends a subscription's updates to JavaScript in order, within its credit, then its end.
+/// Sends a subscription's updates to JavaScript in order, within its credit, then its end:
+/// every update ready when JavaScript has room goes in one batch (one call into JavaScript).
 pub(crate) async fn forward_updates(
     sink: EventSink,
     tsfn: SharedTsfn,
@@ -422,11 +504,26 @@ pub(crate) async fn forward_updates(
 ) {
     let credit = sink.credit(sub);
     loop {
-        credit.take().await;
-        let Some(update) = updates.next().await else {
+        let room = credit.room().await;
+        let Some(first) = updates.next().await else {
             break;
         };
-        if !call(&tsfn, Event::Update { sub, update }) {
+        let mut batch = Vec::with_capacity(room.min(64));
+        batch.push(first);
+        while batch.len() < room {
+            match updates.try_next() {
+                Some(update) => batch.push(update),
+                None => break,
+            }
+        }
+        credit.took(batch.len());
+        if !call(
+            &tsfn,
+            Event::Updates {
+                sub,
+                updates: batch,
+            },
+        ) {
             sink.forget(sub);
             return;
         }

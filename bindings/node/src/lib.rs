@@ -4,11 +4,16 @@
 //!
 //! ```text
 //!  JavaScript (index.js: options, EventEmitter, async iterators, TetherError)
-//!      │ connect / publish / subscribe / close          ▲ one JsEvent at a time, in order
-//!      ▼ (promises settled with JsDeferred)             │ (one threadsafe function per session)
-//!  NativeSession ──────────────▶ tether::Session ── listener / JsStrategy / forwarders
+//!      │ connect / publish / subscribe / close          ▲ JsEvents in order: updates in batches
+//!      ▼ (promises settled with JsDeferred;             │ (one threadsafe function per session;
+//!      │  publishes numbered, settled in batches)       │  one more for settled publishes)
+//!  NativeSession ──────────────▶ tether::Session ── listener / JsStrategy / forwarders / settler
 //!                                   (Tether's own runtime and callback thread)
 //! ```
+//!
+//! The hot paths cross the boundary in batches: a subscription's forwarder passes every update
+//! that is ready (within its credit) in one call, and a publish costs no promise, task or
+//! threadsafe function of its own (see [`publish`]).
 //!
 //! Nothing here blocks the JavaScript thread: asynchronous calls run on Tether's runtime
 //! (`tether::runtime::handle()`, never a runtime of our own) and settle a promise. Nothing here
@@ -20,6 +25,7 @@
 
 mod error;
 mod events;
+mod publish;
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -27,7 +33,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, Function, Object};
+use napi::bindgen_prelude::{Buffer, Either, Function, Object};
 use napi::{Env, JsDeferred};
 use napi_derive::napi;
 use tether::strategy::{
@@ -38,6 +44,7 @@ use tether::{ReconnectionAttempt, Session};
 
 use crate::error::{ErrorInfo, binding_error};
 use crate::events::{EventSink, Forwarder, JsEvent, JsStrategy, forward_updates};
+use crate::publish::Publisher;
 
 /// A built-in strategy, as `exponentialBackoff({...})`, `constant(ms)`, `abortImmediately` and
 /// `defaultStrategy` describe it. The behaviour is the core's.
@@ -316,7 +323,8 @@ pub fn connect<'env>(
     dispatch: Function<'_, JsEvent, ()>,
 ) -> napi::Result<Object<'env>> {
     hook_shutdown(env)?;
-    let sink = EventSink::new(events::event_function(dispatch)?);
+    let sink = EventSink::new(events::event_function(&dispatch)?);
+    let settler = events::event_function(&dispatch)?;
     let strategy: Result<Arc<dyn ReconnectionStrategy>, ErrorInfo> = if options.js_strategy {
         Ok(Arc::new(JsStrategy { sink: sink.clone() }))
     } else {
@@ -371,18 +379,36 @@ pub fn connect<'env>(
             .map_err(|e| ErrorInfo::from(&e))
     };
     spawn_promise(env, work, move |result| match result {
-        Ok(session) => {
-            // On the JavaScript thread of the environment that opened it.
-            remember(&session);
-            ConnectOutcome {
-                session: Some(NativeSession {
-                    session,
-                    sink,
-                    next_sub: AtomicU32::new(0),
-                }),
-                error: None,
+        Ok(session) => match Publisher::start(&session, settler) {
+            Ok(publisher) => {
+                // On the JavaScript thread of the environment that opened it.
+                remember(&session);
+                ConnectOutcome {
+                    session: Some(NativeSession {
+                        session,
+                        sink,
+                        publisher,
+                        next_sub: AtomicU32::new(0),
+                        next_publish: AtomicU32::new(0),
+                    }),
+                    error: None,
+                }
             }
-        }
+            Err(e) => {
+                let session_to_close = session.clone();
+                if let Ok(handle) = tether::runtime::handle() {
+                    handle.spawn(async move { session_to_close.close().await });
+                }
+                sink.release();
+                ConnectOutcome {
+                    session: None,
+                    error: Some(binding_error(
+                        "error",
+                        format!("cannot start Tether's runtime: {e}"),
+                    )),
+                }
+            }
+        },
         Err(error) => {
             // No session: nothing more will be sent, let the process exit.
             sink.release();
@@ -399,7 +425,10 @@ pub fn connect<'env>(
 pub struct NativeSession {
     session: Session,
     sink: EventSink,
+    /// Settles publishes in batches.
+    publisher: Publisher,
     next_sub: AtomicU32,
+    next_publish: AtomicU32,
 }
 
 #[napi]
@@ -439,30 +468,26 @@ impl NativeSession {
     /// the loop runs for other reasons); the session is closed at exit.
     #[napi]
     pub fn unref(&self, env: Env) -> napi::Result<()> {
-        self.sink.unref(&env)
+        self.sink.unref(&env)?;
+        self.publisher.unref(&env)
     }
 
-    /// Queues a publish of `value` on `topic` at once, in call order (`Session::send`);
-    /// resolves when the server applied (or refused) it. A full send queue fails at once
-    /// (`queue_full`).
-    #[napi(ts_return_type = "Promise<Outcome>")]
-    pub fn publish<'env>(
-        &self,
-        env: &'env Env,
-        topic: String,
-        value: Buffer,
-    ) -> napi::Result<Object<'env>> {
-        let queued = self.session.send(&topic, value.to_vec());
-        spawn_promise(
-            env,
-            async move {
-                match queued {
-                    Ok(completion) => completion.await,
-                    Err(e) => Err(e),
+    /// Queues a publish of `value` on `topic` at once, in call order (`Session::send`), and
+    /// returns its number: a `settled` event says, in a batch, when the server applied (or
+    /// refused) it. Returns the outcome (`{ error }`) instead when it is known at once: it
+    /// cannot be queued (a full send queue: `queue_full`; a closed session).
+    #[napi(ts_return_type = "number | Outcome")]
+    pub fn publish(&self, topic: String, value: Buffer) -> Either<u32, Outcome> {
+        match self.session.send(&topic, value.to_vec()) {
+            Ok(completion) => {
+                let id = self.next_publish.fetch_add(1, Ordering::Relaxed);
+                match self.publisher.settle(id, completion, &self.session) {
+                    Ok(()) => Either::A(id),
+                    Err(now) => Either::B(Outcome::of(now)),
                 }
-            },
-            Outcome::of,
-        )
+            }
+            Err(e) => Either::B(Outcome::of(Err(e))),
+        }
     }
 
     /// Subscribes; updates arrive as `update` events for subscription number `sub` (then an

@@ -282,3 +282,31 @@ test('invalid topics and closed sessions give typed errors', async () => {
   await assert.rejects(session.subscribe('ok/topic').ready, { code: 'session_closed' });
   await session.close(); // twice is fine
 });
+
+test('a burst of 2,000 publishes all settle, and every update arrives once, in order, through a handler and an iterator (batches across the addon boundary)', async (t) => {
+  const session = await direct(t);
+  const n = 2000;
+  const seen = [];
+  const handled = deferred();
+  await session.subscribe('burst/*', (update) => {
+    seen.push([update.topic, update.value.toString('utf8'), update.position.offset]);
+    if (seen.length === n) handled.resolve();
+  });
+  const iterated = session.subscribe('burst/**');
+  await iterated.ready;
+  // Two topics, so that a batch carries several.
+  const published = [];
+  for (let i = 0; i < n; i += 1) published.push(session.publish(`burst/${i % 2 ? 'odd' : 'even'}`, `m${i}`));
+  assert.equal((await Promise.allSettled(published)).filter((r) => r.status !== 'fulfilled').length, 0);
+  await guard(handled.promise, 'the handler received every update');
+  const expected = Array.from({ length: n }, (_, i) => [`burst/${i % 2 ? 'odd' : 'even'}`, `m${i}`]);
+  assert.deepEqual(seen.map(([topic, value]) => [topic, value]), expected);
+  const taken = await take(iterated, n);
+  assert.deepEqual(taken.map((u) => [u.topic, u.value.toString('utf8')]), expected);
+  assert.ok(taken.every((u) => Buffer.isBuffer(u.value) && u.snapshot === false));
+  // Offsets grow within each topic.
+  for (const topic of ['burst/odd', 'burst/even']) {
+    const offsets = seen.filter(([tp]) => tp === topic).map(([, , o]) => o);
+    assert.ok(offsets.every((o, i) => i === 0 || o > offsets[i - 1]), topic);
+  }
+});

@@ -3,7 +3,8 @@
 //! * [`awaitable`]: an `asyncio.Future` of the caller's running loop, resolved when the Rust
 //!   future completes: the future is polled on the binding's results thread
 //!   ([`crate::results`], never on an async worker), where the result is converted with the
-//!   GIL and handed to the loop with `loop.call_soon_threadsafe`. Cancelling the Python
+//!   GIL and handed to the loop with `loop.call_soon_threadsafe`: one call per loop for every
+//!   result ready at once ([`settle_all`]). Cancelling the Python
 //!   future drops the Rust future. A result for a loop that has closed is dropped
 //!   quietly (nobody can await it any more), and so is every result once the interpreter is
 //!   exiting (see [`crate::exit`]).
@@ -26,7 +27,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyNone;
 use tokio::runtime::Handle;
 
-use crate::results::{Canceller, Delivery, Slot};
+use crate::results::{Canceller, Delivery, Settlement, Slot};
 use crate::{convert, exit};
 
 /// A request's "no value": Python's `None` (pyo3 would make `()` an empty tuple).
@@ -89,29 +90,72 @@ impl CancelOnDone {
     }
 }
 
-/// Run on the loop: sets the future's result or exception, unless it is already done
-/// (cancelled meanwhile).
+/// Run on the loop: sets each future's result or exception, unless it is already done
+/// (cancelled meanwhile). One call per event loop and batch of results.
 #[pyclass(frozen, module = "tether._tether")]
-struct Resolve {
-    future: Py<PyAny>,
-    outcome: Py<PyAny>,
-    failed: bool,
+struct ResolveAll {
+    settled: Vec<Settled>,
 }
 
+/// A future, its outcome, and whether that is an exception.
+type Settled = (Py<PyAny>, Py<PyAny>, bool);
+
 #[pymethods]
-impl Resolve {
+impl ResolveAll {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let future = self.future.bind(py);
-        if future.call_method0("done")?.is_truthy()? {
-            return Ok(());
+        let mut first_error = None;
+        for (future, outcome, failed) in &self.settled {
+            let future = future.bind(py);
+            let settle = || -> PyResult<()> {
+                if future.call_method0("done")?.is_truthy()? {
+                    return Ok(());
+                }
+                let method = if *failed {
+                    "set_exception"
+                } else {
+                    "set_result"
+                };
+                future.call_method1(method, (outcome.clone_ref(py),))?;
+                Ok(())
+            };
+            // One future's trouble does not keep the others pending.
+            if let Err(e) = settle() {
+                first_error.get_or_insert(e);
+            }
         }
-        let method = if self.failed {
-            "set_exception"
-        } else {
-            "set_result"
-        };
-        future.call_method1(method, (self.outcome.clone_ref(py),))?;
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Hands results to their loops: one `call_soon_threadsafe` per loop (on the results thread,
+/// attached). Results for a loop that has closed are dropped (nobody can await them).
+pub(crate) fn settle_all(py: Python<'_>, settlements: Vec<Settlement>) {
+    let mut by_loop: Vec<(Py<PyAny>, Vec<Settled>)> = Vec::new();
+    for s in settlements {
+        let entry = (s.future, s.outcome, s.failed);
+        match by_loop
+            .iter_mut()
+            .find(|(l, _)| l.as_ptr() == s.event_loop.as_ptr())
+        {
+            Some((_, list)) => list.push(entry),
+            None => by_loop.push((s.event_loop, vec![entry])),
+        }
+    }
+    for (event_loop, settled) in by_loop {
+        let event_loop = event_loop.bind(py);
+        let closed = event_loop
+            .call_method0("is_closed")
+            .and_then(|c| c.is_truthy())
+            .unwrap_or(true);
+        if closed {
+            continue;
+        }
+        match event_loop.call_method1("call_soon_threadsafe", (ResolveAll { settled },)) {
+            Ok(_) => {}
+            // The loop closed meanwhile: nobody is waiting any more.
+            Err(e) if e.is_instance_of::<PyRuntimeError>(py) => {}
+            Err(e) => e.write_unraisable(py, Some(event_loop)),
+        }
     }
 }
 
@@ -122,19 +166,11 @@ struct Target {
 }
 
 impl Target {
-    /// Hands `result` to the loop (on the results thread, attached).
-    fn deliver<T>(self, py: Python<'_>, result: Result<T, tether::Error>)
+    /// Converts `result` for the loop (on the results thread, attached).
+    fn deliver<T>(self, py: Python<'_>, result: Result<T, tether::Error>) -> Option<Settlement>
     where
         T: for<'a> IntoPyObject<'a>,
     {
-        let event_loop = self.event_loop.bind(py);
-        let closed = event_loop
-            .call_method0("is_closed")
-            .and_then(|c| c.is_truthy())
-            .unwrap_or(true);
-        if closed {
-            return;
-        }
         let (outcome, failed) = match result
             .map_err(|e| convert::error(py, &e))
             .and_then(|v| v.into_py_any(py))
@@ -142,17 +178,12 @@ impl Target {
             Ok(value) => (value, false),
             Err(e) => (e.into_value(py).into_any(), true),
         };
-        let resolve = Resolve {
-            future: self.future.clone_ref(py),
+        Some(Settlement {
+            event_loop: self.event_loop,
+            future: self.future,
             outcome,
             failed,
-        };
-        match event_loop.call_method1("call_soon_threadsafe", (resolve,)) {
-            Ok(_) => {}
-            // The loop closed meanwhile: nobody is waiting any more.
-            Err(e) if e.is_instance_of::<PyRuntimeError>(py) => {}
-            Err(e) => e.write_unraisable(py, Some(event_loop)),
-        }
+        })
     }
 }
 

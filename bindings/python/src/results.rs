@@ -23,8 +23,17 @@ use pyo3::prelude::*;
 
 use crate::exit;
 
-/// A result on its way to Python: delivers it when called (attached).
-pub(crate) type Delivery = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
+/// A result on its way to Python: converts it when called (attached), into what settles its
+/// future (`None`: nothing to settle, its loop is gone).
+pub(crate) type Delivery = Box<dyn for<'py> FnOnce(Python<'py>) -> Option<Settlement> + Send>;
+
+/// A future to settle on its event loop, with its outcome.
+pub(crate) struct Settlement {
+    pub(crate) event_loop: Py<PyAny>,
+    pub(crate) future: Py<PyAny>,
+    pub(crate) outcome: Py<PyAny>,
+    pub(crate) failed: bool,
+}
 
 /// A wait: a future whose output is the delivery of its result.
 pub(crate) type Wait = Pin<Box<dyn Future<Output = Delivery> + Send>>;
@@ -155,10 +164,19 @@ fn run(rx: &mpsc::Receiver<Message>, wakers: &mpsc::Sender<Message>) {
             continue;
         }
         let batch = std::mem::take(&mut ready);
+        // One attachment per batch, and one `call_soon_threadsafe` per event loop in it.
         exit::attach(move |py| {
-            for delivery in batch {
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| delivery(py)));
-            }
+            let settlements: Vec<Settlement> = batch
+                .into_iter()
+                .filter_map(|delivery| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| delivery(py)))
+                        .ok()
+                        .flatten()
+                })
+                .collect();
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                crate::bridge::settle_all(py, settlements)
+            }));
         });
     }
 }

@@ -479,6 +479,29 @@ impl NativeSubscription {
         })
     }
 
+    /// The next updates: the first one to arrive and every one waiting after it, at most
+    /// `limit` (one result for the lot), or `None` once the subscription ended.
+    #[pyo3(signature = (limit = 256))]
+    fn next_batch<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        let limit = limit.max(1);
+        awaitable(py, async move {
+            let mut sub = inner.lock().await;
+            let Some(first) = sub.next().await else {
+                return Ok(None);
+            };
+            let mut batch = Vec::with_capacity(limit.min(64));
+            batch.push(Update(first));
+            while batch.len() < limit {
+                match sub.try_next() {
+                    Some(u) => batch.push(Update(u)),
+                    None => break,
+                }
+            }
+            Ok(Some(batch))
+        })
+    }
+
     /// An update if one is waiting (and no other call is waiting for one), without waiting.
     fn try_next(&self) -> Option<Update> {
         self.inner

@@ -231,6 +231,38 @@ async def test_cancelling_a_wait_for_an_update_loses_nothing(server: Server, top
     await session.close()
 
 
+async def test_a_burst_settles_and_arrives_in_order_with_cancelled_waits(
+    server: Server, topic: str
+) -> None:
+    """2,000 publishes at once all settle; their updates come in batches across the native
+    boundary and are handed out one by one, in order, each once, even when waits for them are
+    cancelled in the middle of a batch."""
+    session = await connect(server.url)
+    sub = await session.subscribe(f"{topic}/*")
+    n = 2000
+    published = [session.publish(f"{topic}/{'odd' if i % 2 else 'even'}", str(i)) for i in range(n)]
+    outcomes = await within(asyncio.gather(*published, return_exceptions=True), "the publishes")
+    assert [o for o in outcomes if o is not None] == []
+    received: List[Any] = []
+    while len(received) < n:
+        if len(received) % 97 == 1:
+            # A wait cancelled mid-batch, before or after it ran: nothing is lost.
+            step = asyncio.ensure_future(sub.__anext__())
+            if len(received) % 2:
+                await asyncio.sleep(0)
+            step.cancel()
+            try:
+                received.append(await step)
+            except asyncio.CancelledError:
+                pass
+        received.append(await within(sub.__anext__(), f"update {len(received)}"))
+    assert [(u.topic, u.value) for u in received] == [
+        (f"{topic}/{'odd' if i % 2 else 'even'}", str(i).encode()) for i in range(n)
+    ]
+    assert not any(u.snapshot for u in received)
+    await session.close()
+
+
 async def test_cancelled_publish_is_still_delivered_and_the_session_goes_on(
     server: Server, proxy: Proxy, topic: str
 ) -> None:

@@ -11,13 +11,17 @@
 //! | g | login storm: N fresh opens with a password and with a signed token: time, server CPU | — | token: < 5 s |
 //! | r | the Redis store: resume same/other node, publishes/s, fan-out; raw Redis appends | the memory store, same run | report |
 //! | k | rolling restart of a three-node cluster under N sessions: drain time, time until all are back | — | zero loss, zero sessions ended |
+//! | h | one session through the Node.js and Python packages, 100 B messages/s, both directions | raw Node.js `ws`, raw Python `websockets`, against a raw tokio-tungstenite server | Node.js server → client ≥ 1.0× |
 //!
 //! `cargo xtask bench` builds the release binaries and re-runs itself from `target/release`
 //! (`--built`), so that the load generator is a release build too. Servers whose memory is
 //! measured, and the storm's fault proxies and probe, run in child processes
 //! (`target/release/tether-server`, and this xtask with the hidden `--child ROLE` option).
-//! Targets are printed, never asserted. Results: BENCHMARKS.md.
+//! For (h) it also builds the release addon of the Node.js package, installs the Python package
+//! (release) and `websockets` into `target/bench-h/venv`, and `ws` into `target/bench-h/node`
+//! (see `bindings.rs`). Targets are printed, never asserted. Results: BENCHMARKS.md.
 
+mod bindings;
 mod child;
 mod cluster;
 mod fanout;
@@ -83,6 +87,8 @@ pub(crate) struct Sizes {
     pub(crate) updates: u64,
     /// (e) sessions cut at once.
     pub(crate) storm_sessions: usize,
+    /// (h) messages per direction through each language package.
+    pub(crate) binding_messages: u64,
 }
 
 impl Sizes {
@@ -94,6 +100,7 @@ impl Sizes {
             subscribers: 10_000,
             updates: 100,
             storm_sessions: 10_000,
+            binding_messages: 200_000,
         }
     }
 
@@ -105,6 +112,7 @@ impl Sizes {
             subscribers: 200,
             updates: 20,
             storm_sessions: 200,
+            binding_messages: 2_000,
         }
     }
 
@@ -135,6 +143,9 @@ pub(crate) struct Plan {
     pub(crate) only: Vec<char>,
     pub(crate) launcher: Launcher,
     pub(crate) micro: Micro,
+    /// (h): the packages to measure; `None` skips (h) (the quick test, without the Node.js
+    /// and Python suites' builds).
+    pub(crate) bindings: Option<bindings::Bindings>,
 }
 
 impl Plan {
@@ -173,6 +184,7 @@ pub(crate) fn command(args: Args) -> bool {
             xtask: exe,
         },
         micro: Micro::Criterion,
+        bindings: Some(bindings::Bindings::release()),
     };
     let started = Instant::now();
     let report = run_suite(&plan);
@@ -231,6 +243,11 @@ fn build_and_rerun(args: &Args) -> bool {
         if !crate::test::run_step("cargo bench -p tether-protocol --no-run", bench) {
             return false;
         }
+    }
+    let wants_bindings =
+        args.only.is_empty() || args.only.iter().any(|c| c.eq_ignore_ascii_case(&'h'));
+    if wants_bindings && !bindings::install() {
+        return false;
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -296,7 +313,7 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
             println!("--- run {run} of {}", plan.runs);
         }
         let l = &plan.launcher;
-        let measures: [(char, &str); 8] = [
+        let measures: [(char, &str); 9] = [
             ('a', "resume latency"),
             ('b', "one-session throughput"),
             ('c', "idle memory"),
@@ -305,11 +322,20 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
             ('g', "login storm"),
             ('r', "redis store"),
             ('k', "rolling restart"),
+            ('h', "language packages"),
         ];
         for (id, name) in measures {
             if !plan.wants(id) {
                 continue;
             }
+            if id == 'h' && plan.bindings.is_none() {
+                if run == 1 {
+                    report
+                        .note("(h) skipped: the Node.js and Python packages are not built".into());
+                }
+                continue;
+            }
+            let packages = plan.bindings.clone();
             println!("[{id}] {name}...");
             let started = Instant::now();
             let result = runtime.block_on(async {
@@ -329,6 +355,10 @@ pub(crate) fn run_suite(plan: &Plan) -> Report {
                         .await
                     }
                     'k' => rolling::run(l, sizes.storm_sessions).await,
+                    'h' => match &packages {
+                        Some(b) => bindings::run(b, sizes.binding_messages).await,
+                        None => Ok(Vec::new()),
+                    },
                     _ => storm::run(l, sizes.storm_sessions).await,
                 }
             });
@@ -484,12 +514,20 @@ mod tests {
                 test: "bench::tests::child_process".into(),
             },
             micro: Micro::InProcess,
+            // The debug builds of the Node.js and Python suites, when they ran before.
+            bindings: bindings::Bindings::debug(),
         };
+        if plan.bindings.is_none() {
+            println!("(h) skipped: the Node.js and Python suites' builds are not there");
+        }
         let report = run_suite(&plan);
         report.print();
         assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
         let keys = report.keys();
         for key in report::EXPECTED_KEYS {
+            if key.starts_with("h.") && plan.bindings.is_none() {
+                continue;
+            }
             assert!(keys.contains(key), "row {key} missing; rows: {keys:?}");
         }
         let dir = std::env::temp_dir().join(format!("tether-bench-test-{}", std::process::id()));

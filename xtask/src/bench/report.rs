@@ -51,6 +51,10 @@ pub(crate) const EXPECTED_KEYS: &[&str] = &[
     "k.back",
     "k.lost",
     "k.closed",
+    "h.node.down",
+    "h.node.up",
+    "h.python.down",
+    "h.python.up",
 ];
 
 /// What a value counts.

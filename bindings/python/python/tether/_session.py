@@ -7,6 +7,7 @@ Everything awaitable that the API returns is also a coroutine as far as asyncio 
 from __future__ import annotations
 
 import asyncio
+import collections
 from types import TracebackType
 from typing import (
     Any,
@@ -15,6 +16,7 @@ from typing import (
     Coroutine,
     Generator,
     Generic,
+    List,
     Optional,
     Type,
     TypeVar,
@@ -111,6 +113,51 @@ class _NextQueue(Generic[T]):
             return item
 
 
+class _BatchQueue(Generic[T]):
+    """Cancel-safe ``__anext__`` over a native ``next_batch()`` awaitable, as
+    :class:`_NextQueue`: the updates that arrived together come in one result (one wake-up of
+    the loop) and are handed out one by one from here, without waiting. At most one batch
+    (256 updates) is held here per subscription."""
+
+    def __init__(self, next_batch: Callable[[], "asyncio.Future[Optional[List[T]]]"]) -> None:
+        self._next_batch = next_batch
+        self._pending: Optional["asyncio.Future[Optional[List[T]]]"] = None
+        self._lock: Optional[asyncio.Lock] = None
+        self._ready: "collections.deque[T]" = collections.deque()
+        self._ended = False
+
+    async def next(self) -> Optional[T]:
+        if self._ready:
+            return self._ready.popleft()
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            # Another caller may have received a batch while this one waited for the lock.
+            if self._ready:
+                return self._ready.popleft()
+            if self._ended:
+                return None
+            if self._pending is None:
+                self._pending = self._next_batch()
+            pending = self._pending
+            try:
+                batch = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                # As in _NextQueue: the batch stays for the next call.
+                if pending.cancelled():
+                    self._pending = None
+                raise
+            except BaseException:
+                self._pending = None
+                raise
+            self._pending = None
+            if batch is None:
+                self._ended = True
+                return None
+            self._ready.extend(batch)
+            return self._ready.popleft()
+
+
 class StateChanges:
     """A session's state changes from the moment :meth:`Session.state_changes` was called,
     in order; the iteration ends after the closed state::
@@ -156,7 +203,7 @@ class Subscription(_CoroutineProtocol["Subscription"]):
         self._session = session
         self._selector = selector
         self._subscribing: Optional["asyncio.Future[_tether.NativeSubscription]"] = None
-        self._queue: Optional[_NextQueue[Update]] = None
+        self._queue: Optional[_BatchQueue[Update]] = None
 
     @property
     def selector(self) -> str:
@@ -168,7 +215,7 @@ class Subscription(_CoroutineProtocol["Subscription"]):
         # Shielded: a cancelled caller leaves the subscription to complete for the next one.
         native = await asyncio.shield(self._subscribing)
         if self._queue is None:
-            self._queue = _NextQueue(native.next)
+            self._queue = _BatchQueue(native.next_batch)
         return self
 
     def __await__(self) -> Generator[Any, None, "Subscription"]:

@@ -1,7 +1,7 @@
 """Type stubs of the native module ``tether._tether`` (private: use ``tether``)."""
 
 import asyncio
-from typing import Callable, Dict, Optional, Sequence, Union, final
+from typing import Callable, Dict, List, Optional, Sequence, Union, final
 
 from ._types import CloseReason, Jitter, SessionState
 
@@ -99,6 +99,7 @@ class NativeSubscription:
     @property
     def selector(self) -> str: ...
     def next(self) -> asyncio.Future[Optional[Update]]: ...
+    def next_batch(self, limit: int = 256) -> asyncio.Future[Optional[List[Update]]]: ...
     def next_blocking(self, timeout: Optional[float] = None) -> Optional[Update]: ...
     def try_next(self) -> Optional[Update]: ...
 

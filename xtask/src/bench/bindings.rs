@@ -1,0 +1,426 @@
+//! (h) One session's throughput through the language packages, 100 B messages, each
+//! direction: the Node.js package (`tether-session`, the napi-rs addon) against the raw `ws`
+//! package, and the Python package (`tether`, pyo3) against the raw `websockets` package, in
+//! the same run on the same machine. The Tether server runs in this process (as in (b)); the
+//! raw clients talk to the raw tokio-tungstenite server of [`super::raw`] (`/down/N`,
+//! `/up/N`). Each phase is a child process running `h_bench.js` or `h_bench.py`, which
+//! prints its own rate (server → client: first update to last; client → server: first publish
+//! to last completion, at most 4096 awaiting).
+//!
+//! `cargo xtask bench` installs what this needs before it measures ([`install`]): the release
+//! addon (`cargo build --release -p tether-node`), `ws` (`npm install` into
+//! `target/bench-h/node`), and a venv `target/bench-h/venv` with `websockets` and the package
+//! built by maturin in release. The in-process quick test uses the debug builds the Node.js
+//! and Python suites make (`target/debug/libtether_node.so`, `target/python-venv`) when they
+//! are there (see [`Bindings::debug`]).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tether_server::Server;
+use tokio::sync::mpsc;
+
+use super::raw::{self, PAYLOAD};
+use super::report::{Sample, Target, Unit};
+use super::server_config;
+
+const NODE_SCRIPT: &str = include_str!("h_bench.js");
+const PYTHON_SCRIPT: &str = include_str!("h_bench.py");
+
+/// Server → client: how far the publisher may run ahead of the subscriber (below the core's
+/// default delivery limit, 10,000).
+const DOWN_WINDOW: u64 = 8192;
+/// No output from a child for this long is a failure.
+const STALL: Duration = Duration::from_secs(60);
+
+const TOPIC_DOWN: &str = "bench/down";
+
+/// The `ws` version installed for the baseline.
+const WS_PACKAGE: &str = "ws@8";
+
+/// Where the packages measured are.
+#[derive(Debug, Clone)]
+pub(crate) struct Bindings {
+    /// `target/bench-h`: the scripts, `node/` (with `ws` and a copy of the package).
+    dir: PathBuf,
+    /// The addon to load (`libtether_node.so`).
+    addon: PathBuf,
+    /// A Python interpreter with `tether` and `websockets` installed.
+    python: PathBuf,
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::test::root().join("target"))
+}
+
+fn addon_name() -> String {
+    format!(
+        "{}tether_node{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
+}
+
+impl Bindings {
+    /// What [`install`] made: the release addon and `target/bench-h/venv`.
+    pub(crate) fn release() -> Bindings {
+        let target = target_dir();
+        let dir = target.join("bench-h");
+        Bindings {
+            addon: target.join("release").join(addon_name()),
+            python: venv_python(&dir.join("venv")),
+            dir,
+        }
+    }
+
+    /// The debug builds of the Node.js and Python suites (`cargo xtask test --only node`,
+    /// `--only python`), if both are there; `ws` and `websockets` are installed as needed.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn debug() -> Option<Bindings> {
+        let target = target_dir();
+        let b = Bindings {
+            dir: target.join("bench-h"),
+            addon: target.join("debug").join(addon_name()),
+            python: venv_python(&target.join("python-venv")),
+        };
+        let has_tether = Command::new(&b.python)
+            .args(["-c", "import tether"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        (b.addon.is_file() && has_tether && has_node()).then_some(b)
+    }
+
+    fn node_dir(&self) -> PathBuf {
+        self.dir.join("node")
+    }
+
+    /// Writes the scripts and a fresh copy of the package's JavaScript; installs `ws` and
+    /// `websockets` if they are missing.
+    fn prepare(&self) -> Result<(), String> {
+        let node = self.node_dir();
+        let package = node.join("tether-session");
+        std::fs::create_dir_all(&package).map_err(|e| format!("{}: {e}", package.display()))?;
+        let write = |path: PathBuf, text: &str| {
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        write(node.join("h_bench.js"), NODE_SCRIPT)?;
+        write(self.dir.join("h_bench.py"), PYTHON_SCRIPT)?;
+        let source = crate::test::root().join("bindings").join("node");
+        for file in ["index.js", "native.js"] {
+            std::fs::copy(source.join(file), package.join(file))
+                .map_err(|e| format!("copy bindings/node/{file}: {e}"))?;
+        }
+        if !self.addon.is_file() {
+            return Err(format!(
+                "no addon at {} (`cargo xtask bench` builds it)",
+                self.addon.display()
+            ));
+        }
+        install_ws(&node)?;
+        install_websockets(&self.python)
+    }
+}
+
+fn has_node() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `npm install ws` into `dir`, unless it is there.
+fn install_ws(dir: &Path) -> Result<(), String> {
+    if dir
+        .join("node_modules")
+        .join("ws")
+        .join("package.json")
+        .is_file()
+    {
+        return Ok(());
+    }
+    let manifest = dir.join("package.json");
+    if !manifest.is_file() {
+        std::fs::write(
+            &manifest,
+            "{ \"name\": \"tether-bench-h\", \"private\": true }\n",
+        )
+        .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    }
+    let status = Command::new("npm")
+        .current_dir(dir)
+        .args(["install", "--no-audit", "--no-fund", WS_PACKAGE])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run npm: {e}"))?;
+    if !status.success() {
+        return Err(format!("npm install {WS_PACKAGE} failed ({status})"));
+    }
+    Ok(())
+}
+
+/// `pip install websockets` for `python`, unless it has it.
+fn install_websockets(python: &Path) -> Result<(), String> {
+    let has = Command::new(python)
+        .args(["-c", "import websockets"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has {
+        return Ok(());
+    }
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "websockets",
+        ])
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !status.success() {
+        return Err(format!("pip install websockets failed ({status})"));
+    }
+    Ok(())
+}
+
+/// Builds and installs what (h) measures, in release (run by `cargo xtask bench` before it
+/// measures): the addon, `ws`, and a venv with the Python package and `websockets`.
+pub(crate) fn install() -> bool {
+    let mut addon = crate::test::cargo();
+    addon.args(["build", "--release", "-p", "tether-node", "--lib"]);
+    if !crate::test::run_step("cargo build --release -p tether-node --lib", addon) {
+        return false;
+    }
+    let b = Bindings::release();
+    let venv = b.dir.join("venv");
+    if !b.python.is_file() {
+        let mut create = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+        create.arg("-m").arg("venv").arg(&venv);
+        if !crate::test::run_step("python3 -m venv target/bench-h/venv", create) {
+            return false;
+        }
+    }
+    let mut pip = Command::new(&b.python);
+    pip.current_dir(crate::test::root())
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--force-reinstall",
+            "--no-deps",
+        ])
+        .arg("./bindings/python");
+    if !crate::test::run_step(
+        "pip install ./bindings/python into target/bench-h/venv (maturin, release)",
+        pip,
+    ) {
+        return false;
+    }
+    match b.prepare() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("bench (h): {e}");
+            false
+        }
+    }
+}
+
+/// A script running in a child process; killed when dropped.
+struct Script {
+    child: std::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    what: String,
+}
+
+impl Script {
+    fn start(b: &Bindings, lang: Lang, mode: &str, url: &str, n: u64) -> Result<Script, String> {
+        let mut cmd = match lang {
+            Lang::Node => {
+                let mut c = Command::new("node");
+                c.arg(b.node_dir().join("h_bench.js"))
+                    .env("TETHER_ADDON", &b.addon);
+                c
+            }
+            Lang::Python => {
+                let mut c = Command::new(&b.python);
+                c.arg(b.dir.join("h_bench.py"));
+                c
+            }
+        };
+        let what = format!("{} {mode}", lang.name());
+        cmd.args([mode, url, &n.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {what}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Script { child, lines, what })
+    }
+
+    /// The next line of output.
+    async fn line(&mut self) -> Result<String, String> {
+        match tokio::time::timeout(STALL, self.lines.recv()).await {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => Err(format!("{} ended early", self.what)),
+            Err(_) => Err(format!("{} stalled", self.what)),
+        }
+    }
+
+    /// Reads up to the `rate` line.
+    async fn rate(mut self) -> Result<f64, String> {
+        loop {
+            let line = self.line().await?;
+            if let Some(rate) = line.strip_prefix("rate ") {
+                return rate
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|e| format!("{}: bad rate {rate:?}: {e}", self.what));
+            }
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        // It exits by itself after the rate line; a failed phase leaves it running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Lang {
+    Node,
+    Python,
+}
+
+impl Lang {
+    fn name(self) -> &'static str {
+        match self {
+            Lang::Node => "node",
+            Lang::Python => "python",
+        }
+    }
+}
+
+pub(crate) async fn run(b: &Bindings, n: u64) -> Result<Vec<Sample>, String> {
+    b.prepare()?;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = Server::bind(server_config()?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw_listener = tokio::net::TcpListener::bind(any)
+        .await
+        .map_err(|e| e.to_string())?;
+    let raw_addr = raw_listener.local_addr().map_err(|e| e.to_string())?;
+    let raw_server = tokio::spawn(raw::serve(raw_listener));
+    let result = async {
+        let mut samples = Vec::new();
+        for lang in [Lang::Node, Lang::Python] {
+            samples.extend(measure(b, lang, &server, raw_addr, n).await?);
+        }
+        Ok::<_, String>(samples)
+    }
+    .await;
+    raw_server.abort();
+    server.shutdown(Duration::from_secs(1)).await;
+    result
+}
+
+async fn measure(
+    b: &Bindings,
+    lang: Lang,
+    server: &Server,
+    raw_addr: std::net::SocketAddr,
+    n: u64,
+) -> Result<Vec<Sample>, String> {
+    let url = server.url();
+    let raw = format!("ws://{raw_addr}");
+    let tether_down = down_tether(b, lang, server, n).await?;
+    let raw_down = Script::start(b, lang, "raw-down", &format!("{raw}/down/{n}"), n)?
+        .rate()
+        .await?;
+    let tether_up = Script::start(b, lang, "tether-up", &url, n)?.rate().await?;
+    let raw_up = Script::start(b, lang, "raw-up", &format!("{raw}/up/{n}"), n)?
+        .rate()
+        .await?;
+    let (package, baseline, down_target) = match lang {
+        Lang::Node => ("Node.js", "ws", Target::RatioAtLeast(1.0)),
+        Lang::Python => ("Python", "websockets", Target::None),
+    };
+    let note = format!("{n} messages of {PAYLOAD} B each way; raw = the {baseline} package");
+    let key = lang.name();
+    Ok(vec![
+        Sample::new(
+            &format!("h.{key}.down"),
+            &format!("{package} package: topic updates server → client"),
+            Unit::PerSec,
+            tether_down,
+        )
+        .baseline(raw_down)
+        .target(down_target)
+        .note(note.clone()),
+        Sample::new(
+            &format!("h.{key}.up"),
+            &format!("{package} package: publishes client → server"),
+            Unit::PerSec,
+            tether_up,
+        )
+        .baseline(raw_up)
+        .note(note),
+    ])
+}
+
+/// The server publishes `n` updates (within [`DOWN_WINDOW`] of what the script reported
+/// received) to the script's subscription.
+async fn down_tether(b: &Bindings, lang: Lang, server: &Server, n: u64) -> Result<f64, String> {
+    let mut script = Script::start(b, lang, "tether-down", &server.url(), n)?;
+    while script.line().await? != "ready" {}
+    let payload = Bytes::from(vec![0x5a; PAYLOAD]);
+    let mut received = 0u64;
+    for i in 0..n {
+        while i.saturating_sub(received) >= DOWN_WINDOW {
+            let line = script.line().await?;
+            if let Some(k) = line.strip_prefix("got ") {
+                received = k.trim().parse().unwrap_or(received);
+            }
+        }
+        server
+            .publish(TOPIC_DOWN, payload.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        if i % 256 == 255 {
+            tokio::task::yield_now().await;
+        }
+    }
+    script.rate().await
+}
