@@ -22,7 +22,7 @@ use crate::error::{ErrorC, FfiError, TETHER_ERROR_NONE};
 use crate::options::{GapCb, GapReportC, PublishDoneCb, SessionOptionsC, TopicLossC};
 use crate::state::{SESSION_STATE_UNKNOWN, SessionStateValue, reason_name, state_value};
 use crate::strategy::{DEFAULT_STRATEGY, ReconnectionStrategyC};
-use crate::strings::{arg_str, malloc_string, opt_str};
+use crate::strings::{arg_bytes, arg_str, malloc_string, opt_str};
 
 /// A user pointer (`args`, `context`) handed back to C callbacks.
 ///
@@ -958,14 +958,8 @@ pub unsafe extern "C" fn session_publish(
         let h = unsafe { handle_ref(session) }?;
         // SAFETY: NULL or NUL-terminated, valid during this call, per the contract.
         let topic = unsafe { arg_str(topic, "topic") }?;
-        let bytes: &[u8] = if length == 0 {
-            &[]
-        } else if value.is_null() {
-            return Err(FfiError::NullArgument("value"));
-        } else {
-            // SAFETY: not NULL and readable for `length` bytes during the call, per contract.
-            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), length) }
-        };
+        // SAFETY: NULL or readable for `length` bytes during the call, per the contract.
+        let bytes = unsafe { arg_bytes(value, length) }?;
         let s = h.session().ok_or(FfiError::NullArgument("session"))?;
         h.run(s.publish(topic, bytes.to_vec()))??;
         Ok(true)
@@ -1002,14 +996,8 @@ pub unsafe extern "C" fn session_send(
         let h = unsafe { handle_ref(session) }?;
         // SAFETY: NULL or NUL-terminated, valid during this call, per the contract.
         let topic = unsafe { arg_str(topic, "topic") }?;
-        let bytes: &[u8] = if length == 0 {
-            &[]
-        } else if value.is_null() {
-            return Err(FfiError::NullArgument("value"));
-        } else {
-            // SAFETY: not NULL and readable for `length` bytes during the call, per contract.
-            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), length) }
-        };
+        // SAFETY: NULL or readable for `length` bytes during the call, per the contract.
+        let bytes = unsafe { arg_bytes(value, length) }?;
         let s = h.session().ok_or(FfiError::NullArgument("session"))?;
         let sends = h.sends()?;
         let completion = s.send(topic, bytes.to_vec())?;

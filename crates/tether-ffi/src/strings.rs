@@ -1,6 +1,6 @@
 //! Strings across the boundary: borrowed from C as `&str`, handed to C as `malloc`ed copies.
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_char, c_void};
 
 use crate::error::FfiError;
 
@@ -18,6 +18,25 @@ pub(crate) unsafe fn arg_str<'a>(
     // SAFETY: not NULL, and the caller promises a NUL-terminated string valid for 'a.
     let c = unsafe { CStr::from_ptr(ptr) };
     c.to_str().map_err(|_| FfiError::InvalidUtf8(name))
+}
+
+/// Borrows `length` bytes at `value` from C (a message's value); NULL is allowed only for an
+/// empty value.
+///
+/// # Safety
+/// `value` is NULL or readable for `length` bytes, unchanged for `'a`.
+pub(crate) unsafe fn arg_bytes<'a>(
+    value: *const c_void,
+    length: usize,
+) -> Result<&'a [u8], FfiError> {
+    if length == 0 {
+        return Ok(&[]);
+    }
+    if value.is_null() {
+        return Err(FfiError::NullArgument("value"));
+    }
+    // SAFETY: not NULL, and readable for `length` bytes for 'a, per the caller.
+    Ok(unsafe { std::slice::from_raw_parts(value.cast::<u8>(), length) })
 }
 
 /// Like [`arg_str`], but NULL is allowed and gives `None`.
