@@ -288,22 +288,12 @@ impl Fixture {
             .await
             .map_err(|_| FixtureError::TimedOut("the drain".into()))?
             .map_err(|e| FixtureError::Server(format!("drain: {e}")))?;
-        // The drained server's listener goes with its accept task, on the runtime's time: the
-        // address may be busy for a moment, which nothing announces.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match Server::bind(env.config.clone()).await {
-                Ok(again) => {
-                    env.server = Some(again);
-                    return Ok(());
-                }
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(FixtureError::Server(format!("restart: {e}"))),
-            }
-        }
+        // A drain returns once its listener is closed: the same address binds at once.
+        let again = Server::bind(env.config.clone())
+            .await
+            .map_err(|e| FixtureError::Server(format!("restart: {e}")))?;
+        env.server = Some(again);
+        Ok(())
     }
 
     /// Ends the current environment, if any.

@@ -43,7 +43,7 @@ impl Server {
     /// read from it. Returns once every connection is gone or `grace` ended. With a shared
     /// store the sessions resume on other nodes; with the memory store and a `state_dir`
     /// they are saved for the next start; otherwise they end with this process.
-    pub async fn drain(self, grace: Duration) -> Result<DrainReport, StateError> {
+    pub async fn drain(mut self, grace: Duration) -> Result<DrainReport, StateError> {
         let started = tokio::time::Instant::now();
         let shared = self.shared.clone();
         shared.draining.store(true, Ordering::SeqCst);

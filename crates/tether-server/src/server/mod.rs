@@ -366,12 +366,16 @@ impl Server {
     }
 
     /// Stops the accept loop, the metrics listener and the cluster's tasks.
-    async fn stop_accepting(&self) {
+    /// Returns once the listeners are closed: the address is free for a new server at once.
+    async fn stop_accepting(&mut self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         self.stop.notify_one();
         self.accept.abort();
-        if let Some((_, task)) = &self.metrics_server {
+        // The listener goes when its task ends, not when it is told to.
+        let _ = (&mut self.accept).await;
+        if let Some((_, task)) = &mut self.metrics_server {
             task.abort();
+            let _ = task.await;
         }
         if let Some(cluster) = &self.shared.cluster {
             cluster.stop();
@@ -381,7 +385,7 @@ impl Server {
     /// Stops accepting, closes every session (reason closed by server: the sessions end) and
     /// waits up to `grace` for the connections to go. To restart without ending sessions, use
     /// [`Server::drain`].
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(mut self, grace: Duration) {
         self.stop_accepting().await;
         let slots: Vec<Arc<Slot>> = lock(&self.shared.sessions).values().cloned().collect();
         for slot in slots {
