@@ -12,7 +12,7 @@ use tether_protocol::handshake::SessionAccepted;
 use tether_protocol::server::{ResumeOutcome, ServerFault, ServerSession};
 use tether_protocol::{CloseReason, ResumeToken, ResumeTokens, Selector, SessionId, Update};
 
-use crate::auth::{Permissions, verify_password};
+use crate::auth::{Permissions, unknown_principal_hash, verify_password};
 
 use super::*;
 
@@ -96,14 +96,18 @@ impl Shared {
                 let password = credentials.ok_or_else(wrong)?;
                 // An unknown principal costs the same check as a wrong password, so that the
                 // answer's timing does not tell which names exist.
-                let hash = known.as_ref().map_or_else(
-                    || crate::auth::unknown_principal_hash().to_owned(),
-                    |(hash, _)| hash.clone(),
-                );
-                // argon2 is slow on purpose: off the async workers, one check per core.
+                let hash = known.as_ref().map(|(hash, _)| hash.clone());
+                // argon2 is slow on purpose: off the async workers (making the random hash
+                // too, the first time), one check per core.
                 let ok = self
                     .password_checks
-                    .run(move || verify_password(&hash, &password))
+                    .run(move || {
+                        let hash: &str = match &hash {
+                            Some(hash) => hash,
+                            None => unknown_principal_hash(),
+                        };
+                        verify_password(hash, &password)
+                    })
                     .await;
                 let Some((_, perms)) = known.filter(|_| ok) else {
                     return Err(wrong());
