@@ -615,7 +615,7 @@ impl<'a> Runner<'a> {
                 let value = String::from_utf8_lossy(&update.value).into_owned();
                 shared.update(|e| {
                     e.updates
-                        .entry(update.topic.clone())
+                        .entry(update.topic.to_string())
                         .or_default()
                         .push(value);
                 });

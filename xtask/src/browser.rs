@@ -271,7 +271,7 @@ impl Stage {
                     .and_then(|s| s.trim().parse::<u64>().ok())
                 {
                     let mut tallies = t.lock().unwrap_or_else(|e| e.into_inner());
-                    tallies.entry(update.topic).or_default().add(n);
+                    tallies.entry(update.topic.to_string()).or_default().add(n);
                 }
             })
             .await?;

@@ -543,7 +543,10 @@ impl Driver {
             },
             Conn::Upgrading { opened: false, .. } | Conn::None => {}
             Conn::Active { .. } => {
-                let mut end = match self.proto.handle_message(now, bytes) {
+                let mut end = match self
+                    .proto
+                    .handle_message(now, &bytes::Bytes::copy_from_slice(bytes))
+                {
                     Ok(()) => None,
                     Err(fault) => Some(fault_end(&fault)),
                 };

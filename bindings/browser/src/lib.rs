@@ -140,7 +140,7 @@ fn action(a: Action) -> JsValue {
             set(&o, "type", "update");
             let list: Array = subs.iter().map(|s| JsValue::from(*s)).collect();
             set(&o, "subs", list);
-            set(&o, "topic", update.topic.as_str());
+            set(&o, "topic", &*update.topic);
             set(&o, "value", bytes(&update.value));
             set(&o, "snapshot", update.snapshot);
             set(&o, "partition", update.position.partition);

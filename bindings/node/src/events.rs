@@ -77,10 +77,10 @@ impl JsUpdates {
         let mut values = Vec::with_capacity(updates.iter().map(|u| u.value.len()).sum());
         let mut meta = Vec::with_capacity(updates.len() * META);
         for update in updates {
-            let index = match topics.iter().rposition(|t| *t == update.topic) {
+            let index = match topics.iter().rposition(|t| **t == *update.topic) {
                 Some(i) => i,
                 None => {
-                    topics.push(update.topic);
+                    topics.push(update.topic.to_string());
                     topics.len() - 1
                 }
             };

@@ -408,7 +408,7 @@ pub struct TopicUpdate {
 impl From<tether::TopicUpdate> for TopicUpdate {
     fn from(u: tether::TopicUpdate) -> Self {
         TopicUpdate {
-            topic: u.topic,
+            topic: u.topic.to_string(),
             value: u.value.to_vec(),
             partition: i64::from(u.position.partition),
             offset: i64::try_from(u.position.offset).unwrap_or(i64::MAX),

@@ -866,7 +866,7 @@ pub unsafe extern "C" fn session_subscribe(
                 let Some(h) = weak.upgrade() else {
                     return;
                 };
-                let topic = match CString::new(update.topic) {
+                let topic = match CString::new(&*update.topic) {
                     Ok(t) => t,
                     Err(e) => {
                         warn!(error = %e, "topic with a NUL byte not delivered to C");

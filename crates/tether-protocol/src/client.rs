@@ -154,6 +154,8 @@ pub struct ClientSession {
     /// may have reached the server, one above it certainly did not.
     sent_through: u64,
     close: CloseProgress,
+    /// Topic names shared across frames, both ways.
+    topics: frame::TopicCache,
 }
 
 /// Where the application's close stands.
@@ -178,6 +180,7 @@ impl ClientSession {
             rejected: BTreeSet::new(),
             received: 0,
             positions: BTreeMap::new(),
+            topics: frame::TopicCache::default(),
             control: VecDeque::new(),
             events: VecDeque::new(),
             conn: None,
@@ -303,10 +306,8 @@ impl ClientSession {
 
     /// Queues a publish.
     pub fn publish(&mut self, topic: &str, value: Bytes) -> Result<u64, QueueFull> {
-        self.push_request(&ClientFrame::Publish {
-            topic: topic.to_owned(),
-            value,
-        })
+        let topic = self.topics.intern(topic);
+        self.push_request(&ClientFrame::Publish { topic, value })
     }
 
     /// The application closes the session. Requests queued before are written first, in
@@ -321,25 +322,39 @@ impl ClientSession {
 
     /// Feeds one WebSocket binary message from the server: one frame, or on a batched
     /// connection every frame of the batch, in order.
-    pub fn handle_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ConnectionFault> {
+    ///
+    /// Updates' values share `message`'s buffer (no copy per update).
+    pub fn handle_message(&mut self, now: Instant, message: &Bytes) -> Result<(), ConnectionFault> {
+        let malformed = |e: frame::DecodeError| ConnectionFault::Protocol(e.to_string());
         if !self.conn.as_ref().is_some_and(|c| c.batched) {
-            return self.handle_frame(now, bytes);
+            let frame = frame::decode_server_in(message, message, &mut self.topics);
+            return self.handle_server_frame(now, frame.map_err(malformed)?);
         }
-        for frame in frame::batch_frames(bytes) {
-            let frame = frame.map_err(|e| ConnectionFault::Protocol(e.to_string()))?;
-            self.handle_frame(now, frame)?;
+        for part in frame::batch_frames(message) {
+            let part = part.map_err(malformed)?;
+            let frame = frame::decode_server_in(message, part, &mut self.topics);
+            self.handle_server_frame(now, frame.map_err(malformed)?)?;
         }
         Ok(())
     }
 
     /// Feeds one frame from the server.
     pub fn handle_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ConnectionFault> {
+        let frame =
+            frame::decode_server(bytes).map_err(|e| ConnectionFault::Protocol(e.to_string()))?;
+        self.handle_server_frame(now, frame)
+    }
+
+    /// Handles one decoded frame from the server.
+    fn handle_server_frame(
+        &mut self,
+        now: Instant,
+        frame: ServerFrame,
+    ) -> Result<(), ConnectionFault> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
         conn.liveness.received(now);
-        let frame =
-            frame::decode_server(bytes).map_err(|e| ConnectionFault::Protocol(e.to_string()))?;
         if frame.is_sequenced() {
             self.received += 1;
             if conn.acks.on_received(now) {

@@ -11,6 +11,8 @@
 //! Frames are encoded with [postcard](https://docs.rs/postcard), a compact, stable, `serde`-based
 //! format; decoding never panics and reports a [`DecodeError`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +43,9 @@ pub enum ClientFrame {
     },
     /// Sequenced: set a topic's value and deliver it to its subscribers.
     Publish {
-        /// A topic path.
-        topic: String,
+        /// A topic path (shared: a connection's frames reuse one allocation per topic, see
+        /// [`TopicCache`]).
+        topic: Arc<str>,
         /// The new value.
         value: Bytes,
     },
@@ -75,8 +78,8 @@ impl ClientFrame {
 /// One topic update delivered to a subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
-    /// The topic path.
-    pub topic: String,
+    /// The topic path (shared: one allocation per topic, not per update; see [`TopicCache`]).
+    pub topic: Arc<str>,
     /// The value.
     pub value: Bytes,
     /// The update's position in the topic's log.
@@ -364,6 +367,109 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerFrame, DecodeError> {
     decode(bytes)
 }
 
+/// The topic names one connection has seen lately, so that a stream of frames on the same
+/// few topics shares one allocation per topic instead of making one per frame.
+#[derive(Debug, Default)]
+pub struct TopicCache {
+    recent: [Option<Arc<str>>; TopicCache::SIZE],
+    next: usize,
+}
+
+impl TopicCache {
+    const SIZE: usize = 4;
+
+    /// The shared name for `topic`: a recent one when it matches, else a new one remembered
+    /// in place of the oldest.
+    pub fn intern(&mut self, topic: &str) -> Arc<str> {
+        for t in self.recent.iter().flatten() {
+            if **t == *topic {
+                return t.clone();
+            }
+        }
+        let t: Arc<str> = Arc::from(topic);
+        self.recent[self.next] = Some(t.clone());
+        self.next = (self.next + 1) % Self::SIZE;
+        t
+    }
+}
+
+/// The postcard encoding of [`ServerFrame::Update`] starts with its variant index, 0.
+const UPDATE_VARIANT: u8 = 0;
+/// The postcard encoding of [`ClientFrame::Publish`] starts with its variant index, 2.
+const PUBLISH_VARIANT: u8 = 2;
+
+/// [`Update`] borrowing from the received message.
+#[derive(Deserialize)]
+struct UpdateRef<'a> {
+    topic: &'a str,
+    value: &'a [u8],
+    position: Position,
+    snapshot: bool,
+}
+
+/// The fields of [`ClientFrame::Publish`], borrowing from the received message.
+#[derive(Deserialize)]
+struct PublishRef<'a> {
+    topic: &'a str,
+    value: &'a [u8],
+}
+
+/// `part` of `message` as a `Bytes` sharing its buffer (no copy); a copy if `part` is not
+/// inside `message`.
+fn share(message: &Bytes, part: &[u8]) -> Bytes {
+    let range = message.as_ptr_range();
+    let inside =
+        !part.is_empty() && range.start <= part.as_ptr() && part.as_ptr_range().end <= range.end;
+    if inside {
+        message.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
+/// [`decode_server`] for a frame that lies inside `message` (a received WebSocket message):
+/// an update's value shares the message's buffer and its topic comes from `topics`, so that
+/// the hot path copies and allocates nothing per update. The result is the same as
+/// [`decode_server`]'s.
+pub fn decode_server_in(
+    message: &Bytes,
+    frame: &[u8],
+    topics: &mut TopicCache,
+) -> Result<ServerFrame, DecodeError> {
+    match frame.split_first() {
+        Some((&UPDATE_VARIANT, rest)) => {
+            let u: UpdateRef<'_> = decode(rest)?;
+            Ok(ServerFrame::Update(Update {
+                topic: topics.intern(u.topic),
+                value: share(message, u.value),
+                position: u.position,
+                snapshot: u.snapshot,
+            }))
+        }
+        _ => decode(frame),
+    }
+}
+
+/// [`decode_client`] for a frame that lies inside `message`, as [`decode_server_in`] does it
+/// for updates: a publish's value shares the message's buffer and its topic comes from
+/// `topics`.
+pub fn decode_client_in(
+    message: &Bytes,
+    frame: &[u8],
+    topics: &mut TopicCache,
+) -> Result<ClientFrame, DecodeError> {
+    match frame.split_first() {
+        Some((&PUBLISH_VARIANT, rest)) => {
+            let p: PublishRef<'_> = decode(rest)?;
+            Ok(ClientFrame::Publish {
+                topic: topics.intern(p.topic),
+                value: share(message, p.value),
+            })
+        }
+        _ => decode(frame),
+    }
+}
+
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     let (frame, rest) = postcard::take_from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))?;
     if !rest.is_empty() {
@@ -402,6 +508,74 @@ mod tests {
             snapshot: true,
         });
         assert_eq!(decode_server(&encode_to_vec(&update)), Ok(update));
+    }
+
+    #[test]
+    fn decoding_in_place_shares_the_buffer_and_agrees_with_plain_decoding() {
+        let update = ServerFrame::Update(Update {
+            topic: "a/b".into(),
+            value: Bytes::from(vec![9u8; 100]),
+            position: Position {
+                partition: 1,
+                offset: 7,
+            },
+            snapshot: false,
+        });
+        let publish = ClientFrame::Publish {
+            topic: "a/b".into(),
+            value: Bytes::from(vec![8u8; 100]),
+        };
+        let mut message = Vec::new();
+        push_to_batch(&mut message, &encode_to_vec(&update));
+        push_to_batch(&mut message, &encode_to_vec(&update));
+        let message = Bytes::from(message);
+        let mut topics = TopicCache::default();
+        let mut decoded = Vec::new();
+        for f in batch_frames(&message) {
+            let f = f.expect("valid");
+            let shared = decode_server_in(&message, f, &mut topics).expect("decodes");
+            assert_eq!(Ok(&shared), decode_server(f).as_ref());
+            decoded.push(shared);
+        }
+        let [ServerFrame::Update(a), ServerFrame::Update(b)] = &decoded[..] else {
+            panic!("two updates expected, got {decoded:?}");
+        };
+        // The values point into the message, and the two topics are one allocation.
+        let range = message.as_ptr_range();
+        assert!(range.contains(&a.value.as_ptr()) && range.contains(&b.value.as_ptr()));
+        assert!(Arc::ptr_eq(&a.topic, &b.topic));
+
+        let message = Bytes::from(encode_to_vec(&publish));
+        let shared = decode_client_in(&message, &message, &mut topics).expect("decodes");
+        assert_eq!(shared, publish);
+        let ClientFrame::Publish { value, .. } = shared else {
+            unreachable!()
+        };
+        assert!(message.as_ptr_range().contains(&value.as_ptr()));
+        // Other frames, and a frame outside the message (copied, not shared), decode too.
+        let ack = encode_to_vec(&ClientFrame::Ack { received: 5 });
+        assert_eq!(
+            decode_client_in(&message, &ack, &mut topics),
+            Ok(ClientFrame::Ack { received: 5 })
+        );
+        let outside = encode_to_vec(&update);
+        assert_eq!(
+            decode_server_in(&message, &outside, &mut topics),
+            Ok(update)
+        );
+    }
+
+    #[test]
+    fn the_topic_cache_keeps_the_recent_topics() {
+        let mut cache = TopicCache::default();
+        let a = cache.intern("a");
+        for t in ["b", "c", "d"] {
+            cache.intern(t);
+        }
+        assert!(Arc::ptr_eq(&a, &cache.intern("a")), "four topics fit");
+        cache.intern("e");
+        cache.intern("f");
+        assert!(!Arc::ptr_eq(&a, &cache.intern("a")), "the oldest made room");
     }
 
     #[test]

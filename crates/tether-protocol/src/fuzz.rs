@@ -18,17 +18,35 @@ use crate::handshake::{ResumeToken, SessionAccepted, SessionId, SessionRequest};
 use crate::server::ServerSession;
 use crate::{BufferLimits, CloseReason, Position};
 
-/// Decodes a client frame; a decoded frame must survive a round trip.
+/// Decodes a client frame; a decoded frame must survive a round trip, and decoding it in
+/// place (sharing the message's buffer) must give the same result.
 pub fn client_frame(data: &[u8]) {
-    if let Ok(f) = frame::decode_client(data) {
+    let message = Bytes::copy_from_slice(data);
+    let shared = frame::decode_client_in(&message, &message, &mut frame::TopicCache::default());
+    let plain = frame::decode_client(data);
+    assert_eq!(
+        shared.as_ref().ok(),
+        plain.as_ref().ok(),
+        "client frame in place"
+    );
+    if let Ok(f) = plain {
         let again = frame::decode_client(&frame::encode_to_vec(&f));
         assert_eq!(again.as_ref(), Ok(&f), "client frame round trip");
     }
 }
 
-/// Decodes a server frame; a decoded frame must survive a round trip.
+/// Decodes a server frame; a decoded frame must survive a round trip, and decoding it in
+/// place (sharing the message's buffer) must give the same result.
 pub fn server_frame(data: &[u8]) {
-    if let Ok(f) = frame::decode_server(data) {
+    let message = Bytes::copy_from_slice(data);
+    let shared = frame::decode_server_in(&message, &message, &mut frame::TopicCache::default());
+    let plain = frame::decode_server(data);
+    assert_eq!(
+        shared.as_ref().ok(),
+        plain.as_ref().ok(),
+        "server frame in place"
+    );
+    if let Ok(f) = plain {
         let again = frame::decode_server(&frame::encode_to_vec(&f));
         assert_eq!(again.as_ref(), Ok(&f), "server frame round trip");
     }

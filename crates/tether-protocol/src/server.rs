@@ -39,7 +39,7 @@ pub enum ServerRequest {
         /// The request's sequence number.
         seq: u64,
         /// The topic path (not yet validated).
-        topic: String,
+        topic: Arc<str>,
         /// The value.
         value: Bytes,
     },

@@ -173,7 +173,7 @@ impl Pair {
             .handle_frame(self.now, bytes)
             .expect("valid client frame")
         {
-            if topic == self.forbidden {
+            if *topic == *self.forbidden {
                 let error = RequestError {
                     kind: RequestErrorKind::AccessDenied,
                     message: "no".into(),
@@ -191,7 +191,7 @@ impl Pair {
 
     fn client_process(&mut self, bytes: &[u8]) {
         self.client
-            .handle_message(self.now, bytes)
+            .handle_message(self.now, &Bytes::copy_from_slice(bytes))
             .expect("valid server frame");
         while let Some(e) = self.client.poll_event() {
             match e {

@@ -84,6 +84,8 @@ fn validate_topic_general(path: &str) -> Result<(), TopicError> {
 pub struct Selector {
     text: String,
     segments: Vec<Segment>,
+    /// No wildcard: matching is comparing the text (checked per update, on both sides).
+    exact: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -110,9 +112,11 @@ impl Selector {
             };
             segments.push(seg);
         }
+        let exact = segments.iter().all(|s| matches!(s, Segment::Exact(_)));
         Ok(Selector {
             text: text.to_owned(),
             segments,
+            exact,
         })
     }
 
@@ -123,7 +127,7 @@ impl Selector {
 
     /// Whether the selector names exactly one topic (no wildcard).
     pub fn is_exact(&self) -> bool {
-        self.segments.iter().all(|s| matches!(s, Segment::Exact(_)))
+        self.exact
     }
 
     /// Whether every topic this selector can match is also matched by `self` (used to check a
@@ -147,6 +151,17 @@ impl Selector {
 
     /// Whether `topic` (a valid path) is selected.
     pub fn matches(&self, topic: &str) -> bool {
+        if self.exact {
+            return self.text == topic;
+        }
+        if let [Segment::Rest] = self.segments[..] {
+            return true;
+        }
+        self.matches_segments(topic)
+    }
+
+    /// [`Selector::matches`] without its shortcuts: segment by segment.
+    fn matches_segments(&self, topic: &str) -> bool {
         let mut parts = topic.split('/');
         for seg in &self.segments {
             match seg {
@@ -185,6 +200,26 @@ mod tests {
 
     fn sel(s: &str) -> Selector {
         Selector::parse(s).expect("valid selector")
+    }
+
+    #[test]
+    fn shortcuts_agree_with_matching_segment_by_segment() {
+        let selectors = [
+            "a", "a/b", "a/b/c", "**", "*", "a/**", "*/b", "a/*/c", "b/**",
+        ];
+        let topics = [
+            "a", "b", "a/b", "a/c", "b/b", "a/b/c", "a/x/c", "a/b/c/d", "ab", "a/bc",
+        ];
+        for s in selectors {
+            let selector = sel(s);
+            for t in topics {
+                assert_eq!(
+                    selector.matches(t),
+                    selector.matches_segments(t),
+                    "{s} against {t}"
+                );
+            }
+        }
     }
 
     #[test]

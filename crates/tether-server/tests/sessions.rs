@@ -232,7 +232,7 @@ async fn open_and_resume_answers_ride_in_the_upgrade_and_frames_may_follow_at_on
         .await;
     assert_eq!(seq, 3);
     let update = watcher.next_update().await;
-    assert_eq!(update.topic, "zrt/a");
+    assert_eq!(&*update.topic, "zrt/a");
     assert_eq!(update.value, Bytes::from_static(b"three"));
     resumed.acked(3).await;
 }

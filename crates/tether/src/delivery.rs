@@ -87,8 +87,8 @@ impl Backlog {
         }
     }
 
-    fn added(&self) {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
+    fn added(&self, n: usize) {
+        self.waiting.fetch_add(n, Ordering::AcqRel);
     }
 
     fn taken(&self, n: usize) {
@@ -121,28 +121,65 @@ impl Backlog {
 /// Where a subscription's updates go.
 pub(crate) enum Sink {
     /// A [`Subscription`] stream.
-    Stream(mpsc::UnboundedSender<TopicUpdate>),
+    Stream(StreamSink),
     /// A handler run on the callback thread, in order with the state callbacks.
     Handler(Arc<dyn Fn(TopicUpdate) + Send + Sync>),
 }
 
-/// Hands an update to its sink, counting it against the backlog until the application takes
-/// it.
-pub(crate) fn deliver(sink: &Sink, u: TopicUpdate, callbacks: &Callbacks, backlog: &Arc<Backlog>) {
-    match sink {
-        // A dropped receiver just stops receiving; the subscription stays on the server.
-        Sink::Stream(tx) => {
-            if tx.send(u).is_ok() {
-                backlog.added();
+/// The sending side of a [`Subscription`]: updates are staged while the session handles a
+/// message, then go to the stream in one batch ([`Sink::flush`]): one channel operation and
+/// one count per batch instead of per update.
+pub(crate) struct StreamSink {
+    tx: mpsc::UnboundedSender<Vec<TopicUpdate>>,
+    staged: Vec<TopicUpdate>,
+}
+
+impl Sink {
+    pub(crate) fn stream(tx: mpsc::UnboundedSender<Vec<TopicUpdate>>) -> Sink {
+        Sink::Stream(StreamSink {
+            tx,
+            staged: Vec::new(),
+        })
+    }
+
+    /// Hands an update to the sink, counting it against the backlog until the application
+    /// takes it. A stream's update is staged: it is sent by the next [`Sink::flush`]. Returns
+    /// whether the update was staged (and the sink needs a flush).
+    pub(crate) fn deliver(
+        &mut self,
+        u: TopicUpdate,
+        callbacks: &Callbacks,
+        backlog: &Arc<Backlog>,
+    ) -> bool {
+        match self {
+            Sink::Stream(sink) => {
+                sink.staged.push(u);
+                sink.staged.len() == 1
+            }
+            Sink::Handler(h) => {
+                let (h, backlog) = (h.clone(), backlog.clone());
+                backlog.added(1);
+                callbacks.post(move || {
+                    h(u);
+                    backlog.taken(1);
+                });
+                false
             }
         }
-        Sink::Handler(h) => {
-            let (h, backlog) = (h.clone(), backlog.clone());
-            backlog.added();
-            callbacks.post(move || {
-                h(u);
-                backlog.taken(1);
-            });
+    }
+
+    /// Sends what is staged to the stream, as one batch.
+    pub(crate) fn flush(&mut self, backlog: &Backlog) {
+        let Sink::Stream(sink) = self else {
+            return;
+        };
+        if sink.staged.is_empty() {
+            return;
+        }
+        let n = sink.staged.len();
+        // A dropped receiver just stops receiving; the subscription stays on the server.
+        if sink.tx.send(std::mem::take(&mut sink.staged)).is_ok() {
+            backlog.added(n);
         }
     }
 }
@@ -153,19 +190,24 @@ pub(crate) fn deliver(sink: &Sink, u: TopicUpdate, callbacks: &Callbacks, backlo
 #[derive(Debug)]
 pub struct Subscription {
     selector: String,
-    rx: mpsc::UnboundedReceiver<TopicUpdate>,
+    rx: mpsc::UnboundedReceiver<Vec<TopicUpdate>>,
+    /// The batch being read; it counts as waiting until its last update is taken.
+    current: std::vec::IntoIter<TopicUpdate>,
+    current_len: usize,
     backlog: Arc<Backlog>,
 }
 
 impl Subscription {
     pub(crate) fn new(
         selector: String,
-        rx: mpsc::UnboundedReceiver<TopicUpdate>,
+        rx: mpsc::UnboundedReceiver<Vec<TopicUpdate>>,
         backlog: Arc<Backlog>,
     ) -> Subscription {
         Subscription {
             selector,
             rx,
+            current: Vec::new().into_iter(),
+            current_len: 0,
             backlog,
         }
     }
@@ -177,33 +219,68 @@ impl Subscription {
 
     /// The next update, or `None` when the subscription ended.
     pub async fn next(&mut self) -> Option<TopicUpdate> {
-        let u = self.rx.recv().await;
-        self.took(&u);
-        u
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
     }
 
     /// An update if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<TopicUpdate> {
-        let u = self.rx.try_recv().ok();
-        self.took(&u);
-        u
+        if let Some(u) = self.take_current() {
+            return Some(u);
+        }
+        let batch = self.rx.try_recv().ok()?;
+        self.start(batch);
+        self.take_current()
     }
 
-    fn took(&self, u: &Option<TopicUpdate>) {
-        if u.is_some() {
-            self.backlog.taken(1);
+    /// Every update waiting now, at least one (it waits for the first), at most `max`; `None`
+    /// when the subscription ended. For consumers that hand updates on in batches (the
+    /// bindings): one call per batch instead of one per update.
+    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<TopicUpdate>> {
+        let first = self.next().await?;
+        let mut batch = Vec::with_capacity(max.clamp(1, 1024));
+        batch.push(first);
+        while batch.len() < max {
+            match self.try_next() {
+                Some(u) => batch.push(u),
+                None => break,
+            }
         }
+        Some(batch)
+    }
+
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Option<TopicUpdate>> {
+        if let Some(u) = self.take_current() {
+            return Poll::Ready(Some(u));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(batch)) => {
+                self.start(batch);
+                Poll::Ready(self.take_current())
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn start(&mut self, batch: Vec<TopicUpdate>) {
+        self.current_len = batch.len();
+        self.current = batch.into_iter();
+    }
+
+    /// The next update of the current batch; taking its last one releases the batch's count.
+    fn take_current(&mut self) -> Option<TopicUpdate> {
+        let u = self.current.next()?;
+        if self.current.len() == 0 {
+            self.backlog.taken(std::mem::take(&mut self.current_len));
+        }
+        Some(u)
     }
 }
 
 impl Stream for Subscription {
     type Item = TopicUpdate;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.rx.poll_recv(cx);
-        if let Poll::Ready(u) = &polled {
-            self.took(u);
-        }
-        polled
+        self.poll_take(cx)
     }
 }
 
@@ -211,9 +288,9 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         // What nobody will read no longer holds the session back.
         self.rx.close();
-        let mut left = 0;
-        while self.rx.try_recv().is_ok() {
-            left += 1;
+        let mut left = std::mem::take(&mut self.current_len);
+        while let Ok(batch) = self.rx.try_recv() {
+            left += batch.len();
         }
         if left > 0 {
             self.backlog.taken(left);

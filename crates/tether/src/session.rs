@@ -27,7 +27,7 @@ use tether_protocol::{
 
 use crate::Error;
 use crate::connect::{self, Connector, Failure, TlsOptions, Ws};
-use crate::delivery::{Backlog, Callbacks, Sink, Subscription, deliver};
+use crate::delivery::{Backlog, Callbacks, Sink, Subscription};
 use crate::runtime;
 use crate::strategy::{
     AttemptInfo, Decision, ReconnectionAttempt, ReconnectionStrategy, Timer, default_strategy,
@@ -65,9 +65,11 @@ where
 /// A topic value delivered to a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicUpdate {
-    /// The topic path.
-    pub topic: String,
-    /// The value.
+    /// The topic path, shared by the updates of one topic (no allocation per update).
+    pub topic: Arc<str>,
+    /// The value. It shares the buffer of the WebSocket message it arrived in (no copy per
+    /// update); to keep a small value for long after the rest is gone, copy it
+    /// (`Bytes::copy_from_slice`).
     pub value: Bytes,
     /// The update's position in the topic's log.
     pub position: Position,
@@ -406,6 +408,7 @@ async fn open_on_runtime(
             state_streams: Vec::new(),
             gap_streams: Vec::new(),
             subscriptions: Vec::new(),
+            staged: Vec::new(),
             next_subscription: 0,
             pending: PendingRequests::default(),
         }),
@@ -481,8 +484,26 @@ struct Shared {
     state_streams: Vec<mpsc::UnboundedSender<StateChange>>,
     gap_streams: Vec<mpsc::UnboundedSender<GapReport>>,
     subscriptions: Vec<LocalSubscription>,
+    /// Subscriptions with updates staged for their stream (see [`Shared::flush_staged`]).
+    staged: Vec<u64>,
     next_subscription: u64,
     pending: PendingRequests,
+}
+
+impl Shared {
+    /// Sends the updates staged for subscription streams, one batch per subscription. Runs
+    /// after each message, and before a request completes (an unsubscribe removes its
+    /// subscription; a subscriber woken by its completion finds its snapshots).
+    fn flush_staged(&mut self, backlog: &Backlog) {
+        if self.staged.is_empty() {
+            return;
+        }
+        for id in self.staged.drain(..) {
+            if let Some(l) = self.subscriptions.iter_mut().find(|l| l.id == id) {
+                l.sink.flush(backlog);
+            }
+        }
+    }
 }
 
 pub(crate) struct SessionInner {
@@ -614,6 +635,10 @@ impl SessionInner {
     fn drain_events(&self, s: &mut Shared, end: &mut Option<ConnEnd>) -> bool {
         let mut freed = false;
         while let Some(event) = s.proto.poll_event() {
+            if !matches!(event, ClientEvent::Update(_)) {
+                // What came before this event reaches the application before it.
+                s.flush_staged(&self.backlog);
+            }
             match event {
                 ClientEvent::Update(update) => {
                     route_update(s, update, &self.callbacks, &self.backlog)
@@ -644,6 +669,7 @@ impl SessionInner {
                 }
             }
         }
+        s.flush_staged(&self.backlog);
         freed
     }
 
@@ -699,15 +725,25 @@ fn route_update(s: &mut Shared, update: Update, callbacks: &Callbacks, backlog: 
         && s.subscriptions
             .iter()
             .any(|l| l.pending && l.selector.matches(&u.topic));
-    let wants = |l: &LocalSubscription| l.selector.matches(&u.topic) && (!for_pending || l.pending);
+    let wants = |l: &LocalSubscription, u: &TopicUpdate| {
+        l.selector.matches(&u.topic) && (!for_pending || l.pending)
+    };
     // The last taker gets the update itself, the others a copy (usually there is one taker).
-    let Some(last) = s.subscriptions.iter().rposition(wants) else {
+    let Some(last) = s.subscriptions.iter().rposition(|l| wants(l, &u)) else {
         return;
     };
-    for l in s.subscriptions[..last].iter().filter(|l| wants(l)) {
-        deliver(&l.sink, u.clone(), callbacks, backlog);
+    for i in 0..last {
+        if wants(&s.subscriptions[i], &u) {
+            let l = &mut s.subscriptions[i];
+            if l.sink.deliver(u.clone(), callbacks, backlog) {
+                s.staged.push(l.id);
+            }
+        }
     }
-    deliver(&s.subscriptions[last].sink, u, callbacks, backlog);
+    let l = &mut s.subscriptions[last];
+    if l.sink.deliver(u, callbacks, backlog) {
+        s.staged.push(l.id);
+    }
 }
 
 fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
@@ -1237,7 +1273,7 @@ impl Session {
     /// [`Session::unsubscribe`] to remove the subscription from the server.
     pub async fn subscribe(&self, selector: &str) -> Result<Subscription, Error> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribe_sink(selector, Sink::Stream(tx)).await?;
+        self.subscribe_sink(selector, Sink::stream(tx)).await?;
         Ok(Subscription::new(
             selector.to_owned(),
             rx,

@@ -461,7 +461,7 @@ async fn access_denied_is_typed_leaves_the_session_usable_and_leaks_nothing() {
         .expect("allowed publish");
     let first = within("update", sub.next()).await.expect("update");
     assert_eq!(
-        (first.topic.as_str(), first.value.as_ref()),
+        (&*first.topic, first.value.as_ref()),
         ("public/chat", b"hello".as_ref())
     );
     assert!(

@@ -35,7 +35,7 @@ async fn requests_queued_before_close_are_applied_and_reported_applied() {
         // Each reported applied was applied: the observer sees all five, in order.
         for i in 0..5 {
             let update = within("update", seen.next()).await.expect("subscribed");
-            assert_eq!(update.topic, topic);
+            assert_eq!(*update.topic, *topic);
             assert_eq!(update.value, format!("{i}").as_bytes());
         }
         // Requests after close() are refused at the call and never sent.

@@ -245,7 +245,7 @@ fn client_positions(positions: &[Position]) -> HashMap<u32, (u32, u64)> {
 /// An update frame for a log entry.
 fn encoded_update(topic: &str, value: &Bytes, position: Position, snapshot: bool) -> Bytes {
     Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
-        topic: topic.to_owned(),
+        topic: Arc::from(topic),
         value: value.clone(),
         position,
         snapshot,

@@ -80,6 +80,7 @@ pub(super) async fn read_loop(
 ) -> ReaderEnd {
     let batched = lock(&slot.inner).proto.is_batched();
     let max_frame = shared.config.limits.max_frame_bytes;
+    let mut topics = frame::TopicCache::default();
     let mut ready = None;
     loop {
         let message = match ready.take() {
@@ -116,7 +117,7 @@ pub(super) async fn read_loop(
                 return ReaderEnd::Closed;
             }
         };
-        let frames = match decode_message(&bytes, batched, max_frame) {
+        let frames = match decode_message(&bytes, batched, max_frame, &mut topics) {
             Ok(f) => f,
             Err((reason, message)) => {
                 shared.close_slot(slot, reason, &message);
@@ -235,10 +236,12 @@ impl Shared {
 
 /// The frames of one message: the message itself, or every frame of a batch (each within the
 /// frame limit). A malformed message closes the session with the reason to report.
+/// Publishes' values share the message's buffer, and their topics come from `topics`.
 fn decode_message(
-    bytes: &[u8],
+    bytes: &Bytes,
     batched: bool,
     max_frame: usize,
+    topics: &mut frame::TopicCache,
 ) -> Result<Vec<ClientFrame>, (CloseReason, String)> {
     let malformed = |e: frame::DecodeError| (CloseReason::TransportError, e.to_string());
     if !batched {
@@ -251,7 +254,9 @@ fn decode_message(
                 ),
             ));
         }
-        return Ok(vec![frame::decode_client(bytes).map_err(malformed)?]);
+        return Ok(vec![
+            frame::decode_client_in(bytes, bytes, topics).map_err(malformed)?,
+        ]);
     }
     let mut frames = Vec::new();
     for f in frame::batch_frames(bytes) {
@@ -262,7 +267,7 @@ fn decode_message(
                 format!("frame of {} bytes (the limit is {max_frame})", f.len()),
             ));
         }
-        frames.push(frame::decode_client(f).map_err(malformed)?);
+        frames.push(frame::decode_client_in(bytes, f, topics).map_err(malformed)?);
     }
     Ok(frames)
 }

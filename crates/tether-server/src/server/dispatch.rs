@@ -82,6 +82,10 @@ impl Shared {
                     match refusal {
                         Some(error) => inner.proto.reject(seq, error),
                         None => {
+                            // The value shares the buffer of the message it came in (up to
+                            // a whole batch); as the topic's latest value it may live for
+                            // long, so it gets an allocation of its own.
+                            let value = Bytes::copy_from_slice(&value);
                             self.fan_out(topics, &topic, value, Some((slot, &mut inner)));
                             Ok(())
                         }
@@ -152,7 +156,7 @@ impl Shared {
                 continue;
             }
             let update = Update {
-                topic: value.topic.to_string(),
+                topic: value.topic.clone(),
                 value: value.value,
                 position: value.position,
                 snapshot: true,

@@ -37,21 +37,20 @@ impl Shared {
         stored: TopicValue,
         mut own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) {
-        let targets = topics.index.matching(&stored.topic);
-        if targets.is_empty() {
-            return;
-        }
-        // Encoded once, shared by every subscriber's buffer.
-        let encoded = Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
-            topic: String::from(&*stored.topic),
-            value: stored.value.clone(),
-            position: stored.position,
-            snapshot: false,
-        })));
-        for SlotRef(target) in targets {
+        // Encoded once, on the first subscriber, shared by every subscriber's buffer.
+        let mut encoded: Option<Bytes> = None;
+        topics.index.for_each_matching(&stored.topic, |SlotRef(target)| {
             if !target.perms.may_read(&stored.topic) {
-                continue;
+                return;
             }
+            let encoded: &Bytes = encoded.get_or_insert_with(|| {
+                    Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
+                        topic: stored.topic.clone(),
+                        value: stored.value.clone(),
+                        position: stored.position,
+                        snapshot: false,
+                    })))
+                });
             let deliver = |inner: &mut SlotInner| {
                 if inner.closed {
                     return;
@@ -70,7 +69,7 @@ impl Shared {
                 {
                     warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
                     self.metrics.slow_consumers.inc();
-                    self.drop_connection(&target, inner);
+                    self.drop_connection(target, inner);
                     let _ = inner
                         .proto
                         .push_encoded_update(stored.topic.clone(), encoded.clone());
@@ -80,10 +79,10 @@ impl Shared {
                 }
             };
             match own.as_mut() {
-                Some((slot, inner)) if Arc::ptr_eq(slot, &target) => deliver(inner),
+                Some((slot, inner)) if Arc::ptr_eq(slot, target) => deliver(inner),
                 _ => deliver(&mut lock(&target.inner)),
             }
-        }
+        });
     }
 
     /// Drops a session's current connection (a client that reads too slowly, a store that

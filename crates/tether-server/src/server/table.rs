@@ -309,7 +309,7 @@ impl Shared {
                         continue;
                     }
                     let update = Update {
-                        topic: value.topic.to_string(),
+                        topic: value.topic.clone(),
                         value: value.value,
                         position: value.position,
                         snapshot: true,

@@ -320,7 +320,7 @@ pub async fn assert_receives(
 ) {
     server.publish(topic, value).await.expect("valid topic");
     let update = client.next_update().await;
-    assert_eq!(update.topic, topic);
+    assert_eq!(&*update.topic, topic);
     assert_eq!(update.value, Bytes::from_static(value.as_bytes()));
     assert!(!update.snapshot);
 }
