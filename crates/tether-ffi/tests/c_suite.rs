@@ -232,11 +232,11 @@ impl Env {
                     .await
                     .expect("the sentinel arrives")
                     .expect("the subscription stays open");
-                if update.topic == sentinel {
+                if *update.topic == *sentinel {
                     break;
                 }
                 values.insert(
-                    update.topic,
+                    update.topic.to_string(),
                     String::from_utf8_lossy(&update.value).into_owned(),
                 );
             }

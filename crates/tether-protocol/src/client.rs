@@ -156,6 +156,8 @@ pub struct ClientSession {
     close: CloseProgress,
     /// Topic names shared across frames, both ways.
     topics: frame::TopicCache,
+    /// Where requests are encoded (one allocation per chunk of requests, not per request).
+    arena: frame::Arena,
 }
 
 /// Where the application's close stands.
@@ -181,6 +183,7 @@ impl ClientSession {
             received: 0,
             positions: BTreeMap::new(),
             topics: frame::TopicCache::default(),
+            arena: frame::Arena::default(),
             control: VecDeque::new(),
             events: VecDeque::new(),
             conn: None,
@@ -279,14 +282,14 @@ impl ClientSession {
     }
 
     fn push_request(&mut self, frame: &ClientFrame) -> Result<u64, QueueFull> {
-        let bytes = Bytes::from(frame::encode_to_vec(frame));
-        if !self.out.has_room_for(bytes.len()) {
+        let size = frame::encoded_len(frame);
+        if !self.out.has_room_for(size) {
             return Err(QueueFull {
                 frames: self.out.len(),
                 bytes: self.out.bytes(),
             });
         }
-        let size = bytes.len();
+        let bytes = self.arena.encode(frame, size);
         Ok(self.out.push(bytes, size))
     }
 

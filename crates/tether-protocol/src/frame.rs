@@ -240,6 +240,40 @@ pub fn encode_to_vec<T: Serialize>(frame: &T) -> Vec<u8> {
     out
 }
 
+/// The size of `frame`'s encoding.
+pub fn encoded_len<T: Serialize>(frame: &T) -> usize {
+    // Serializing these types cannot fail (see `encode`).
+    postcard::serialize_with_flavor(frame, postcard::ser_flavors::Size::default()).unwrap_or(0)
+}
+
+/// Frames encoded one after the other into shared chunks: one allocation per chunk instead
+/// of one per frame. For frames released in the order they were made (a client's requests,
+/// acknowledged in order), so that a chunk is freed once its last frame is.
+#[derive(Debug, Default)]
+pub struct Arena {
+    chunk: bytes::BytesMut,
+}
+
+impl Arena {
+    /// Room for this many bytes of frames per chunk.
+    const CHUNK: usize = 16 * 1024;
+
+    /// Encodes `frame`, whose encoding is `size` bytes long (see [`encoded_len`]).
+    pub fn encode<T: Serialize>(&mut self, frame: &T, size: usize) -> Bytes {
+        if self.chunk.capacity() < size {
+            self.chunk = bytes::BytesMut::with_capacity(Self::CHUNK.max(size));
+        }
+        // Into the chunk's room as a slice: postcard's `Extend` path would push byte by byte.
+        self.chunk.resize(size, 0);
+        if postcard::to_slice(frame, &mut self.chunk).is_err() {
+            // Cannot happen (`size` is the encoding's size); a plain encoding if it did.
+            self.chunk.clear();
+            return Bytes::from(encode_to_vec(frame));
+        }
+        self.chunk.split().freeze()
+    }
+}
+
 /// The most bytes a writer puts in one batched WebSocket message (a single larger frame still
 /// goes alone).
 pub const BATCH_BYTES: usize = 64 * 1024;
@@ -249,18 +283,18 @@ pub const BATCH_BYTES: usize = 64 * 1024;
 /// With batching negotiated in the upgrade (`x-tether-batch`), every WebSocket message carries
 /// one or more frames this way, so that a burst costs one message, one mask and one system
 /// call instead of one per frame.
-pub fn push_to_batch(message: &mut Vec<u8>, frame: &[u8]) {
+pub fn push_to_batch(message: &mut impl bytes::BufMut, frame: &[u8]) {
     let mut len = frame.len();
     loop {
         let byte = (len & 0x7f) as u8;
         len >>= 7;
         if len == 0 {
-            message.push(byte);
+            message.put_u8(byte);
             break;
         }
-        message.push(byte | 0x80);
+        message.put_u8(byte | 0x80);
     }
-    message.extend_from_slice(frame);
+    message.put_slice(frame);
 }
 
 /// The frames of a batched message, in order.
@@ -317,6 +351,11 @@ impl<'a> Iterator for BatchFrames<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Batcher {
     held: Option<Bytes>,
+    /// Where messages are built while frames keep coming: the writer copies a message out
+    /// before it asks for the next one, so the next one reuses the allocation (no large
+    /// allocation per message). Let go of when the queue runs dry: an idle connection keeps
+    /// nothing.
+    scratch: bytes::BytesMut,
 }
 
 impl Batcher {
@@ -331,10 +370,13 @@ impl Batcher {
         if !batched {
             return Some(first);
         }
-        let mut message = Vec::with_capacity((first.len() + 16).max(1024).min(limit));
+        let mut message = std::mem::take(&mut self.scratch);
+        message.reserve((first.len() + 16).max(1024).min(limit));
         push_to_batch(&mut message, &first);
+        let mut drained = false;
         while message.len() < limit {
             let Some(frame) = next() else {
+                drained = true;
                 break;
             };
             if message.len() + frame.len() + 10 > limit {
@@ -343,7 +385,11 @@ impl Batcher {
             }
             push_to_batch(&mut message, &frame);
         }
-        Some(Bytes::from(message))
+        let out = message.split().freeze();
+        if !drained {
+            self.scratch = message;
+        }
+        Some(out)
     }
 
     /// Whether a frame waits for the next message.
@@ -563,6 +609,28 @@ mod tests {
             decode_server_in(&message, &outside, &mut topics),
             Ok(update)
         );
+    }
+
+    #[test]
+    fn the_arena_encodes_as_encode_to_vec_does_sharing_chunks() {
+        let mut arena = Arena::default();
+        let frames: Vec<ClientFrame> = (0..400)
+            .map(|i| ClientFrame::Publish {
+                topic: "a/b".into(),
+                // Some larger than a chunk.
+                value: Bytes::from(vec![i as u8; if i % 100 == 7 { 40_000 } else { 100 }]),
+            })
+            .collect();
+        let encoded: Vec<Bytes> = frames
+            .iter()
+            .map(|f| arena.encode(f, encoded_len(f)))
+            .collect();
+        for (f, e) in frames.iter().zip(&encoded) {
+            assert_eq!(&e[..], &encode_to_vec(f)[..]);
+            assert_eq!(e.len(), encoded_len(f));
+        }
+        // Consecutive small frames lie next to each other in one chunk.
+        assert_eq!(encoded[0].as_ptr_range().end, encoded[1].as_ptr());
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::handshake::{ResumeToken, SessionAccepted, SessionId};
 use crate::server::{ResumeOutcome, ServerFault, ServerRequest, ServerSession};
 use crate::{BufferLimits, Position, RequestError, RequestErrorKind, Update};
 
-const PING: Duration = Duration::from_secs(1);
+/// Long against the lazy ack delay: `drive` lets idle time pass up to that delay, and pings a
+/// half period apart must not keep it busy.
+const PING: Duration = Duration::from_secs(10);
 
 /// A tiny xorshift so that "random" cuts are reproducible.
 struct Rng(u64);

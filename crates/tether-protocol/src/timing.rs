@@ -13,8 +13,10 @@ pub const ACK_DELAY: Duration = Duration::from_millis(20);
 /// The client's acks only let the server release what it keeps for a resume: they are lazy,
 /// after this many updates…
 pub const LAZY_ACK_EVERY: u32 = 256;
-/// …or this long after the first unacknowledged one.
-pub const LAZY_ACK_DELAY: Duration = Duration::from_millis(100);
+/// …or this long after the first unacknowledged one. A second, not less: with many sessions
+/// each receiving now and then (fan-out), a shorter delay made the server read about as many
+/// acks as it wrote updates.
+pub const LAZY_ACK_DELAY: Duration = Duration::from_secs(1);
 
 /// When the receiving side owes the peer an ack.
 #[derive(Debug)]

@@ -14,6 +14,7 @@ pub(crate) const EXPECTED_KEYS: &[&str] = &[
     "a.p99",
     "a.open",
     "b.down",
+    "b.down.handed",
     "b.up",
     "c.server",
     "c.raw_small",

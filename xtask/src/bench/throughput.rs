@@ -54,9 +54,10 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
     let result = async {
         let tether_down = down_tether(&server, session.clone(), n).await?;
         let raw_down = on_tether(down_raw(raw_addr, n)).await?;
+        let raw_down_handed = on_tether(down_raw_handed_on(raw_addr, n)).await?;
         let tether_up = on_tether(up_tether(session.clone(), n)).await?;
         let raw_up = on_tether(up_raw(raw_addr, n)).await?;
-        Ok::<_, String>((tether_down, raw_down, tether_up, raw_up))
+        Ok::<_, String>((tether_down, raw_down, raw_down_handed, tether_up, raw_up))
     }
     .await;
 
@@ -68,7 +69,7 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
     .await;
     raw_server.abort();
     server.shutdown(Duration::from_secs(1)).await;
-    let (tether_down, raw_down, tether_up, raw_up) = result?;
+    let (tether_down, raw_down, raw_down_handed, tether_up, raw_up) = result?;
     let note = format!("{n} messages of {PAYLOAD} B each way");
     Ok(vec![
         Sample::new(
@@ -80,6 +81,18 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
         .baseline(raw_down)
         .target(Target::RatioAtLeast(0.7))
         .note(note.clone()),
+        Sample::new(
+            "b.down.handed",
+            "server → client, raw client handing each message to a consumer task (info)",
+            Unit::PerSec,
+            tether_down,
+        )
+        .baseline(raw_down_handed)
+        .note(
+            "the raw client passes every message through a channel to another task, as a \
+             Subscription stream hands updates to the application; the row above counts them \
+             on the reading task",
+        ),
         Sample::new(
             "b.up",
             "one session: publishes client → server",
@@ -197,6 +210,47 @@ async fn down_raw_unbounded(addr: std::net::SocketAddr, n: u64) -> Result<f64, S
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     let _ = ws.close(None).await;
     Ok(rate)
+}
+
+/// [`down_raw`], with every message handed through a channel to a consumer task that counts
+/// it: what a plain tokio-tungstenite application does to get messages from its reader to the
+/// code that uses them, as Tether's `Subscription` does.
+async fn down_raw_handed_on(addr: std::net::SocketAddr, n: u64) -> Result<f64, String> {
+    let mut ws = raw::connect(addr, &format!("/down/{n}")).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let consumer = tokio::spawn(async move {
+        let mut got = 0u64;
+        while got < n {
+            match rx.recv().await {
+                Some(b) => {
+                    std::hint::black_box(b);
+                    got += 1;
+                }
+                None => return Err(format!("raw, handed on: received {got} of {n}")),
+            }
+        }
+        Ok(Instant::now())
+    });
+    let t0 = Instant::now();
+    let mut read = 0;
+    while read < n {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                read += 1;
+                if tx.send(b).is_err() {
+                    break;
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => return Err(format!("raw, handed on: read {read} of {n}")),
+        }
+    }
+    let end = tokio::time::timeout(PHASE, consumer)
+        .await
+        .map_err(|_| "raw server → client, handed on, took too long".to_string())?
+        .map_err(|e| e.to_string())??;
+    let _ = ws.close(None).await;
+    Ok(n as f64 / end.duration_since(t0).as_secs_f64())
 }
 
 async fn up_raw(addr: std::net::SocketAddr, n: u64) -> Result<f64, String> {

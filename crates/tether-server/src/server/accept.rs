@@ -20,6 +20,7 @@ use tether_protocol::handshake::{self, SessionRequest};
 
 use crate::handshake::{RequestError as UpgradeError, read_request, write_accept, write_refusal};
 
+use super::bulk_read::BulkReader;
 use super::*;
 
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
@@ -64,9 +65,8 @@ pub(super) async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer
     let id = admitted.slot.id;
     let max = shared.config.limits.max_frame_bytes;
     // tungstenite zero-fills its read buffer on a connection's first read, so its size is
-    // paid by every idle session: its default 128 KiB would dominate, and 1 KiB reads cost no
-    // measurable throughput against 4 KiB ones (bench (b), publishes, 3 runs each: 1.52 vs
-    // 1.31 M/s, within the spread) while saving 3 KiB per idle session.
+    // paid by every idle session: its default 128 KiB would dominate. 1 KiB it is; a client
+    // that streams is read 64 KiB at a time all the same (see `bulk_read`).
     const READ_BUFFER: usize = 1024;
     // Room for a batch's length prefixes: each frame is checked against the limit itself.
     let ws_config = WebSocketConfig::default()
@@ -102,7 +102,7 @@ pub(super) async fn upgrade(
     let over_rate = !shared.admit_attempt(peer.ip());
     let mut stream: BoxIo = match &shared.tls {
         Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Ok(tls)) => Box::new(BulkReader::new(tls)),
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "TLS handshake failed");
                 return None;
@@ -112,7 +112,7 @@ pub(super) async fn upgrade(
                 return None;
             }
         },
-        None => Box::new(tcp),
+        None => Box::new(BulkReader::new(tcp)),
     };
     if over_rate {
         info!(%peer, "too many connection attempts from this address");

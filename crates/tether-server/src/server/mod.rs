@@ -29,6 +29,7 @@ use crate::store::StoreError;
 use crate::topics::{MemoryTopicStore, SubscriptionIndex, TopicStore};
 
 mod accept;
+mod bulk_read;
 mod cluster;
 mod connection;
 mod dispatch;
