@@ -490,6 +490,15 @@ impl ClientSession {
                 || self.close == CloseProgress::Requested)
     }
 
+    /// On a batched connection, the most bytes one message may carry (see
+    /// [`frame::Batcher`]); `None` when each frame goes alone (or there is no connection).
+    pub fn batch_limit(&self) -> Option<usize> {
+        self.conn
+            .as_ref()
+            .filter(|c| c.batched)
+            .map(|c| c.max_message)
+    }
+
     /// The next WebSocket message to write: on a batched connection every frame ready (up to
     /// the server's message limit) in one message, otherwise one frame; in the order of
     /// [`ClientSession::poll_transmit`].

@@ -347,9 +347,10 @@ impl<'a> Iterator for BatchFrames<'a> {
 
 /// Builds the WebSocket messages of one connection from its frames: on a batched connection
 /// as many frames as fit in a limit per message, otherwise one frame per message. A frame that
-/// does not fit waits for the next message.
+/// does not fit waits for the next message. A shell may use its own, to build messages out of
+/// frames it took (`poll_transmit`) without holding the session's lock while it copies.
 #[derive(Debug, Default)]
-pub(crate) struct Batcher {
+pub struct Batcher {
     held: Option<Bytes>,
     /// Where messages are built while frames keep coming: the writer copies a message out
     /// before it asks for the next one, so the next one reuses the allocation (no large
@@ -360,7 +361,7 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// The next message, pulling frames from `next`.
-    pub(crate) fn next_message(
+    pub fn next_message(
         &mut self,
         batched: bool,
         limit: usize,

@@ -905,6 +905,9 @@ async fn run_connection(
     }
 }
 
+/// Frames the writer takes from the session per round at most.
+const WRITE_ROUND: usize = 1024;
+
 /// Frames handled under one lock at most (enough to amortise it, few enough to stay fair to
 /// the writer and the callbacks waiting for that lock).
 const READ_BATCH: usize = 64;
@@ -918,27 +921,38 @@ async fn write_loop(
     inner: Arc<SessionInner>,
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
 ) -> WriterEnd {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    // Frames are taken under the session's lock and copied into messages after it is
+    // released: `send` calls queueing the next requests do not wait for the copying.
+    let mut frames: Vec<Bytes> = Vec::with_capacity(64);
+    let mut batcher = tether_protocol::frame::Batcher::default();
     loop {
-        let (deadline, more) = {
+        let (deadline, more, limit) = {
             let mut s = lock(&inner.shared);
             let now = Instant::now();
             if let Err(fault) = s.proto.handle_timeout(now) {
                 return WriterEnd::Fault(fault);
             }
-            while batch.len() < 256 {
-                match s.proto.poll_transmit_message(now) {
-                    Some(b) => batch.push(b),
+            while frames.len() < WRITE_ROUND {
+                match s.proto.poll_transmit(now) {
+                    Some(b) => frames.push(b),
                     None => break,
                 }
             }
-            (s.proto.poll_timeout(), batch.len() == 256)
+            (
+                s.proto.poll_timeout(),
+                frames.len() == WRITE_ROUND,
+                s.proto.batch_limit(),
+            )
         };
-        for bytes in batch.drain(..) {
-            if sink.feed(Message::Binary(bytes)).await.is_err() {
+        let mut queued = frames.drain(..);
+        while let Some(message) =
+            batcher.next_message(limit.is_some(), limit.unwrap_or(0), || queued.next())
+        {
+            if sink.feed(Message::Binary(message)).await.is_err() {
                 return WriterEnd::Io;
             }
         }
+        drop(queued);
         if sink.flush().await.is_err() {
             return WriterEnd::Io;
         }

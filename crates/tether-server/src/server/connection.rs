@@ -161,16 +161,22 @@ pub(super) enum Handled {
     Closed,
 }
 
+/// Frames taken from the session per round of writing at most.
+const WRITE_ROUND: usize = 1024;
+
 pub(super) async fn write_loop(
     slot: Arc<Slot>,
     generation: u64,
     metrics: Arc<Metrics>,
     mut sink: futures_util::stream::SplitSink<WebSocketStream<BoxIo>, Message>,
 ) {
-    // Grows with the first burst: an idle connection holds none of it.
-    let mut batch: Vec<Bytes> = Vec::new();
+    // Frames are taken under the session's lock, and copied into messages after it is
+    // released: a publisher queueing the next updates does not wait for the copying. Grows
+    // with a burst and shrinks after it: an idle connection holds almost none of it.
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut batcher = frame::Batcher::default();
     loop {
-        let (deadline, closing, more) = {
+        let (deadline, closing, more, batched) = {
             let mut inner = lock(&slot.inner);
             if inner.generation != generation {
                 drop(inner);
@@ -183,25 +189,35 @@ pub(super) async fn write_loop(
                 debug!(session = %slot.id, ?fault, "connection dead");
                 return;
             }
-            while batch.len() < 256 {
-                match inner.proto.poll_transmit_message(now) {
-                    Some(b) => batch.push(b),
+            while frames.len() < WRITE_ROUND {
+                match inner.proto.poll_transmit(now) {
+                    Some(b) => frames.push(b),
                     None => break,
                 }
             }
-            let more = batch.len() == 256;
-            (inner.proto.poll_timeout(), inner.closing, more)
+            let more = frames.len() == WRITE_ROUND;
+            (
+                inner.proto.poll_timeout(),
+                inner.closing,
+                more,
+                inner.proto.is_batched(),
+            )
         };
-        metrics
-            .bytes_out
-            .inc_by(batch.iter().map(|b| b.len() as u64).sum());
-        for bytes in batch.drain(..) {
-            if sink.feed(Message::Binary(bytes)).await.is_err() {
+        let mut queued = frames.drain(..);
+        while let Some(message) =
+            batcher.next_message(batched, frame::BATCH_BYTES, || queued.next())
+        {
+            metrics.bytes_out.inc_by(message.len() as u64);
+            if sink.feed(Message::Binary(message)).await.is_err() {
                 return;
             }
         }
+        drop(queued);
         if sink.flush().await.is_err() {
             return;
+        }
+        if !more {
+            frames.shrink_to(16);
         }
         if more {
             continue;
