@@ -392,6 +392,21 @@ function toUpdates({ topics, values, meta }) {
   return updates;
 }
 
+/** Runs a one-argument user callback (an update handler: once per update, so no argument
+ * array and no closure per call); a throw or a rejected promise goes to `onError`. */
+function guardedOne(fn, arg, onError) {
+  let result;
+  try {
+    result = fn(arg);
+  } catch (err) {
+    onError(err);
+    return;
+  }
+  if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+    Promise.resolve(result).then(undefined, onError);
+  }
+}
+
 /** Runs a user callback; a throw or a rejected promise goes to `onError`. */
 function guarded(fn, args, onError) {
   let result;
@@ -441,10 +456,10 @@ class Subscription {
     pushAll: (updates) => {
       if (this.#done) return;
       if (this.#handler) {
-        const guard = this.#session[kInternal].guard;
-        for (const update of updates) {
-          if (this.#done) break;
-          guard(this.#handler, [update]);
+        const handler = this.#handler;
+        const onError = this.#session[kInternal].onError;
+        for (let i = 0; i < updates.length && !this.#done; i += 1) {
+          guardedOne(handler, updates[i], onError);
         }
         this.#consumed(updates.length);
         return;
@@ -581,7 +596,8 @@ class Session extends EventEmitter {
         this.#report(err);
       }
     },
-    guard: (fn, args) => guarded(fn, args, (err) => this.#report(err)),
+    /** Where a handler's throw or rejection goes (one function for every call). */
+    onError: (err) => this.#report(err),
     unsubscribe: async (selector) => {
       const outcome = await this.#native.unsubscribe(selector);
       // A closed session has no subscriptions left, whether or not the server saw the request.

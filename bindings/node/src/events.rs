@@ -294,8 +294,13 @@ pub(crate) fn event_function(
         )
 }
 
-/// Most updates of one subscription passed to JavaScript and not yet taken by the application.
-pub(crate) const WINDOW: usize = 256;
+/// Most updates of one subscription passed to JavaScript and not yet taken by the application:
+/// several batches, so that the next one is on its way while JavaScript handles one (with one
+/// batch in flight, each side waited for the other).
+pub(crate) const WINDOW: usize = 2048;
+
+/// Most updates in one batch (one call into JavaScript).
+const BATCH: usize = 512;
 
 /// A subscription's credit: updates in JavaScript not yet consumed, and a wake-up for its
 /// forwarder.
@@ -504,7 +509,7 @@ pub(crate) async fn forward_updates(
 ) {
     let credit = sink.credit(sub);
     loop {
-        let room = credit.room().await;
+        let room = credit.room().await.min(BATCH);
         let Some(first) = updates.next().await else {
             break;
         };
