@@ -88,6 +88,16 @@ impl StateChange {
 #[derive(PartialEq)]
 pub(crate) struct Update(TopicUpdate);
 
+impl Update {
+    /// Wraps a core update for Python. The core's value shares the buffer of the message it
+    /// arrived in (up to a whole batch); Python code may keep an update for long, so the value
+    /// gets an allocation of its own.
+    fn of(mut u: TopicUpdate) -> Update {
+        u.value = bytes::Bytes::copy_from_slice(&u.value);
+        Update(u)
+    }
+}
+
 #[pymethods]
 impl Update {
     /// The topic path.
@@ -466,7 +476,7 @@ impl NativeSubscription {
         let inner = self.inner.clone();
         awaitable(py, async move {
             let mut sub = inner.lock().await;
-            Ok(sub.next().await.map(Update))
+            Ok(sub.next().await.map(Update::of))
         })
     }
 
@@ -475,7 +485,7 @@ impl NativeSubscription {
         let inner = self.inner.clone();
         block(py, timeout, async move {
             let mut sub = inner.lock().await;
-            Ok(sub.next().await.map(Update))
+            Ok(sub.next().await.map(Update::of))
         })
     }
 
@@ -491,10 +501,10 @@ impl NativeSubscription {
                 return Ok(None);
             };
             let mut batch = Vec::with_capacity(limit.min(64));
-            batch.push(Update(first));
+            batch.push(Update::of(first));
             while batch.len() < limit {
                 match sub.try_next() {
-                    Some(u) => batch.push(Update(u)),
+                    Some(u) => batch.push(Update::of(u)),
                     None => break,
                 }
             }
@@ -508,7 +518,7 @@ impl NativeSubscription {
             .try_lock()
             .ok()
             .and_then(|mut sub| sub.try_next())
-            .map(Update)
+            .map(Update::of)
     }
 }
 
