@@ -407,18 +407,9 @@ function guardedOne(fn, arg, onError) {
   }
 }
 
-/** Runs a user callback; a throw or a rejected promise goes to `onError`. */
+/** Runs a user callback with `args`, as {@link guardedOne} does. */
 function guarded(fn, args, onError) {
-  let result;
-  try {
-    result = fn(...args);
-  } catch (err) {
-    onError(err);
-    return;
-  }
-  if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
-    Promise.resolve(result).then(undefined, onError);
-  }
+  guardedOne((a) => fn(...a), args, onError);
 }
 
 // ---------------------------------------------------------------------------------------------

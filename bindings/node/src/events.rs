@@ -510,17 +510,9 @@ pub(crate) async fn forward_updates(
     let credit = sink.credit(sub);
     loop {
         let room = credit.room().await.min(BATCH);
-        let Some(first) = updates.next().await else {
+        let Some(batch) = updates.next_batch(room).await else {
             break;
         };
-        let mut batch = Vec::with_capacity(room.min(64));
-        batch.push(first);
-        while batch.len() < room {
-            match updates.try_next() {
-                Some(update) => batch.push(update),
-                None => break,
-            }
-        }
         credit.took(batch.len());
         if !call(
             &tsfn,

@@ -497,18 +497,10 @@ impl NativeSubscription {
         let limit = limit.max(1);
         awaitable(py, async move {
             let mut sub = inner.lock().await;
-            let Some(first) = sub.next().await else {
-                return Ok(None);
-            };
-            let mut batch = Vec::with_capacity(limit.min(64));
-            batch.push(Update::of(first));
-            while batch.len() < limit {
-                match sub.try_next() {
-                    Some(u) => batch.push(Update::of(u)),
-                    None => break,
-                }
-            }
-            Ok(Some(batch))
+            Ok(sub
+                .next_batch(limit)
+                .await
+                .map(|batch| batch.into_iter().map(Update::of).collect::<Vec<_>>()))
         })
     }
 

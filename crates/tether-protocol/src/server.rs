@@ -168,7 +168,6 @@ pub struct ServerSession {
     conn: Option<Connection>,
     /// Several frames per WebSocket message on the current connection.
     batched: bool,
-    batcher: frame::Batcher,
 }
 
 impl ServerSession {
@@ -187,7 +186,6 @@ impl ServerSession {
             control: VecDeque::new(),
             conn: None,
             batched: false,
-            batcher: frame::Batcher::default(),
         }
     }
 
@@ -390,7 +388,6 @@ impl ServerSession {
         // client, with the same numbers.
         self.received = self.applied;
         self.control.clear();
-        self.batcher.clear();
         self.conn = Some(Connection {
             liveness: Liveness::new(self.ping_period, now),
             acks: AckSchedule::default(),
@@ -487,7 +484,6 @@ impl ServerSession {
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.control.clear();
-        self.batcher.clear();
     }
 
     fn push(&mut self, buffered: Buffered) -> Result<(), ServerFault> {
@@ -706,20 +702,7 @@ impl ServerSession {
 
     /// Whether [`ServerSession::poll_transmit`] has something to write now.
     pub fn has_pending_transmit(&self) -> bool {
-        self.conn.is_some()
-            && (!self.control.is_empty() || self.out.has_unsent() || self.batcher.is_holding())
-    }
-
-    /// The next WebSocket message to write: on a batched connection every frame ready (up to
-    /// [`frame::BATCH_BYTES`], or one larger frame) in one message, otherwise one frame; in
-    /// the order of [`ServerSession::poll_transmit`].
-    pub fn poll_transmit_message(&mut self, now: Instant) -> Option<Bytes> {
-        self.conn.as_ref()?;
-        let mut batcher = std::mem::take(&mut self.batcher);
-        let batched = self.batched;
-        let message = batcher.next_message(batched, frame::BATCH_BYTES, || self.poll_transmit(now));
-        self.batcher = batcher;
-        message
+        self.conn.is_some() && (!self.control.is_empty() || self.out.has_unsent())
     }
 
     /// When [`ServerSession::handle_timeout`] wants to be called next.
@@ -735,8 +718,10 @@ impl ServerSession {
         )
     }
 
-    /// The next message to write: a control frame once the frames it must follow are written,
-    /// otherwise the next sequenced frame.
+    /// The next frame to write: a control frame once the frames it must follow are written,
+    /// otherwise the next sequenced frame. The shell puts frames into WebSocket messages with
+    /// a [`frame::Batcher`] of its connection (several per message when [`Self::is_batched`]),
+    /// outside the session's lock.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         let conn = self.conn.as_mut()?;
         let ready = self

@@ -47,6 +47,8 @@ struct Pair {
     connected: bool,
     /// Several frames per message, both ways.
     batched: bool,
+    /// The server shell's batcher for the current connection.
+    server_batcher: crate::frame::Batcher,
 }
 
 impl Pair {
@@ -67,6 +69,7 @@ impl Pair {
             forbidden: "forbidden",
             connected: false,
             batched: false,
+            server_batcher: crate::frame::Batcher::default(),
         };
         pair.server.opened(now);
         let accepted = pair.accepted();
@@ -122,7 +125,14 @@ impl Pair {
             while let Some(b) = self.client.poll_transmit_message(self.now) {
                 self.c2s.push_back(b);
             }
-            while let Some(b) = self.server.poll_transmit_message(self.now) {
+            // As the server's shell does: frames from the session, messages from its batcher.
+            let batched = self.server.is_batched();
+            while let Some(b) =
+                self.server_batcher
+                    .next_message(batched, crate::frame::BATCH_BYTES, || {
+                        self.server.poll_transmit(self.now)
+                    })
+            {
                 self.s2c.push_back(b);
             }
             while let Some(b) = self.c2s.pop_front() {
@@ -229,6 +239,9 @@ impl Pair {
         self.s2c.clear();
         self.client.disconnected();
         self.server.disconnected();
+        // The connection's writer goes with it, and a frame its batcher held (a replay
+        // writes it again).
+        self.server_batcher = crate::frame::Batcher::default();
         self.connected = false;
     }
 

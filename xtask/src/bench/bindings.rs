@@ -170,6 +170,19 @@ fn install_ws(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `python -m pip install --quiet`, the packages to add.
+fn pip_install(python: &Path) -> Command {
+    let mut pip = Command::new(python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    pip
+}
+
 /// `pip install websockets` for `python`, unless it has it.
 fn install_websockets(python: &Path) -> Result<(), String> {
     let has = Command::new(python)
@@ -181,15 +194,8 @@ fn install_websockets(python: &Path) -> Result<(), String> {
     if has {
         return Ok(());
     }
-    let status = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "websockets",
-        ])
+    let status = pip_install(python)
+        .arg("websockets")
         .status()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     if !status.success() {
@@ -215,18 +221,12 @@ pub(crate) fn install() -> bool {
             return false;
         }
     }
-    let mut pip = Command::new(&b.python);
-    pip.current_dir(crate::test::root())
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--force-reinstall",
-            "--no-deps",
-        ])
-        .arg("./bindings/python");
+    let mut pip = pip_install(&b.python);
+    pip.current_dir(crate::test::root()).args([
+        "--force-reinstall",
+        "--no-deps",
+        "./bindings/python",
+    ]);
     if !crate::test::run_step(
         "pip install ./bindings/python into target/bench-h/venv (maturin, release)",
         pip,
@@ -334,15 +334,10 @@ impl Lang {
 
 pub(crate) async fn run(b: &Bindings, n: u64) -> Result<Vec<Sample>, String> {
     b.prepare()?;
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server = Server::bind(server_config()?)
         .await
         .map_err(|e| e.to_string())?;
-    let raw_listener = tokio::net::TcpListener::bind(any)
-        .await
-        .map_err(|e| e.to_string())?;
-    let raw_addr = raw_listener.local_addr().map_err(|e| e.to_string())?;
-    let raw_server = tokio::spawn(raw::serve(raw_listener));
+    let (raw_addr, raw_server) = raw::start_local().await?;
     let result = async {
         let mut samples = Vec::new();
         for lang in [Lang::Node, Lang::Python] {

@@ -24,6 +24,17 @@ pub(crate) const PAYLOAD: usize = 100;
 /// A raw client connection.
 pub(crate) type RawWs = WebSocketStream<TcpStream>;
 
+/// The raw server on a free loopback port, served on this runtime until the returned task is
+/// aborted: its address and its task.
+pub(crate) async fn start_local()
+-> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listener = TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(|e| format!("raw server: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((addr, tokio::spawn(serve(listener))))
+}
+
 /// Accepts connections until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener) {
     serve_with(listener, None).await

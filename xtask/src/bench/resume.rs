@@ -24,11 +24,7 @@ pub(crate) async fn run(resumes: usize) -> Result<Vec<Sample>, String> {
     let proxy = FaultProxy::start(any, server.local_addr())
         .await
         .map_err(|e| e.to_string())?;
-    let raw_listener = tokio::net::TcpListener::bind(any)
-        .await
-        .map_err(|e| e.to_string())?;
-    let raw_addr = raw_listener.local_addr().map_err(|e| e.to_string())?;
-    let raw_server = tokio::spawn(raw::serve(raw_listener));
+    let (raw_addr, raw_server) = raw::start_local().await?;
     let raw_proxy = FaultProxy::start(any, raw_addr)
         .await
         .map_err(|e| e.to_string())?;

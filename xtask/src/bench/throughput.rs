@@ -33,15 +33,10 @@ const TOPIC_DOWN: &str = "bench/down";
 const TOPIC_UP: &str = "bench/up";
 
 pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server = Server::bind(server_config()?)
         .await
         .map_err(|e| e.to_string())?;
-    let raw_listener = tokio::net::TcpListener::bind(any)
-        .await
-        .map_err(|e| e.to_string())?;
-    let raw_addr = raw_listener.local_addr().map_err(|e| e.to_string())?;
-    let raw_server = tokio::spawn(raw::serve(raw_listener));
+    let (raw_addr, raw_server) = raw::start_local().await?;
     let url = server.url();
     let session = on_tether(async move {
         Session::builder(&url)

@@ -21,6 +21,7 @@ from typing import (
     Type,
     TypeVar,
     Union,
+    cast,
 )
 
 from . import _tether
@@ -78,53 +79,26 @@ class _CoroutineProtocol(Coroutine[Any, Any, T]):
             self._steps.close()
 
 
-class _NextQueue(Generic[T]):
-    """Cancel-safe ``__anext__`` over a native ``next()`` awaitable.
+class _BatchQueue(Generic[T]):
+    """Cancel-safe ``__anext__`` over a native ``next_batch()`` awaitable.
 
     The native wait is shielded: cancelling the caller (``asyncio.wait_for``, a task
-    cancel) leaves it running, and its item goes to the next call. Nothing is lost, and
-    concurrent callers each get their own item.
+    cancel) leaves it running, and its result goes to the next call. Nothing is lost, and
+    concurrent callers each get their own item. The items that arrived together come in one
+    result (one wake-up of the loop) and are handed out one by one from here, without
+    waiting; at most one batch (256 updates) is held here per subscription.
     """
 
-    def __init__(self, next_item: Callable[[], "asyncio.Future[Optional[T]]"]) -> None:
-        self._next_item = next_item
-        self._pending: Optional["asyncio.Future[Optional[T]]"] = None
-        self._lock: Optional[asyncio.Lock] = None
-
-    async def next(self) -> Optional[T]:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._pending is None:
-                self._pending = self._next_item()
-            pending = self._pending
-            try:
-                item = await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                # This caller was cancelled: the wait (still running, or even just finished)
-                # and its item stay for the next call, unless the wait itself was cancelled.
-                if pending.cancelled():
-                    self._pending = None
-                raise
-            except BaseException:
-                self._pending = None
-                raise
-            self._pending = None
-            return item
-
-
-class _BatchQueue(Generic[T]):
-    """Cancel-safe ``__anext__`` over a native ``next_batch()`` awaitable, as
-    :class:`_NextQueue`: the updates that arrived together come in one result (one wake-up of
-    the loop) and are handed out one by one from here, without waiting. At most one batch
-    (256 updates) is held here per subscription."""
-
-    def __init__(self, next_batch: Callable[[], "asyncio.Future[Optional[List[T]]]"]) -> None:
-        self._next_batch = next_batch
-        self._pending: Optional["asyncio.Future[Optional[List[T]]]"] = None
+    def __init__(self, fetch: Callable[[], "asyncio.Future[Any]"]) -> None:
+        self._fetch = fetch
+        self._pending: Optional["asyncio.Future[Any]"] = None
         self._lock: Optional[asyncio.Lock] = None
         self._ready: "collections.deque[T]" = collections.deque()
         self._ended = False
+
+    def _items(self, result: Any) -> Optional[List[T]]:
+        """The items of one native result; ``None`` once the stream ended."""
+        return cast(Optional[List[T]], result)
 
     async def next(self) -> Optional[T]:
         if self._ready:
@@ -138,12 +112,13 @@ class _BatchQueue(Generic[T]):
             if self._ended:
                 return None
             if self._pending is None:
-                self._pending = self._next_batch()
+                self._pending = self._fetch()
             pending = self._pending
             try:
-                batch = await asyncio.shield(pending)
+                result = await asyncio.shield(pending)
             except asyncio.CancelledError:
-                # As in _NextQueue: the batch stays for the next call.
+                # This caller was cancelled: the wait (still running, or even just finished)
+                # and its result stay for the next call, unless the wait itself was cancelled.
                 if pending.cancelled():
                     self._pending = None
                 raise
@@ -151,11 +126,19 @@ class _BatchQueue(Generic[T]):
                 self._pending = None
                 raise
             self._pending = None
-            if batch is None:
+            items = self._items(result)
+            if items is None:
                 self._ended = True
                 return None
-            self._ready.extend(batch)
+            self._ready.extend(items)
             return self._ready.popleft()
+
+
+class _NextQueue(_BatchQueue[T]):
+    """:class:`_BatchQueue` over a native ``next()`` awaitable (one item per result)."""
+
+    def _items(self, result: Any) -> Optional[List[T]]:
+        return None if result is None else [cast(T, result)]
 
 
 class StateChanges:
