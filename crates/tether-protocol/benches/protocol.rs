@@ -54,6 +54,19 @@ fn codec(c: &mut Criterion) {
     g.bench_function("decode_update_100B", |b| {
         b.iter(|| frame::decode_server(black_box(&update_bytes)))
     });
+    // The paths the server and the client take for every update: an encoding of its own
+    // (shared by every subscriber), and a decoding in place with a cache of topic names.
+    let ServerFrame::Update(plain_update) = &update else {
+        unreachable!("update_100 is an update")
+    };
+    g.bench_function("encode_update_100B_hot_path", |b| {
+        b.iter(|| black_box(frame::encode_update(black_box(plain_update))).len())
+    });
+    let message = bytes::Bytes::from(update_bytes.clone());
+    let mut topics = frame::TopicCache::default();
+    g.bench_function("decode_update_100B_in_place", |b| {
+        b.iter(|| frame::decode_server_in(&message, black_box(&message), &mut topics))
+    });
     g.bench_function("encode_publish_100B", |b| {
         b.iter(|| {
             out.clear();

@@ -529,7 +529,7 @@ impl ServerSession {
     /// Queues an update for the client. On a live connection whose client reads too slowly
     /// this fails with [`ServerFault::SlowConsumer`]: end the connection, then push again.
     pub fn push_update(&mut self, topic: Arc<str>, update: &Update) -> Result<(), ServerFault> {
-        let bytes = Bytes::from(frame::encode_to_vec(&ServerFrame::Update(update.clone())));
+        let bytes = Bytes::from(frame::encode_update(update));
         self.push_encoded_update(topic, bytes)
     }
 

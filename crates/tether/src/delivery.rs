@@ -132,13 +132,19 @@ pub(crate) enum Sink {
 pub(crate) struct StreamSink {
     tx: mpsc::UnboundedSender<Vec<TopicUpdate>>,
     staged: Vec<TopicUpdate>,
+    /// The size of the last batch sent.
+    last_batch: usize,
 }
+
+/// The most updates a batch reserves room for up front (it grows past that if needed).
+const MAX_RESERVED: usize = 1024;
 
 impl Sink {
     pub(crate) fn stream(tx: mpsc::UnboundedSender<Vec<TopicUpdate>>) -> Sink {
         Sink::Stream(StreamSink {
             tx,
             staged: Vec::new(),
+            last_batch: 0,
         })
     }
 
@@ -153,6 +159,12 @@ impl Sink {
     ) -> bool {
         match self {
             Sink::Stream(sink) => {
+                if sink.staged.capacity() == 0 {
+                    // Sized like the last batch: growing it update by update reallocated and
+                    // copied it several times per message. Taken only while updates come: an
+                    // idle subscription holds no buffer.
+                    sink.staged.reserve(sink.last_batch.clamp(1, MAX_RESERVED));
+                }
                 sink.staged.push(u);
                 sink.staged.len() == 1
             }
@@ -177,6 +189,7 @@ impl Sink {
             return;
         }
         let n = sink.staged.len();
+        sink.last_batch = n;
         // A dropped receiver just stops receiving; the subscription stays on the server.
         if sink.tx.send(std::mem::take(&mut sink.staged)).is_ok() {
             backlog.added(n);

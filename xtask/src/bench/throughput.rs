@@ -47,11 +47,11 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
     .await?;
 
     let result = async {
-        let tether_down = down_tether(&server, session.clone(), n).await?;
-        let raw_down = on_tether(down_raw(raw_addr, n)).await?;
+        let tether_down = with_cpu(n, down_tether(&server, session.clone(), n)).await?;
+        let raw_down = with_cpu(n, on_tether(down_raw(raw_addr, n))).await?;
         let raw_down_handed = on_tether(down_raw_handed_on(raw_addr, n)).await?;
-        let tether_up = on_tether(up_tether(session.clone(), n)).await?;
-        let raw_up = on_tether(up_raw(raw_addr, n)).await?;
+        let tether_up = with_cpu(n, on_tether(up_tether(session.clone(), n))).await?;
+        let raw_up = with_cpu(n, on_tether(up_raw(raw_addr, n))).await?;
         Ok::<_, String>((tether_down, raw_down, raw_down_handed, tether_up, raw_up))
     }
     .await;
@@ -66,21 +66,32 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
     server.shutdown(Duration::from_secs(1)).await;
     let (tether_down, raw_down, raw_down_handed, tether_up, raw_up) = result?;
     let note = format!("{n} messages of {PAYLOAD} B each way");
+    let cpu_note = "CPU time of every thread of the bench process (the in-process server, the \
+                    client, the publisher or sender) over the phase, divided by the messages: \
+                    what a message costs, however the threads were scheduled";
     Ok(vec![
         Sample::new(
             "b.down",
             "one session: topic updates server → client",
             Unit::PerSec,
-            tether_down,
+            tether_down.0,
         )
-        .baseline(raw_down)
+        .baseline(raw_down.0)
         .target(Target::RatioAtLeast(0.7))
         .note(note.clone()),
+        Sample::new(
+            "b.down.cpu",
+            "server → client: CPU per message, server and client together (info)",
+            Unit::Ns,
+            tether_down.1,
+        )
+        .baseline(raw_down.1)
+        .note(cpu_note),
         Sample::new(
             "b.down.handed",
             "server → client, raw client handing each message to a consumer task (info)",
             Unit::PerSec,
-            tether_down,
+            tether_down.0,
         )
         .baseline(raw_down_handed)
         .note(
@@ -92,12 +103,52 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
             "b.up",
             "one session: publishes client → server",
             Unit::PerSec,
-            tether_up,
+            tether_up.0,
         )
-        .baseline(raw_up)
+        .baseline(raw_up.0)
         .target(Target::RatioAtLeast(0.7))
         .note(note),
+        Sample::new(
+            "b.up.cpu",
+            "client → server: CPU per message, client and server together (info)",
+            Unit::Ns,
+            tether_up.1,
+        )
+        .baseline(raw_up.1)
+        .note(cpu_note),
     ])
+}
+
+/// The rate `phase` measures, and the CPU time the whole process spent per message meanwhile.
+async fn with_cpu(
+    n: u64,
+    phase: impl std::future::Future<Output = Result<f64, String>>,
+) -> Result<(f64, f64), String> {
+    let before = process_cpu()?;
+    let rate = phase.await?;
+    let spent = process_cpu()?.saturating_sub(before);
+    Ok((rate, spent.as_nanos() as f64 / n as f64))
+}
+
+/// CPU time of every thread of this process so far: the first field of each thread's
+/// `/proc/self/task/<tid>/schedstat` (nanoseconds on a CPU). Threads that ended are not
+/// counted, so a phase is measured between two reads while its threads live.
+fn process_cpu() -> Result<Duration, String> {
+    let tasks =
+        std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        // A thread that ended between the listing and the read is skipped.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 /// The publisher runs here (the server's runtime), the subscriber on Tether's runtime.

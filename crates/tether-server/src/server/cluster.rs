@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use tether_protocol::frame::{self, ClientFrame, ServerFrame};
+use tether_protocol::frame::{self, ClientFrame};
 use tether_protocol::handshake::SessionAccepted;
 use tether_protocol::server::{ServerRequest, ServerSession};
 use tether_protocol::topic::validate_topic;
@@ -244,12 +244,12 @@ fn client_positions(positions: &[Position]) -> HashMap<u32, (u32, u64)> {
 
 /// An update frame for a log entry.
 fn encoded_update(topic: &str, value: &Bytes, position: Position, snapshot: bool) -> Bytes {
-    Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
+    Bytes::from(frame::encode_update(&Update {
         topic: Arc::from(topic),
         value: value.clone(),
         position,
         snapshot,
-    })))
+    }))
 }
 
 impl Shared {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
-use tether_protocol::frame::{self, ServerFrame};
+use tether_protocol::frame;
 use tether_protocol::server::ServerFault;
 use tether_protocol::{Position, Update};
 
@@ -44,12 +44,12 @@ impl Shared {
                 return;
             }
             let encoded: &Bytes = encoded.get_or_insert_with(|| {
-                    Bytes::from(frame::encode_to_vec(&ServerFrame::Update(Update {
+                    Bytes::from(frame::encode_update(&Update {
                         topic: stored.topic.clone(),
                         value: stored.value.clone(),
                         position: stored.position,
                         snapshot: false,
-                    })))
+                    }))
                 });
             let deliver = |inner: &mut SlotInner| {
                 if inner.closed {
