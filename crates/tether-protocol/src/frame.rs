@@ -272,6 +272,16 @@ impl Arena {
         }
         self.chunk.split().freeze()
     }
+
+    /// [`encode_update`] into the arena.
+    pub fn encode_update(&mut self, update: &Update) -> Bytes {
+        let room = update_room(update);
+        if self.chunk.capacity() - self.chunk.len() < room {
+            self.chunk = bytes::BytesMut::with_capacity(Self::CHUNK.max(room));
+        }
+        write_update(&mut self.chunk, update);
+        self.chunk.split().freeze()
+    }
 }
 
 /// The most bytes a writer puts in one batched WebSocket message (a single larger frame still
@@ -550,26 +560,35 @@ pub fn decode_server_in(
 /// without serde: updates are the frames a server encodes most, and serde's generic path
 /// (a sizing pass, then the encoding) cost several times the copy itself.
 pub fn encode_update(update: &Update) -> Vec<u8> {
-    let (topic, value) = (update.topic.as_bytes(), &update.value[..]);
-    let mut out = Vec::with_capacity(1 + 10 + topic.len() + 10 + value.len() + 5 + 10 + 1);
-    out.push(UPDATE_VARIANT);
-    put_varint(&mut out, topic.len() as u64);
-    out.extend_from_slice(topic);
-    put_varint(&mut out, value.len() as u64);
-    out.extend_from_slice(value);
-    put_varint(&mut out, u64::from(update.position.partition));
-    put_varint(&mut out, update.position.offset);
-    out.push(u8::from(update.snapshot));
+    let mut out = Vec::with_capacity(update_room(update));
+    write_update(&mut out, update);
     out
 }
 
+/// Room enough for an update's encoding (varints at their longest).
+fn update_room(update: &Update) -> usize {
+    1 + 10 + update.topic.len() + 10 + update.value.len() + 5 + 10 + 1
+}
+
+fn write_update(out: &mut impl bytes::BufMut, update: &Update) {
+    let topic = update.topic.as_bytes();
+    out.put_u8(UPDATE_VARIANT);
+    put_varint(out, topic.len() as u64);
+    out.put_slice(topic);
+    put_varint(out, update.value.len() as u64);
+    out.put_slice(&update.value);
+    put_varint(out, u64::from(update.position.partition));
+    put_varint(out, update.position.offset);
+    out.put_u8(u8::from(update.snapshot));
+}
+
 /// Postcard's varint (LEB128).
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+fn put_varint(out: &mut impl bytes::BufMut, mut n: u64) {
     while n >= 0x80 {
-        out.push((n as u8) | 0x80);
+        out.put_u8((n as u8) | 0x80);
         n >>= 7;
     }
-    out.push(n as u8);
+    out.put_u8(n as u8);
 }
 
 /// Postcard's varint of an integer of `bits` bits: at most `ceil(bits / 7)` bytes, the last of
@@ -651,6 +670,7 @@ mod tests {
             u64::MAX,
         ];
         let mut cache = TopicCache::default();
+        let mut arena = Arena::default();
         let mut checked = 0;
         for &topic_len in &lengths[..6] {
             for &value_len in &lengths {
@@ -668,6 +688,7 @@ mod tests {
                         let frame = ServerFrame::Update(update.clone());
                         let encoded = encode_update(&update);
                         assert_eq!(encoded, encode_to_vec(&frame), "{update:?}");
+                        assert_eq!(arena.encode_update(&update), encoded);
                         let message = Bytes::from(encoded);
                         let decoded = decode_server_in(&message, &message, &mut cache);
                         assert_eq!(decoded.as_ref(), Ok(&frame));

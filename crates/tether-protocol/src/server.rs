@@ -481,19 +481,25 @@ impl ServerSession {
     }
 
     /// The connection ended; the session is kept for the reconnection timeout.
+    ///
+    /// Its unacknowledged frames move into one allocation of its own: while connected they
+    /// may share buffers with other sessions' frames (fan-out encodes into shared chunks, see
+    /// [`ServerSession::push_encoded_update`]), which a session kept for long must not hold.
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.control.clear();
+        self.out.compact(|b| &mut b.bytes);
     }
 
-    fn push(&mut self, buffered: Buffered) -> Result<(), ServerFault> {
+    /// Queues a frame; on [`ServerFault::SlowConsumer`] the frame comes back, unqueued.
+    fn push(&mut self, buffered: Buffered) -> Result<(), (ServerFault, Buffered)> {
         let size = buffered.bytes.len();
         while !self.out.has_room_for(size) {
             let connected = self.conn.is_some();
             // On a live connection only frames already written may go: the client probably
             // has them, and if the connection fails the resume reports the gap.
             if connected && self.out.first_seq() >= self.out.unsent_seq() {
-                return Err(ServerFault::SlowConsumer);
+                return Err((ServerFault::SlowConsumer, buffered));
             }
             let unsent = self.out.unsent_seq();
             match self.out.pop_oldest() {
@@ -531,19 +537,31 @@ impl ServerSession {
     pub fn push_update(&mut self, topic: Arc<str>, update: &Update) -> Result<(), ServerFault> {
         let bytes = Bytes::from(frame::encode_update(update));
         self.push_encoded_update(topic, bytes)
+            .map_err(|(fault, _)| fault)
     }
 
     /// As [`ServerSession::push_update`], with the frame already encoded (fan-out encodes once
-    /// for every subscriber).
+    /// for every subscriber). `bytes` may share its buffer with other frames: a connected
+    /// session releases it within the ack delay; a session without a connection keeps a copy
+    /// instead, and moves what it holds into a buffer of its own when its connection ends.
+    ///
+    /// On [`ServerFault::SlowConsumer`] the frame comes back with the fault, so that the
+    /// caller can push it again once it has ended the connection.
     pub fn push_encoded_update(
         &mut self,
         topic: Arc<str>,
         bytes: Bytes,
-    ) -> Result<(), ServerFault> {
+    ) -> Result<(), (ServerFault, Bytes)> {
+        let bytes = if self.conn.is_some() {
+            bytes
+        } else {
+            Bytes::copy_from_slice(&bytes)
+        };
         self.push(Buffered {
             bytes,
             kind: Kind::Update(topic),
         })
+        .map_err(|(fault, refused)| (fault, refused.bytes))
     }
 
     /// Refuses the request `request`.
@@ -556,6 +574,7 @@ impl ServerSession {
             bytes,
             kind: Kind::Rejected,
         })
+        .map_err(|(fault, _)| fault)
     }
 
     /// Closes the session: a close frame after everything queued.

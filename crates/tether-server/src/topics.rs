@@ -182,30 +182,34 @@ impl<K: Eq + Hash + Clone> SubscriptionIndex<K> {
     /// sessions must not cost the square of their number.
     pub(crate) fn matching(&self, topic: &str) -> Vec<K> {
         let mut keys = Vec::new();
-        self.for_each_matching(topic, |k| keys.push(k.clone()));
+        self.for_each_matching(topic, |k, _| keys.push(k.clone()));
         keys
     }
 
     /// Calls `f` with every key subscribed to `topic`, once each, in the order of
     /// [`SubscriptionIndex::matching`], without collecting them (fan-out to many sessions
-    /// runs this per update).
-    pub(crate) fn for_each_matching(&self, topic: &str, mut f: impl FnMut(&K)) {
+    /// runs this per update). `f`'s second argument is `true` on a call known to be the last
+    /// (when only exact selectors match), so that the caller can move what it would clone.
+    pub(crate) fn for_each_matching(&self, topic: &str, mut f: impl FnMut(&K, bool)) {
         // One session subscribes to one exact text at most once, so the exact list has no
         // duplicates; wildcards may repeat a session, which the set catches.
         let exact: &[K] = self.exact.get(topic).map_or(&[], Vec::as_slice);
-        exact.iter().for_each(&mut f);
         let mut matched = self
             .wildcard
             .iter()
             .filter(|(s, _)| s.matches(topic))
             .peekable();
-        if matched.peek().is_none() {
+        let only_exact = matched.peek().is_none();
+        for (i, key) in exact.iter().enumerate() {
+            f(key, only_exact && i + 1 == exact.len());
+        }
+        if only_exact {
             return;
         }
         let mut seen: HashSet<&K, FastHash> = exact.iter().collect();
         for (_, key) in matched {
             if seen.insert(key) {
-                f(key);
+                f(key, false);
             }
         }
     }
@@ -246,5 +250,22 @@ mod tests {
         idx.remove(&sel("a/*"), &1);
         assert_eq!(idx.matching("a/b"), vec![2]);
         assert!(idx.matching("z").is_empty());
+    }
+
+    #[test]
+    fn only_a_call_known_to_be_the_last_says_so() {
+        let calls = |idx: &SubscriptionIndex<u32>, topic: &str| {
+            let mut got = Vec::new();
+            idx.for_each_matching(topic, |k, last| got.push((*k, last)));
+            got
+        };
+        let mut idx = SubscriptionIndex::default();
+        idx.add(&sel("a/b"), 1);
+        idx.add(&sel("a/b"), 2);
+        assert_eq!(calls(&idx, "a/b"), vec![(1, false), (2, true)]);
+        // With a wildcard matching too, the exact keys cannot know they are the last ones.
+        idx.add(&sel("a/*"), 3);
+        assert_eq!(calls(&idx, "a/b"), vec![(1, false), (2, false), (3, false)]);
+        assert!(calls(&idx, "z").is_empty());
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
-use tether_protocol::frame;
 use tether_protocol::server::ServerFault;
 use tether_protocol::{Position, Update};
 
@@ -37,52 +36,64 @@ impl Shared {
         stored: TopicValue,
         mut own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) {
-        // Encoded once, on the first subscriber, shared by every subscriber's buffer.
+        // Encoded once, on the first subscriber, shared by every subscriber's buffer; the last
+        // subscriber takes it rather than a clone (one reference count less per update).
         let mut encoded: Option<Bytes> = None;
-        topics.index.for_each_matching(&stored.topic, |SlotRef(target)| {
-            if !target.perms.may_read(&stored.topic) {
-                return;
-            }
-            let encoded: &Bytes = encoded.get_or_insert_with(|| {
-                    Bytes::from(frame::encode_update(&Update {
-                        topic: stored.topic.clone(),
-                        value: stored.value.clone(),
-                        position: stored.position,
-                        snapshot: false,
-                    }))
-                });
-            let deliver = |inner: &mut SlotInner| {
-                if inner.closed {
+        let arena = &mut topics.arena;
+        let mut encode = || {
+            arena.encode_update(&Update {
+                topic: stored.topic.clone(),
+                value: stored.value.clone(),
+                position: stored.position,
+                snapshot: false,
+            })
+        };
+        topics
+            .index
+            .for_each_matching(&stored.topic, |SlotRef(target), last| {
+                if !target.perms.may_read(&stored.topic) {
                     return;
                 }
-                if let Some(aside) = inner.replaying.as_mut() {
-                    // Being rebuilt from the log: live updates follow the replay.
-                    aside.push((stored.topic.clone(), encoded.clone()));
-                    return;
+                let frame = match encoded.take() {
+                    Some(e) if last => e,
+                    Some(e) => encoded.insert(e).clone(),
+                    None if last => encode(),
+                    None => encoded.insert(encode()).clone(),
+                };
+                match own.as_mut() {
+                    Some((slot, inner)) if Arc::ptr_eq(slot, target) => {
+                        self.queue_update(target, inner, &stored.topic, frame)
+                    }
+                    _ => self.queue_update(target, &mut lock(&target.inner), &stored.topic, frame),
                 }
-                // With frames already waiting, the writer has been woken for them and takes
-                // this one too: a wake-up per update was a visible share of its cost.
-                let writer_idle = !inner.proto.has_pending_transmit();
-                if let Err(ServerFault::SlowConsumer) = inner
-                    .proto
-                    .push_encoded_update(stored.topic.clone(), encoded.clone())
-                {
-                    warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
-                    self.metrics.slow_consumers.inc();
-                    self.drop_connection(target, inner);
-                    let _ = inner
-                        .proto
-                        .push_encoded_update(stored.topic.clone(), encoded.clone());
-                }
-                if writer_idle {
-                    target.notify.notify_one();
-                }
-            };
-            match own.as_mut() {
-                Some((slot, inner)) if Arc::ptr_eq(slot, target) => deliver(inner),
-                _ => deliver(&mut lock(&target.inner)),
-            }
-        });
+            });
+    }
+
+    /// Queues an encoded update for one session, waking its writer if it was idle.
+    fn queue_update(&self, target: &Slot, inner: &mut SlotInner, topic: &Arc<str>, frame: Bytes) {
+        if inner.closed {
+            return;
+        }
+        if let Some(aside) = inner.replaying.as_mut() {
+            // Being rebuilt from the log: live updates follow the replay.
+            aside.push((topic.clone(), frame));
+            return;
+        }
+        // With frames already waiting, the writer has been woken for them and takes this one
+        // too: a wake-up per update was a visible share of its cost.
+        let writer_idle = !inner.proto.has_pending_transmit();
+        if let Err((ServerFault::SlowConsumer, frame)) =
+            inner.proto.push_encoded_update(topic.clone(), frame)
+        {
+            warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
+            self.metrics.slow_consumers.inc();
+            self.drop_connection(target, inner);
+            // Without a connection a push always fits (it evicts, and the resume reports it).
+            let _ = inner.proto.push_encoded_update(topic.clone(), frame);
+        }
+        if writer_idle {
+            target.notify.notify_one();
+        }
     }
 
     /// Drops a session's current connection (a client that reads too slowly, a store that

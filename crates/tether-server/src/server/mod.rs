@@ -105,6 +105,8 @@ struct Topics {
     index: SubscriptionIndex<SlotRef>,
     /// In a cluster: where this node's reading of the shared log stands.
     log: LogState,
+    /// Where updates are encoded: chunks shared by many updates instead of an allocation each.
+    arena: tether_protocol::frame::Arena,
 }
 
 pub(crate) struct Shared {
@@ -241,6 +243,7 @@ impl Server {
                 store: Box::new(store),
                 index: SubscriptionIndex::default(),
                 log,
+                arena: tether_protocol::frame::Arena::default(),
             }),
             sessions: Mutex::new(HashMap::new()),
             per_principal: Mutex::new(HashMap::new()),
