@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use serde::{Deserialize, Serialize};
 
 use crate::CloseReason;
@@ -275,12 +275,28 @@ impl Arena {
 
     /// [`encode_update`] into the arena.
     pub fn encode_update(&mut self, update: &Update) -> Bytes {
-        let room = update_room(update);
+        self.make_room(update_room(update));
+        write_update(&mut self.chunk, update);
+        self.chunk.split().freeze()
+    }
+
+    /// The encoding of `ClientFrame::Publish { topic, value }`, as [`encode_to_vec`] gives
+    /// it, written without serde (see [`encode_update`]); [`publish_len`] is its length.
+    pub fn encode_publish(&mut self, topic: &str, value: &[u8]) -> Bytes {
+        self.make_room(publish_len(topic, value));
+        self.chunk.put_u8(PUBLISH_VARIANT);
+        put_varint(&mut self.chunk, topic.len() as u64);
+        self.chunk.put_slice(topic.as_bytes());
+        put_varint(&mut self.chunk, value.len() as u64);
+        self.chunk.put_slice(value);
+        self.chunk.split().freeze()
+    }
+
+    /// A new chunk unless the current one has `room` bytes left.
+    fn make_room(&mut self, room: usize) {
         if self.chunk.capacity() - self.chunk.len() < room {
             self.chunk = bytes::BytesMut::with_capacity(Self::CHUNK.max(room));
         }
-        write_update(&mut self.chunk, update);
-        self.chunk.split().freeze()
     }
 }
 
@@ -481,13 +497,7 @@ impl<'a> UpdateRef<'a> {
     /// compare the two). Written out because this runs once per update received, and
     /// postcard's generic path was a third of the client's cost per update.
     fn parse(mut input: &'a [u8], topics: &mut TopicCache) -> Result<Self, DecodeError> {
-        let topic = take_prefixed(&mut input)?;
-        let topic = match topics.find(topic) {
-            Some(known) => known,
-            None => {
-                topics.insert(std::str::from_utf8(topic).map_err(|e| DecodeError(e.to_string()))?)
-            }
-        };
+        let topic = take_topic(&mut input, topics)?;
         let value = take_prefixed(&mut input)?;
         let partition = take_varint(&mut input, u32::BITS)?;
         let offset = take_varint(&mut input, u64::BITS)?;
@@ -513,11 +523,16 @@ impl<'a> UpdateRef<'a> {
     }
 }
 
-/// The fields of [`ClientFrame::Publish`], borrowing from the received message.
-#[derive(Deserialize)]
-struct PublishRef<'a> {
-    topic: &'a str,
-    value: &'a [u8],
+/// A length-prefixed topic name, shared through `topics`: a recent name with the same bytes
+/// needs no UTF-8 check.
+fn take_topic(input: &mut &[u8], topics: &mut TopicCache) -> Result<Arc<str>, DecodeError> {
+    let topic = take_prefixed(input)?;
+    match topics.find(topic) {
+        Some(known) => Ok(known),
+        None => {
+            Ok(topics.insert(std::str::from_utf8(topic).map_err(|e| DecodeError(e.to_string()))?))
+        }
+    }
 }
 
 /// `part` of `message` as a `Bytes` sharing its buffer (no copy); a copy if `part` is not
@@ -563,6 +578,16 @@ pub fn encode_update(update: &Update) -> Vec<u8> {
     let mut out = Vec::with_capacity(update_room(update));
     write_update(&mut out, update);
     out
+}
+
+/// The length of a publish's encoding (see [`Arena::encode_publish`]).
+pub fn publish_len(topic: &str, value: &[u8]) -> usize {
+    1 + varint_len(topic.len() as u64) + topic.len() + varint_len(value.len() as u64) + value.len()
+}
+
+/// Bytes of `n`'s varint.
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Room enough for an update's encoding (varints at their longest).
@@ -633,11 +658,15 @@ pub fn decode_client_in(
     topics: &mut TopicCache,
 ) -> Result<ClientFrame, DecodeError> {
     match frame.split_first() {
-        Some((&PUBLISH_VARIANT, rest)) => {
-            let p: PublishRef<'_> = decode(rest)?;
+        Some((&PUBLISH_VARIANT, mut rest)) => {
+            let topic = take_topic(&mut rest, topics)?;
+            let value = take_prefixed(&mut rest)?;
+            if !rest.is_empty() {
+                return Err(DecodeError(format!("{} trailing bytes", rest.len())));
+            }
             Ok(ClientFrame::Publish {
-                topic: topics.intern(p.topic),
-                value: share(message, p.value),
+                topic,
+                value: share(message, value),
             })
         }
         _ => decode(frame),
@@ -698,6 +727,38 @@ mod tests {
             }
         }
         assert_eq!(checked, 6 * 9 * 8 * 2);
+    }
+
+    #[test]
+    fn the_publish_codec_agrees_with_postcard() {
+        let lengths = [0usize, 1, 2, 127, 128, 300, 16_383, 16_384, 20_000];
+        let mut arena = Arena::default();
+        let mut cache = TopicCache::default();
+        for &topic_len in &lengths[..6] {
+            for &value_len in &lengths {
+                let topic = "é".repeat(topic_len / 2);
+                let value = vec![0x5a; value_len];
+                let frame = ClientFrame::Publish {
+                    topic: topic.as_str().into(),
+                    value: Bytes::from(value.clone()),
+                };
+                let encoded = arena.encode_publish(&topic, &value);
+                assert_eq!(encoded, encode_to_vec(&frame), "{topic_len} / {value_len}");
+                assert_eq!(encoded.len(), publish_len(&topic, &value));
+                let decoded = decode_client_in(&encoded, &encoded, &mut cache);
+                assert_eq!(decoded.as_ref(), Ok(&frame));
+            }
+        }
+        let good = arena.encode_publish("a/b", b"xyz");
+        let mut bad: Vec<Vec<u8>> = (1..good.len()).map(|n| good[..n].to_vec()).collect();
+        bad.push([&good[..], &[0]].concat());
+        bad.push(vec![PUBLISH_VARIANT, 2, 0xff, 0xfe, 0]);
+        for b in &bad {
+            let message = Bytes::copy_from_slice(b);
+            let ours = decode_client_in(&message, &message, &mut TopicCache::default());
+            assert!(ours.is_err(), "accepted {b:?}: {ours:?}");
+            assert!(decode_client(b).is_err(), "postcard accepted {b:?}");
+        }
     }
 
     #[test]
