@@ -247,21 +247,42 @@ pub fn encoded_len<T: Serialize>(frame: &T) -> usize {
 }
 
 /// Frames encoded one after the other into shared chunks: one allocation per chunk instead
-/// of one per frame. For frames released in the order they were made (a client's requests,
-/// acknowledged in order), so that a chunk is freed once its last frame is.
+/// of one per frame. For frames released about in the order they were made (a client's
+/// requests, acknowledged in order; a server's updates to connected clients, acknowledged
+/// within the lazy-ack delay), so that a chunk is freed soon after its last frame is: a frame
+/// kept for long keeps its whole chunk.
 #[derive(Debug, Default)]
 pub struct Arena {
     chunk: bytes::BytesMut,
+    /// Bytes per chunk (0: [`Arena::DEFAULT_CHUNK`]).
+    chunk_size: usize,
 }
 
 impl Arena {
-    /// Room for this many bytes of frames per chunk.
-    const CHUNK: usize = 16 * 1024;
+    /// Room for this many bytes of frames per chunk, unless set otherwise.
+    pub const DEFAULT_CHUNK: usize = 16 * 1024;
+
+    /// An arena whose chunks hold `bytes` (a frame larger than that gets a chunk of its own
+    /// size). Smaller chunks bound what a frame kept for long keeps alive with it.
+    pub fn with_chunk_size(bytes: usize) -> Arena {
+        Arena {
+            chunk: bytes::BytesMut::new(),
+            chunk_size: bytes.max(1),
+        }
+    }
+
+    fn chunk_size(&self) -> usize {
+        if self.chunk_size == 0 {
+            Self::DEFAULT_CHUNK
+        } else {
+            self.chunk_size
+        }
+    }
 
     /// Encodes `frame`, whose encoding is `size` bytes long (see [`encoded_len`]).
     pub fn encode<T: Serialize>(&mut self, frame: &T, size: usize) -> Bytes {
         if self.chunk.capacity() < size {
-            self.chunk = bytes::BytesMut::with_capacity(Self::CHUNK.max(size));
+            self.chunk = bytes::BytesMut::with_capacity(self.chunk_size().max(size));
         }
         // Into the chunk's room as a slice: postcard's `Extend` path would push byte by byte.
         self.chunk.resize(size, 0);
@@ -295,7 +316,7 @@ impl Arena {
     /// A new chunk unless the current one has `room` bytes left.
     fn make_room(&mut self, room: usize) {
         if self.chunk.capacity() - self.chunk.len() < room {
-            self.chunk = bytes::BytesMut::with_capacity(Self::CHUNK.max(room));
+            self.chunk = bytes::BytesMut::with_capacity(self.chunk_size().max(room));
         }
     }
 }

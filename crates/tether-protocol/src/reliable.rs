@@ -182,28 +182,6 @@ impl<F> RecoveryBuffer<F> {
         self.next_unsent
     }
 
-    /// Copies the bytes of every held frame (`bytes_of` points at them) into one new
-    /// allocation, which the frames then share: what they held before (buffers shared with
-    /// other frames) is released.
-    pub fn compact(&mut self, mut bytes_of: impl FnMut(&mut F) -> &mut bytes::Bytes) {
-        if self.frames.is_empty() {
-            return;
-        }
-        let total: usize = self.frames.iter_mut().map(|(f, _)| bytes_of(f).len()).sum();
-        let mut all = bytes::BytesMut::with_capacity(total);
-        for (f, _) in self.frames.iter_mut() {
-            all.extend_from_slice(bytes_of(f));
-        }
-        let all = all.freeze();
-        let mut at = 0;
-        for (f, _) in self.frames.iter_mut() {
-            let b = bytes_of(f);
-            let len = b.len();
-            *b = all.slice(at..at + len);
-            at += len;
-        }
-    }
-
     /// Iterates the held frames with their sequence numbers.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &F)> {
         self.frames
@@ -268,25 +246,6 @@ mod tests {
         assert!(b.rewind(2).is_ok());
         assert_eq!(b.reset_to(10), vec!["c", "d"]);
         assert_eq!(b.next_seq(), 10);
-    }
-
-    #[test]
-    fn compact_moves_frames_into_one_buffer_of_their_own() {
-        let shared = bytes::Bytes::from(vec![1u8, 2, 3, 4, 5, 6, 7, 8]);
-        let mut b: RecoveryBuffer<bytes::Bytes> = RecoveryBuffer::new(BufferLimits::default());
-        b.push(shared.slice(0..2), 2);
-        b.push(shared.slice(5..8), 3);
-        b.compact(|f| f);
-        let held: Vec<_> = b.iter().map(|(_, f)| f.clone()).collect();
-        assert_eq!(held, vec![&[1u8, 2][..], &[6u8, 7, 8][..]]);
-        let range = shared.as_ptr_range();
-        for f in &held {
-            assert!(
-                !range.contains(&f.as_ptr()),
-                "still inside the shared buffer"
-            );
-        }
-        assert_eq!(held[0].as_ptr().wrapping_add(2), held[1].as_ptr());
     }
 
     #[test]

@@ -481,14 +481,9 @@ impl ServerSession {
     }
 
     /// The connection ended; the session is kept for the reconnection timeout.
-    ///
-    /// Its unacknowledged frames move into one allocation of its own: while connected they
-    /// may share buffers with other sessions' frames (fan-out encodes into shared chunks, see
-    /// [`ServerSession::push_encoded_update`]), which a session kept for long must not hold.
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.control.clear();
-        self.out.compact(|b| &mut b.bytes);
     }
 
     /// Queues a frame; on [`ServerFault::SlowConsumer`] the frame comes back, unqueued.
@@ -541,9 +536,7 @@ impl ServerSession {
     }
 
     /// As [`ServerSession::push_update`], with the frame already encoded (fan-out encodes once
-    /// for every subscriber). `bytes` may share its buffer with other frames: a connected
-    /// session releases it within the ack delay; a session without a connection keeps a copy
-    /// instead, and moves what it holds into a buffer of its own when its connection ends.
+    /// for every subscriber).
     ///
     /// On [`ServerFault::SlowConsumer`] the frame comes back with the fault, so that the
     /// caller can push it again once it has ended the connection.
@@ -552,11 +545,6 @@ impl ServerSession {
         topic: Arc<str>,
         bytes: Bytes,
     ) -> Result<(), (ServerFault, Bytes)> {
-        let bytes = if self.conn.is_some() {
-            bytes
-        } else {
-            Bytes::copy_from_slice(&bytes)
-        };
         self.push(Buffered {
             bytes,
             kind: Kind::Update(topic),

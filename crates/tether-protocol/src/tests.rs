@@ -537,56 +537,6 @@ fn client_queue_is_bounded() {
 }
 
 #[test]
-fn a_disconnected_session_holds_its_frames_in_a_buffer_of_its_own() {
-    // Two updates encoded into one shared chunk, as fan-out does for many sessions.
-    let updates: Vec<Update> = (1..=3)
-        .map(|i| Update {
-            topic: "a".into(),
-            value: value(i),
-            position: Position {
-                partition: 0,
-                offset: i,
-            },
-            snapshot: false,
-        })
-        .collect();
-    let mut arena = crate::frame::Arena::default();
-    let encoded: Vec<Bytes> = updates
-        .iter()
-        .map(|u| {
-            let f = crate::frame::ServerFrame::Update(u.clone());
-            arena.encode(&f, crate::frame::encoded_len(&f))
-        })
-        .collect();
-    let chunk = encoded[0].as_ptr()..encoded[2].as_ptr_range().end;
-    let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
-    for e in &encoded[..2] {
-        pair.server
-            .push_encoded_update(Arc::from("a"), e.clone())
-            .expect("room");
-    }
-    // The connection ends: what the session holds moves out of the chunk.
-    pair.cut(0);
-    // Pushed while disconnected: copied.
-    pair.server
-        .push_encoded_update(Arc::from("a"), encoded[2].clone())
-        .expect("room");
-    pair.server
-        .resume(pair.now, pair.client.received())
-        .expect("resumable");
-    let mut written = Vec::new();
-    while let Some(b) = pair.server.poll_transmit(pair.now) {
-        written.push(b);
-    }
-    // Besides control frames (an ack), every update is written again.
-    let replayed: Vec<&Bytes> = written.iter().filter(|w| encoded.contains(w)).collect();
-    assert_eq!(replayed, encoded.iter().collect::<Vec<_>>());
-    for w in replayed {
-        assert!(!chunk.contains(&w.as_ptr()), "still in the shared chunk");
-    }
-}
-
-#[test]
 fn resume_claiming_unsent_frames_is_refused_and_harmless() {
     let mut pair = Pair::new(BufferLimits::default(), ClientSessionConfig::default());
     pair.publish_update("a", value(1));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
+use tether_protocol::frame;
 use tether_protocol::server::ServerFault;
 use tether_protocol::{Position, Update};
 
@@ -36,17 +37,11 @@ impl Shared {
         stored: TopicValue,
         mut own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) {
-        // Encoded once, on the first subscriber, shared by every subscriber's buffer; the last
-        // subscriber takes it rather than a clone (one reference count less per update).
-        let mut encoded: Option<Bytes> = None;
-        let arena = &mut topics.arena;
-        let mut encode = || {
-            arena.encode_update(&Update {
-                topic: stored.topic.clone(),
-                value: stored.value.clone(),
-                position: stored.position,
-                snapshot: false,
-            })
+        let mut encodings = Encodings {
+            arena: &mut topics.arena,
+            stored: &stored,
+            chunked: None,
+            detached: None,
         };
         topics
             .index
@@ -54,26 +49,29 @@ impl Shared {
                 if !target.perms.may_read(&stored.topic) {
                     return;
                 }
-                let frame = match encoded.take() {
-                    Some(e) if last => e,
-                    Some(e) => encoded.insert(e).clone(),
-                    None if last => encode(),
-                    None => encoded.insert(encode()).clone(),
-                };
                 match own.as_mut() {
                     Some((slot, inner)) if Arc::ptr_eq(slot, target) => {
-                        self.queue_update(target, inner, &stored.topic, frame)
+                        self.queue_update(target, inner, &mut encodings, last)
                     }
-                    _ => self.queue_update(target, &mut lock(&target.inner), &stored.topic, frame),
+                    _ => self.queue_update(target, &mut lock(&target.inner), &mut encodings, last),
                 }
             });
     }
 
-    /// Queues an encoded update for one session, waking its writer if it was idle.
-    fn queue_update(&self, target: &Slot, inner: &mut SlotInner, topic: &Arc<str>, frame: Bytes) {
+    /// Queues an update for one session, waking its writer if it was idle. `last`: no other
+    /// session gets this update after this one.
+    fn queue_update(
+        &self,
+        target: &Slot,
+        inner: &mut SlotInner,
+        encodings: &mut Encodings<'_>,
+        last: bool,
+    ) {
         if inner.closed {
             return;
         }
+        let topic = &encodings.stored.topic;
+        let frame = encodings.frame(inner.proto.is_connected(), last);
         if let Some(aside) = inner.replaying.as_mut() {
             // Being rebuilt from the log: live updates follow the replay.
             aside.push((topic.clone(), frame));
@@ -82,13 +80,15 @@ impl Shared {
         // With frames already waiting, the writer has been woken for them and takes this one
         // too: a wake-up per update was a visible share of its cost.
         let writer_idle = !inner.proto.has_pending_transmit();
-        if let Err((ServerFault::SlowConsumer, frame)) =
+        if let Err((ServerFault::SlowConsumer, _)) =
             inner.proto.push_encoded_update(topic.clone(), frame)
         {
             warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
             self.metrics.slow_consumers.inc();
             self.drop_connection(target, inner);
-            // Without a connection a push always fits (it evicts, and the resume reports it).
+            // Without a connection a push always fits (it evicts, and the resume reports it);
+            // the session may keep it for long: the encoding of its own.
+            let frame = encodings.frame(false, false);
             let _ = inner.proto.push_encoded_update(topic.clone(), frame);
         }
         if writer_idle {
@@ -108,5 +108,84 @@ impl Shared {
         inner.proto.disconnected();
         slot.notify.notify_waiters();
         slot.notify.notify_one();
+    }
+}
+
+/// An update's encodings, each made on first need and shared by every subscriber that gets it.
+/// A session with a connection gets one in the fan-out arena's chunks (one allocation per
+/// chunk, not per update): its client acknowledges it within the lazy-ack delay, and the chunk
+/// goes soon after. A session without one may keep the update for its whole reconnection
+/// timeout, and must not keep a chunk of other updates alive with it: it gets an encoding in
+/// an allocation of its own (one per update, shared by every such session).
+struct Encodings<'a> {
+    arena: &'a mut frame::Arena,
+    stored: &'a TopicValue,
+    chunked: Option<Bytes>,
+    detached: Option<Bytes>,
+}
+
+impl Encodings<'_> {
+    /// The frame for a session, connected or not; `last` hands over the shared encoding
+    /// instead of a clone (one reference count less).
+    fn frame(&mut self, connected: bool, last: bool) -> Bytes {
+        let kept = if connected {
+            &mut self.chunked
+        } else {
+            &mut self.detached
+        };
+        if let Some(e) = kept.take() {
+            return if last { e } else { kept.insert(e).clone() };
+        }
+        let update = Update {
+            topic: self.stored.topic.clone(),
+            value: self.stored.value.clone(),
+            position: self.stored.position,
+            snapshot: false,
+        };
+        let e = if connected {
+            self.arena.encode_update(&update)
+        } else {
+            Bytes::from(frame::encode_update(&update))
+        };
+        if last { e } else { kept.insert(e).clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connected_sessions_share_the_arena_and_the_others_an_encoding_of_its_own() {
+        let mut arena = frame::Arena::with_chunk_size(FANOUT_CHUNK);
+        let stored = TopicValue {
+            topic: Arc::from("a/b"),
+            value: Bytes::from_static(b"value"),
+            position: Position {
+                partition: 1,
+                offset: 7,
+            },
+        };
+        let mut e = Encodings {
+            arena: &mut arena,
+            stored: &stored,
+            chunked: None,
+            detached: None,
+        };
+        let first = e.frame(true, false);
+        let again = e.frame(true, false);
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one encoding for every connected session");
+        let detached = e.frame(false, false);
+        assert_eq!(detached, first, "the same frame");
+        let chunk = first.as_ptr()..first.as_ptr().wrapping_add(FANOUT_CHUNK);
+        assert!(!chunk.contains(&detached.as_ptr()), "not in the arena's chunk");
+        assert_eq!(e.frame(false, true).as_ptr(), detached.as_ptr(), "the last takes it");
+        let expected = frame::encode_update(&Update {
+            topic: stored.topic.clone(),
+            value: stored.value.clone(),
+            position: stored.position,
+            snapshot: false,
+        });
+        assert_eq!(first, expected);
     }
 }

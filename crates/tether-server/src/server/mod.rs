@@ -100,12 +100,18 @@ pub struct SessionInfo {
     pub buffered_frames: usize,
 }
 
+/// Bytes per chunk of the fan-out arena: about 17 updates of 100 B. A frame kept for long
+/// keeps its chunk alive (a client that stops reading, until the slow-consumer bound or the
+/// liveness timeout ends its connection), so this bounds what such a frame costs.
+const FANOUT_CHUNK: usize = 2048;
+
 struct Topics {
     store: Box<dyn TopicStore>,
     index: SubscriptionIndex<SlotRef>,
     /// In a cluster: where this node's reading of the shared log stands.
     log: LogState,
-    /// Where updates are encoded: chunks shared by many updates instead of an allocation each.
+    /// Where updates for connected sessions are encoded: chunks shared by many updates instead
+    /// of an allocation each (see `fanout::Encodings`).
     arena: tether_protocol::frame::Arena,
 }
 
@@ -243,7 +249,7 @@ impl Server {
                 store: Box::new(store),
                 index: SubscriptionIndex::default(),
                 log,
-                arena: tether_protocol::frame::Arena::default(),
+                arena: tether_protocol::frame::Arena::with_chunk_size(FANOUT_CHUNK),
             }),
             sessions: Mutex::new(HashMap::new()),
             per_principal: Mutex::new(HashMap::new()),
