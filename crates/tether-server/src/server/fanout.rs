@@ -174,12 +174,23 @@ mod tests {
         };
         let first = e.frame(true, false);
         let again = e.frame(true, false);
-        assert_eq!(first.as_ptr(), again.as_ptr(), "one encoding for every connected session");
+        assert_eq!(
+            first.as_ptr(),
+            again.as_ptr(),
+            "one encoding for every connected session"
+        );
         let detached = e.frame(false, false);
         assert_eq!(detached, first, "the same frame");
         let chunk = first.as_ptr()..first.as_ptr().wrapping_add(FANOUT_CHUNK);
-        assert!(!chunk.contains(&detached.as_ptr()), "not in the arena's chunk");
-        assert_eq!(e.frame(false, true).as_ptr(), detached.as_ptr(), "the last takes it");
+        assert!(
+            !chunk.contains(&detached.as_ptr()),
+            "not in the arena's chunk"
+        );
+        assert_eq!(
+            e.frame(false, true).as_ptr(),
+            detached.as_ptr(),
+            "the last takes it"
+        );
         let expected = frame::encode_update(&Update {
             topic: stored.topic.clone(),
             value: stored.value.clone(),
