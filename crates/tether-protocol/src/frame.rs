@@ -251,11 +251,18 @@ pub fn encoded_len<T: Serialize>(frame: &T) -> usize {
 /// requests, acknowledged in order; a server's updates to connected clients, acknowledged
 /// within the lazy-ack delay), so that a chunk is freed soon after its last frame is: a frame
 /// kept for long keeps its whole chunk.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Arena {
     chunk: bytes::BytesMut,
-    /// Bytes per chunk (0: [`Arena::DEFAULT_CHUNK`]).
+    /// Bytes per chunk.
     chunk_size: usize,
+}
+
+impl Default for Arena {
+    /// Chunks of [`Arena::DEFAULT_CHUNK`].
+    fn default() -> Self {
+        Arena::with_chunk_size(Arena::DEFAULT_CHUNK)
+    }
 }
 
 impl Arena {
@@ -271,18 +278,10 @@ impl Arena {
         }
     }
 
-    fn chunk_size(&self) -> usize {
-        if self.chunk_size == 0 {
-            Self::DEFAULT_CHUNK
-        } else {
-            self.chunk_size
-        }
-    }
-
     /// Encodes `frame`, whose encoding is `size` bytes long (see [`encoded_len`]).
     pub fn encode<T: Serialize>(&mut self, frame: &T, size: usize) -> Bytes {
         if self.chunk.capacity() < size {
-            self.chunk = bytes::BytesMut::with_capacity(self.chunk_size().max(size));
+            self.chunk = bytes::BytesMut::with_capacity(self.chunk_size.max(size));
         }
         // Into the chunk's room as a slice: postcard's `Extend` path would push byte by byte.
         self.chunk.resize(size, 0);
@@ -316,7 +315,7 @@ impl Arena {
     /// A new chunk unless the current one has `room` bytes left.
     fn make_room(&mut self, room: usize) {
         if self.chunk.capacity() - self.chunk.len() < room {
-            self.chunk = bytes::BytesMut::with_capacity(self.chunk_size().max(room));
+            self.chunk = bytes::BytesMut::with_capacity(self.chunk_size.max(room));
         }
     }
 }
@@ -472,16 +471,18 @@ pub struct TopicCache {
 impl TopicCache {
     const SIZE: usize = 4;
 
-    /// The shared name for `topic`: a recent one when it matches, else a new one remembered
-    /// in place of the oldest.
-    pub fn intern(&mut self, topic: &str) -> Arc<str> {
-        match self.find(topic.as_bytes()) {
-            Some(t) => t,
-            None => self.insert(topic),
+    /// The shared name for the topic whose text is `bytes`: a recent one when it matches (no
+    /// UTF-8 check then: it was checked when it was remembered), else a new one remembered in
+    /// place of the oldest.
+    pub fn intern(&mut self, bytes: &[u8]) -> Result<Arc<str>, DecodeError> {
+        if let Some(t) = self.find(bytes) {
+            return Ok(t);
         }
+        let topic = std::str::from_utf8(bytes).map_err(|e| DecodeError(e.to_string()))?;
+        Ok(self.insert(topic))
     }
 
-    /// A recent name whose text is `bytes` (which is then valid UTF-8: no need to check it).
+    /// A recent name whose text is `bytes`.
     fn find(&self, bytes: &[u8]) -> Option<Arc<str>> {
         self.recent
             .iter()
@@ -504,56 +505,43 @@ const UPDATE_VARIANT: u8 = 0;
 /// The postcard encoding of [`ClientFrame::Publish`] starts with its variant index, 2.
 const PUBLISH_VARIANT: u8 = 2;
 
-/// [`Update`] with its value borrowing from the received message.
-struct UpdateRef<'a> {
-    topic: Arc<str>,
-    value: &'a [u8],
-    position: Position,
-    snapshot: bool,
-}
-
-impl<'a> UpdateRef<'a> {
-    /// The fields of an update frame (after its variant byte), read as postcard reads
-    /// [`Update`]: the same frames are accepted and give the same values (the fuzz targets
-    /// compare the two). Written out because this runs once per update received, and
-    /// postcard's generic path was a third of the client's cost per update.
-    fn parse(mut input: &'a [u8], topics: &mut TopicCache) -> Result<Self, DecodeError> {
-        let topic = take_topic(&mut input, topics)?;
-        let value = take_prefixed(&mut input)?;
-        let partition = take_varint(&mut input, u32::BITS)?;
-        let offset = take_varint(&mut input, u64::BITS)?;
-        let snapshot = match input {
-            [0] => false,
-            [1] => true,
-            [] => return Err(DecodeError("truncated update".into())),
-            [0 | 1, rest @ ..] => {
-                return Err(DecodeError(format!("{} trailing bytes", rest.len())));
-            }
-            _ => return Err(DecodeError("bad bool".into())),
-        };
-        Ok(UpdateRef {
-            topic,
-            value,
-            position: Position {
-                // At most 32 bits: `take_varint` checked the width.
-                partition: partition as u32,
-                offset,
-            },
-            snapshot,
-        })
-    }
-}
-
-/// A length-prefixed topic name, shared through `topics`: a recent name with the same bytes
-/// needs no UTF-8 check.
-fn take_topic(input: &mut &[u8], topics: &mut TopicCache) -> Result<Arc<str>, DecodeError> {
-    let topic = take_prefixed(input)?;
-    match topics.find(topic) {
-        Some(known) => Ok(known),
-        None => {
-            Ok(topics.insert(std::str::from_utf8(topic).map_err(|e| DecodeError(e.to_string()))?))
+/// The fields of an update frame (after its variant byte) in `message`, read as postcard
+/// reads [`Update`]: the same frames are accepted and give the same values (the fuzz targets
+/// compare the two). Written out because this runs once per update received, and postcard's
+/// generic path was a third of the client's cost per update.
+fn parse_update(
+    message: &Bytes,
+    mut input: &[u8],
+    topics: &mut TopicCache,
+) -> Result<Update, DecodeError> {
+    let topic = take_topic(&mut input, topics)?;
+    let value = share(message, take_prefixed(&mut input)?);
+    let partition = take_varint(&mut input, u32::BITS)?;
+    let offset = take_varint(&mut input, u64::BITS)?;
+    let snapshot = match input {
+        [0] => false,
+        [1] => true,
+        [] => return Err(DecodeError("truncated update".into())),
+        [0 | 1, rest @ ..] => {
+            return Err(DecodeError(format!("{} trailing bytes", rest.len())));
         }
-    }
+        _ => return Err(DecodeError("bad bool".into())),
+    };
+    Ok(Update {
+        topic,
+        value,
+        position: Position {
+            // At most 32 bits: `take_varint` checked the width.
+            partition: partition as u32,
+            offset,
+        },
+        snapshot,
+    })
+}
+
+/// A length-prefixed topic name, shared through `topics`.
+fn take_topic(input: &mut &[u8], topics: &mut TopicCache) -> Result<Arc<str>, DecodeError> {
+    topics.intern(take_prefixed(input)?)
 }
 
 /// `part` of `message` as a `Bytes` sharing its buffer (no copy); a copy if `part` is not
@@ -580,13 +568,7 @@ pub fn decode_server_in(
 ) -> Result<ServerFrame, DecodeError> {
     match frame.split_first() {
         Some((&UPDATE_VARIANT, rest)) => {
-            let u = UpdateRef::parse(rest, topics)?;
-            Ok(ServerFrame::Update(Update {
-                topic: u.topic,
-                value: share(message, u.value),
-                position: u.position,
-                snapshot: u.snapshot,
-            }))
+            Ok(ServerFrame::Update(parse_update(message, rest, topics)?))
         }
         _ => decode(frame),
     }
@@ -926,14 +908,16 @@ mod tests {
     #[test]
     fn the_topic_cache_keeps_the_recent_topics() {
         let mut cache = TopicCache::default();
-        let a = cache.intern("a");
+        let mut intern = |t: &str| cache.intern(t.as_bytes()).expect("valid UTF-8");
+        let a = intern("a");
         for t in ["b", "c", "d"] {
-            cache.intern(t);
+            intern(t);
         }
-        assert!(Arc::ptr_eq(&a, &cache.intern("a")), "four topics fit");
-        cache.intern("e");
-        cache.intern("f");
-        assert!(!Arc::ptr_eq(&a, &cache.intern("a")), "the oldest made room");
+        assert!(Arc::ptr_eq(&a, &intern("a")), "four topics fit");
+        intern("e");
+        intern("f");
+        assert!(!Arc::ptr_eq(&a, &intern("a")), "the oldest made room");
+        assert!(cache.intern(&[0xff, 0xfe]).is_err(), "not UTF-8");
     }
 
     #[test]
