@@ -242,6 +242,15 @@ pub(crate) fn install() -> bool {
     }
 }
 
+/// What a script measured in one phase.
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    /// Messages per second.
+    rate: f64,
+    /// Nanoseconds of CPU per message, the script's process (every thread of it) only.
+    cpu: f64,
+}
+
 /// A script running in a child process; killed when dropped.
 struct Script {
     child: std::process::Child,
@@ -293,17 +302,26 @@ impl Script {
         }
     }
 
-    /// Reads up to the `rate` line.
-    async fn rate(mut self) -> Result<f64, String> {
+    /// Reads up to the `rate` line: the phase's rate and the CPU per message of the script's
+    /// process (its `cpu` line, which comes first).
+    async fn rate(mut self) -> Result<Phase, String> {
+        let mut cpu = None;
         loop {
             let line = self.line().await?;
-            if let Some(rate) = line.strip_prefix("rate ") {
-                return rate
-                    .trim()
-                    .parse::<f64>()
-                    .map_err(|e| format!("{}: bad rate {rate:?}: {e}", self.what));
+            if let Some(ns) = line.strip_prefix("cpu ") {
+                cpu = Some(self.number("cpu", ns)?);
+            } else if let Some(rate) = line.strip_prefix("rate ") {
+                let rate = self.number("rate", rate)?;
+                let cpu = cpu.ok_or_else(|| format!("{}: no cpu line", self.what))?;
+                return Ok(Phase { rate, cpu });
             }
         }
+    }
+
+    fn number(&self, what: &str, text: &str) -> Result<f64, String> {
+        text.trim()
+            .parse::<f64>()
+            .map_err(|e| format!("{}: bad {what} {text:?}: {e}", self.what))
     }
 }
 
@@ -360,10 +378,12 @@ async fn measure(
 ) -> Result<Vec<Sample>, String> {
     let url = server.url();
     let raw = format!("ws://{raw_addr}");
-    let tether_down = down_tether(b, lang, server, n).await?;
-    let raw_down = Script::start(b, lang, "raw-down", &format!("{raw}/down/{n}"), n)?
-        .rate()
-        .await?;
+    let (tether_down, server_down) = server_cpu(n, down_tether(b, lang, server, n)).await?;
+    let (raw_down, raw_server_down) = server_cpu(
+        n,
+        Script::start(b, lang, "raw-down", &format!("{raw}/down/{n}"), n)?.rate(),
+    )
+    .await?;
     let tether_up = Script::start(b, lang, "tether-up", &url, n)?.rate().await?;
     let raw_up = Script::start(b, lang, "raw-up", &format!("{raw}/up/{n}"), n)?
         .rate()
@@ -373,31 +393,75 @@ async fn measure(
         Lang::Python => ("Python", "websockets", Target::None),
     };
     let note = format!("{n} messages of {PAYLOAD} B each way; raw = the {baseline} package");
+    let cpu_note = format!(
+        "CPU time of the {package} process (every thread: the interpreter's and the native \
+         runtime's) over the phase, divided by the messages; the server's is not counted"
+    );
     let key = lang.name();
     Ok(vec![
         Sample::new(
             &format!("h.{key}.down"),
             &format!("{package} package: topic updates server → client"),
             Unit::PerSec,
-            tether_down,
+            tether_down.rate,
         )
-        .baseline(raw_down)
+        .baseline(raw_down.rate)
         .target(down_target)
         .note(note.clone()),
+        Sample::new(
+            &format!("h.{key}.down.cpu"),
+            &format!("{package} package: server → client, client CPU per message (info)"),
+            Unit::Ns,
+            tether_down.cpu,
+        )
+        .baseline(raw_down.cpu)
+        .note(cpu_note.clone()),
+        Sample::new(
+            &format!("h.{key}.down.server"),
+            &format!("{package} package: server → client, server CPU per message (info)"),
+            Unit::Ns,
+            server_down,
+        )
+        .baseline(raw_server_down)
+        .note(
+            "CPU time of this process over the phase (the Tether server and the bench's \
+             publisher, or the raw server), divided by the messages: it shares the machine's \
+             cores with the client",
+        ),
         Sample::new(
             &format!("h.{key}.up"),
             &format!("{package} package: publishes client → server"),
             Unit::PerSec,
-            tether_up,
+            tether_up.rate,
         )
-        .baseline(raw_up)
+        .baseline(raw_up.rate)
         .note(note),
+        Sample::new(
+            &format!("h.{key}.up.cpu"),
+            &format!("{package} package: client → server, client CPU per message (info)"),
+            Unit::Ns,
+            tether_up.cpu,
+        )
+        .baseline(raw_up.cpu)
+        .note(cpu_note),
     ])
+}
+
+/// Runs `phase`, and the CPU time this process (the servers, the publisher) spent per message
+/// meanwhile.
+async fn server_cpu(
+    n: u64,
+    phase: impl std::future::Future<Output = Result<Phase, String>>,
+) -> Result<(Phase, f64), String> {
+    let before = super::throughput::process_cpu()?;
+    let measured = phase.await?;
+    let spent = super::throughput::process_cpu()?.saturating_sub(before);
+    Ok((measured, spent.as_nanos() as f64 / n as f64))
 }
 
 /// The server publishes `n` updates (within [`DOWN_WINDOW`] of what the script reported
 /// received) to the script's subscription.
-async fn down_tether(b: &Bindings, lang: Lang, server: &Server, n: u64) -> Result<f64, String> {
+async fn down_tether(b: &Bindings, lang: Lang, server: &Server, n: u64) -> Result<Phase, String> {
     let mut script = Script::start(b, lang, "tether-down", &server.url(), n)?;
     while script.line().await? != "ready" {}
     let payload = Bytes::from(vec![0x5a; PAYLOAD]);

@@ -8,8 +8,9 @@
 // subscription is confirmed and `got K` every 1024 updates, so the publisher keeps a window),
 // `raw-down` (count N binary messages from the raw server's /down/N), `tether-up` (publish N
 // messages on bench/up, at most WINDOW awaiting completion), `raw-up` (send N messages to
-// /up/N, then wait for its `done`). Prints `rate R` (messages per second: down from the first
-// message to the last, up from the first send to the last completion) and exits.
+// /up/N, then wait for its `done`). Prints `cpu C` (nanoseconds of CPU per message: this
+// process, every thread of it, over the phase) then `rate R` (messages per second: down from
+// the first message to the last, up from the first send to the last completion) and exits.
 //
 // TETHER_ADDON names the native addon to load (copied next to the package's index.js).
 
@@ -24,6 +25,12 @@ const PROGRESS = 1024;
 
 function out(line) {
   process.stdout.write(`${line}\n`);
+}
+
+/** Prints the CPU this process used since `start` (a `process.cpuUsage()`), per message. */
+function outCpu(start, messages) {
+  const used = process.cpuUsage(start);
+  out(`cpu ${((used.user + used.system) * 1000) / messages}`);
 }
 
 function tether() {
@@ -43,6 +50,7 @@ async function tetherDown() {
   const session = await tether().connect({ url });
   let got = 0;
   let first = 0;
+  let cpu;
   let done;
   const finished = new Promise((resolve) => {
     done = resolve;
@@ -50,9 +58,15 @@ async function tetherDown() {
   await session.subscribe('bench/down', (update) => {
     if (update.snapshot) return;
     got += 1;
-    if (got === 1) first = performance.now();
+    if (got === 1) {
+      first = performance.now();
+      cpu = process.cpuUsage();
+    }
     if (got % PROGRESS === 0) out(`got ${got}`);
-    if (got === n) done(performance.now());
+    if (got === n) {
+      outCpu(cpu, n - 1);
+      done(performance.now());
+    }
   });
   out('ready');
   const last = await finished;
@@ -64,11 +78,13 @@ async function tetherUp() {
   const session = await tether().connect({ url });
   const window = [];
   const t0 = performance.now();
+  const cpu = process.cpuUsage();
   for (let i = 0; i < n; i += 1) {
     if (window.length >= WINDOW) await window.shift();
     window.push(session.publish('bench/up', PAYLOAD));
   }
   await Promise.all(window);
+  outCpu(cpu, n);
   out(`rate ${n / ((performance.now() - t0) / 1000)}`);
   await session.close();
 }
@@ -89,14 +105,21 @@ function openRaw(onMessage, onClose) {
 async function rawDown() {
   let got = 0;
   let first = 0;
+  let cpu;
   let ws;
   const last = await new Promise((resolve, reject) => {
     openRaw(
       (_data, binary) => {
         if (!binary) return;
         got += 1;
-        if (got === 1) first = performance.now();
-        if (got === n) resolve(performance.now());
+        if (got === 1) {
+          first = performance.now();
+          cpu = process.cpuUsage();
+        }
+        if (got === n) {
+          outCpu(cpu, n - 1);
+          resolve(performance.now());
+        }
       },
       () => reject(new Error(`raw: received ${got} of ${n}`)),
     ).then((open) => {
@@ -119,6 +142,7 @@ async function rawUp() {
     () => fail(new Error('raw: no answer after the upload')),
   );
   const t0 = performance.now();
+  const cpu = process.cpuUsage();
   for (let i = 0; i < n; i += 1) {
     ws.send(PAYLOAD);
     // Let the socket drain rather than buffer everything in memory.
@@ -127,6 +151,7 @@ async function rawUp() {
     }
   }
   await answered;
+  outCpu(cpu, n);
   out(`rate ${n / ((performance.now() - t0) / 1000)}`);
   ws.terminate();
 }

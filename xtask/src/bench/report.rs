@@ -53,9 +53,15 @@ pub(crate) const EXPECTED_KEYS: &[&str] = &[
     "k.lost",
     "k.closed",
     "h.node.down",
+    "h.node.down.cpu",
+    "h.node.down.server",
     "h.node.up",
+    "h.node.up.cpu",
     "h.python.down",
+    "h.python.down.cpu",
+    "h.python.down.server",
     "h.python.up",
+    "h.python.up.cpu",
 ];
 
 /// What a value counts.

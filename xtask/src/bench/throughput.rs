@@ -133,7 +133,7 @@ async fn with_cpu(
 /// CPU time of every thread of this process so far: the first field of each thread's
 /// `/proc/self/task/<tid>/schedstat` (nanoseconds on a CPU). Threads that ended are not
 /// counted, so a phase is measured between two reads while its threads live.
-fn process_cpu() -> Result<Duration, String> {
+pub(crate) fn process_cpu() -> Result<Duration, String> {
     let tasks =
         std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
     let mut total = 0u64;
