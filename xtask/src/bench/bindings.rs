@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use super::raw::{self, PAYLOAD};
 use super::report::{Sample, Target, Unit};
 use super::server_config;
+use super::throughput::with_cpu;
 
 const NODE_SCRIPT: &str = include_str!("h_bench.js");
 const PYTHON_SCRIPT: &str = include_str!("h_bench.py");
@@ -378,8 +379,8 @@ async fn measure(
 ) -> Result<Vec<Sample>, String> {
     let url = server.url();
     let raw = format!("ws://{raw_addr}");
-    let (tether_down, server_down) = server_cpu(n, down_tether(b, lang, server, n)).await?;
-    let (raw_down, raw_server_down) = server_cpu(
+    let (tether_down, server_down) = with_cpu(n, down_tether(b, lang, server, n)).await?;
+    let (raw_down, raw_server_down) = with_cpu(
         n,
         Script::start(b, lang, "raw-down", &format!("{raw}/down/{n}"), n)?.rate(),
     )
@@ -424,9 +425,9 @@ async fn measure(
         )
         .baseline(raw_server_down)
         .note(
-            "CPU time of this process over the phase (the Tether server and the bench's \
-             publisher, or the raw server), divided by the messages: it shares the machine's \
-             cores with the client",
+            "CPU time of this process (the Tether server and the bench's publisher, or the raw \
+             server) from the script's start to its rate line, divided by the messages: it \
+             shares the machine's cores with the client",
         ),
         Sample::new(
             &format!("h.{key}.up"),
@@ -445,18 +446,6 @@ async fn measure(
         .baseline(raw_up.cpu)
         .note(cpu_note),
     ])
-}
-
-/// Runs `phase`, and the CPU time this process (the servers, the publisher) spent per message
-/// meanwhile.
-async fn server_cpu(
-    n: u64,
-    phase: impl std::future::Future<Output = Result<Phase, String>>,
-) -> Result<(Phase, f64), String> {
-    let before = super::throughput::process_cpu()?;
-    let measured = phase.await?;
-    let spent = super::throughput::process_cpu()?.saturating_sub(before);
-    Ok((measured, spent.as_nanos() as f64 / n as f64))
 }
 
 /// The server publishes `n` updates (within [`DOWN_WINDOW`] of what the script reported

@@ -119,21 +119,22 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
     ])
 }
 
-/// The rate `phase` measures, and the CPU time the whole process spent per message meanwhile.
-async fn with_cpu(
+/// What `phase` measures, and the CPU time the whole process spent per message (of `n`)
+/// meanwhile.
+pub(crate) async fn with_cpu<T>(
     n: u64,
-    phase: impl std::future::Future<Output = Result<f64, String>>,
-) -> Result<(f64, f64), String> {
+    phase: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<(T, f64), String> {
     let before = process_cpu()?;
-    let rate = phase.await?;
+    let measured = phase.await?;
     let spent = process_cpu()?.saturating_sub(before);
-    Ok((rate, spent.as_nanos() as f64 / n as f64))
+    Ok((measured, spent.as_nanos() as f64 / n as f64))
 }
 
 /// CPU time of every thread of this process so far: the first field of each thread's
 /// `/proc/self/task/<tid>/schedstat` (nanoseconds on a CPU). Threads that ended are not
 /// counted, so a phase is measured between two reads while its threads live.
-pub(crate) fn process_cpu() -> Result<Duration, String> {
+fn process_cpu() -> Result<Duration, String> {
     let tasks =
         std::fs::read_dir("/proc/self/task").map_err(|e| format!("/proc/self/task: {e}"))?;
     let mut total = 0u64;
