@@ -149,7 +149,7 @@ pub struct ClientSession {
     control: VecDeque<Bytes>,
     events: VecDeque<ClientEvent>,
     conn: Option<Connection>,
-    batcher: frame::Batcher,
+    builder: frame::MessageBuilder,
     /// Highest request sequence number written on any connection: a request at or below it
     /// may have reached the server, one above it certainly did not.
     sent_through: u64,
@@ -187,7 +187,7 @@ impl ClientSession {
             control: VecDeque::new(),
             events: VecDeque::new(),
             conn: None,
-            batcher: frame::Batcher::default(),
+            builder: frame::MessageBuilder::default(),
             sent_through: 0,
             close: CloseProgress::Open,
         }
@@ -261,7 +261,7 @@ impl ClientSession {
             batched: accepted.batch,
             max_message: accepted.max_frame.min(frame::BATCH_BYTES),
         });
-        self.batcher.clear();
+        self.builder.clear();
         self.reset_close();
         Ok(())
     }
@@ -270,7 +270,7 @@ impl ClientSession {
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.control.clear();
-        self.batcher.clear();
+        self.builder.clear();
         self.reset_close();
     }
 
@@ -495,12 +495,12 @@ impl ClientSession {
         self.conn.is_some()
             && (!self.control.is_empty()
                 || self.out.has_unsent()
-                || self.batcher.is_holding()
+                || self.builder.is_holding()
                 || self.close == CloseProgress::Requested)
     }
 
     /// On a batched connection, the most bytes one message may carry (see
-    /// [`frame::Batcher`]); `None` when each frame goes alone (or there is no connection).
+    /// [`frame::MessageBuilder`]); `None` when each frame goes alone (or there is no connection).
     pub fn batch_limit(&self) -> Option<usize> {
         self.conn
             .as_ref()
@@ -513,9 +513,19 @@ impl ClientSession {
     /// [`ClientSession::poll_transmit`].
     pub fn poll_transmit_message(&mut self, now: Instant) -> Option<Bytes> {
         let (batched, limit) = self.conn.as_ref().map(|c| (c.batched, c.max_message))?;
-        let mut batcher = std::mem::take(&mut self.batcher);
-        let message = batcher.next_message(batched, limit, || self.poll_transmit(now));
-        self.batcher = batcher;
+        let mut builder = std::mem::take(&mut self.builder);
+        builder.set_batching(batched, limit);
+        let message = loop {
+            if let Some(m) = builder.pop() {
+                break Some(m);
+            }
+            if !self.transmit_with(now, |f| builder.push(f)) {
+                builder.finish();
+                builder.shrink();
+                break builder.pop();
+            }
+        };
+        self.builder = builder;
         message
     }
 
@@ -536,23 +546,34 @@ impl ClientSession {
     /// requests (new or replayed) in sequence order, then the close frame once every request
     /// queued before it is written. Nothing follows the close frame.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
-        let conn = self.conn.as_mut()?;
+        let mut out = None;
+        self.transmit_with(now, |b| out = Some(b.clone()));
+        out
+    }
+
+    /// [`ClientSession::poll_transmit`] by reference: `write` sees the next frame (and copies
+    /// it, into a [`frame::MessageBuilder`]) without taking a reference count on it. Whether
+    /// there was one.
+    pub fn transmit_with(&mut self, now: Instant, write: impl FnOnce(&Bytes)) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
         if self.close == CloseProgress::Sent {
-            return None;
+            return false;
         }
-        let bytes = if let Some(b) = self.control.pop_front() {
-            b
+        if let Some(b) = self.control.pop_front() {
+            write(&b);
         } else if let Some((seq, b)) = self.out.next_unsent() {
             self.sent_through = self.sent_through.max(seq);
-            b.clone()
+            write(b);
         } else if self.close == CloseProgress::Requested {
             self.close = CloseProgress::Sent;
-            Bytes::from(frame::encode_to_vec(&ClientFrame::Close))
+            write(&Bytes::from(frame::encode_to_vec(&ClientFrame::Close)));
         } else {
-            return None;
-        };
+            return false;
+        }
         conn.liveness.sent(now);
-        Some(bytes)
+        true
     }
 
     /// The next event for the application.

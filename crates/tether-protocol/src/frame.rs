@@ -11,6 +11,7 @@
 //! Frames are encoded with [postcard](https://docs.rs/postcard), a compact, stable, `serde`-based
 //! format; decoding never panics and reports a [`DecodeError`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
@@ -392,61 +393,82 @@ impl<'a> Iterator for BatchFrames<'a> {
 }
 
 /// Builds the WebSocket messages of one connection from its frames: on a batched connection
-/// as many frames as fit in a limit per message, otherwise one frame per message. A frame that
-/// does not fit waits for the next message. A shell may use its own, to build messages out of
-/// frames it took (`poll_transmit`) without holding the session's lock while it copies.
+/// as many frames as fit in a limit per message, otherwise one frame per message.
+///
+/// A writer hands it frames by reference while it holds its session's lock
+/// (`transmit_with`), and it copies them into the message being built: taking a reference
+/// count on each frame instead (to copy it after the lock) costs more than the copy, as the
+/// publisher that encoded the frame is counting on the same chunk at the same time. A frame
+/// that does not fit in the message being built starts the next one.
 #[derive(Debug, Default)]
-pub struct Batcher {
-    held: Option<Bytes>,
-    /// Where messages are built while frames keep coming: the writer copies a message out
-    /// before it asks for the next one, so the next one reuses the allocation (no large
-    /// allocation per message). Let go of when the queue runs dry: an idle connection keeps
-    /// nothing.
-    scratch: bytes::BytesMut,
+pub struct MessageBuilder {
+    batched: bool,
+    limit: usize,
+    /// The message being built. Let go of when [`MessageBuilder::finish`] finds the queue
+    /// dry: an idle connection keeps nothing.
+    current: bytes::BytesMut,
+    ready: VecDeque<Bytes>,
 }
 
-impl Batcher {
-    /// The next message, pulling frames from `next`.
-    pub fn next_message(
-        &mut self,
-        batched: bool,
-        limit: usize,
-        mut next: impl FnMut() -> Option<Bytes>,
-    ) -> Option<Bytes> {
-        let first = self.held.take().or_else(&mut next)?;
-        if !batched {
-            return Some(first);
-        }
-        let mut message = std::mem::take(&mut self.scratch);
-        message.reserve((first.len() + 16).max(1024).min(limit));
-        push_to_batch(&mut message, &first);
-        let mut drained = false;
-        while message.len() < limit {
-            let Some(frame) = next() else {
-                drained = true;
-                break;
-            };
-            if message.len() + frame.len() + 10 > limit {
-                self.held = Some(frame);
-                break;
-            }
-            push_to_batch(&mut message, &frame);
-        }
-        let out = message.split().freeze();
-        if !drained {
-            self.scratch = message;
-        }
-        Some(out)
+impl MessageBuilder {
+    /// Frames from now on go into batches of at most `limit` bytes (a larger frame alone), or
+    /// one per message when not `batched`.
+    pub fn set_batching(&mut self, batched: bool, limit: usize) {
+        self.batched = batched;
+        self.limit = limit;
     }
 
-    /// Whether a frame waits for the next message.
-    pub(crate) fn is_holding(&self) -> bool {
-        self.held.is_some()
+    /// Adds a frame: copied into the message being built (which is complete first if the frame
+    /// does not fit), or a message of its own on a connection without batches.
+    pub fn push(&mut self, frame: &Bytes) {
+        if !self.batched {
+            self.ready.push_back(frame.clone());
+            return;
+        }
+        if !self.current.is_empty() && self.current.len() + frame.len() + 10 > self.limit {
+            self.seal();
+        }
+        if self.current.is_empty() {
+            // Room for a small message at first; a burst grows it.
+            self.current.reserve((frame.len() + 10).max(1024));
+        }
+        push_to_batch(&mut self.current, frame);
+        if self.current.len() >= self.limit {
+            self.seal();
+        }
     }
 
-    /// The connection ended: a held frame goes with it (a replay writes it again).
-    pub(crate) fn clear(&mut self) {
-        self.held = None;
+    /// The message being built is complete.
+    fn seal(&mut self) {
+        if !self.current.is_empty() {
+            self.ready.push_back(self.current.split().freeze());
+        }
+    }
+
+    /// No more frames for now: the message being built is complete.
+    pub fn finish(&mut self) {
+        self.seal();
+    }
+
+    /// Lets go of the room kept for the next message: for a connection going idle.
+    pub fn shrink(&mut self) {
+        self.current = bytes::BytesMut::new();
+    }
+
+    /// The next complete message.
+    pub fn pop(&mut self) -> Option<Bytes> {
+        self.ready.pop_front()
+    }
+
+    /// Whether a complete message or a part of one waits.
+    pub fn is_holding(&self) -> bool {
+        !self.ready.is_empty() || !self.current.is_empty()
+    }
+
+    /// The connection ended: what was built goes with it (a replay writes it again).
+    pub fn clear(&mut self) {
+        self.ready.clear();
+        self.current.clear();
     }
 }
 
@@ -956,6 +978,56 @@ mod tests {
                 "{bad:?} must not decode"
             );
         }
+    }
+
+    #[test]
+    fn the_message_builder_fills_messages_up_to_the_limit_in_order() {
+        let frames: Vec<Bytes> = (0..40u8)
+            .map(|i| Bytes::from(vec![i; 100]))
+            .chain([Bytes::from(vec![0xee; 5_000]), Bytes::from_static(b"z")])
+            .collect();
+        let mut b = MessageBuilder::default();
+        b.set_batching(true, 1_000);
+        for f in &frames {
+            b.push(f);
+        }
+        assert!(b.is_holding());
+        b.finish();
+        let mut messages = Vec::new();
+        while let Some(m) = b.pop() {
+            messages.push(m);
+        }
+        assert!(!b.is_holding());
+        // 9 frames of 101 B per message, then the 4 left, the large one, the last.
+        assert_eq!(messages.len(), 7);
+        for m in &messages[..4] {
+            assert_eq!(m.len(), 9 * 101, "filled before the next");
+        }
+        let large = &messages[messages.len() - 2];
+        assert_eq!(
+            batch_frames(large).count(),
+            1,
+            "a frame over the limit goes alone"
+        );
+        let back: Vec<Bytes> = messages
+            .iter()
+            .flat_map(|m| batch_frames(m).map(|f| Bytes::copy_from_slice(f.expect("valid"))))
+            .collect();
+        assert_eq!(back, frames, "every frame once, in order");
+
+        b.set_batching(false, 1_000);
+        for f in &frames[..3] {
+            b.push(f);
+        }
+        b.finish();
+        let single: Vec<Bytes> = std::iter::from_fn(|| b.pop()).collect();
+        assert_eq!(single, frames[..3], "one frame per message without batches");
+
+        b.set_batching(true, 1_000);
+        b.push(&frames[0]);
+        b.clear();
+        b.finish();
+        assert_eq!(b.pop(), None, "a cleared builder keeps nothing");
     }
 
     #[test]

@@ -726,21 +726,38 @@ impl ServerSession {
     }
 
     /// The next frame to write: a control frame once the frames it must follow are written,
-    /// otherwise the next sequenced frame. The shell puts frames into WebSocket messages with
-    /// a [`frame::Batcher`] of its connection (several per message when [`Self::is_batched`]),
-    /// outside the session's lock.
+    /// otherwise the next sequenced frame. A shell puts frames into WebSocket messages with a
+    /// [`frame::MessageBuilder`] (several per message when [`Self::is_batched`]); see
+    /// [`ServerSession::transmit_with`].
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
-        let conn = self.conn.as_mut()?;
+        let mut out = None;
+        self.transmit_with(now, |b| out = Some(b.clone()));
+        out
+    }
+
+    /// [`ServerSession::poll_transmit`] by reference: `write` sees the next frame (and copies
+    /// it, into a [`frame::MessageBuilder`]) without taking a reference count on it. Whether
+    /// there was one.
+    pub fn transmit_with(&mut self, now: Instant, write: impl FnOnce(&Bytes)) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
         let ready = self
             .control
             .front()
             .is_some_and(|c| c.after <= self.out.unsent_seq());
-        let bytes = if ready {
-            self.control.pop_front().map(|c| c.bytes)
+        if ready {
+            let Some(c) = self.control.pop_front() else {
+                return false;
+            };
+            write(&c.bytes);
         } else {
-            self.out.next_unsent().map(|(_, b)| b.bytes.clone())
-        }?;
+            let Some((_, b)) = self.out.next_unsent() else {
+                return false;
+            };
+            write(&b.bytes);
+        }
         conn.liveness.sent(now);
-        Some(bytes)
+        true
     }
 }

@@ -47,8 +47,8 @@ struct Pair {
     connected: bool,
     /// Several frames per message, both ways.
     batched: bool,
-    /// The server shell's batcher for the current connection.
-    server_batcher: crate::frame::Batcher,
+    /// The server shell's message builder for the current connection.
+    server_builder: crate::frame::MessageBuilder,
 }
 
 impl Pair {
@@ -69,7 +69,7 @@ impl Pair {
             forbidden: "forbidden",
             connected: false,
             batched: false,
-            server_batcher: crate::frame::Batcher::default(),
+            server_builder: crate::frame::MessageBuilder::default(),
         };
         pair.server.opened(now);
         let accepted = pair.accepted();
@@ -125,14 +125,15 @@ impl Pair {
             while let Some(b) = self.client.poll_transmit_message(self.now) {
                 self.c2s.push_back(b);
             }
-            // As the server's shell does: frames from the session, messages from its batcher.
-            let batched = self.server.is_batched();
-            while let Some(b) =
-                self.server_batcher
-                    .next_message(batched, crate::frame::BATCH_BYTES, || {
-                        self.server.poll_transmit(self.now)
-                    })
-            {
+            // As the server's shell does: frames copied from the session into messages.
+            self.server_builder
+                .set_batching(self.server.is_batched(), crate::frame::BATCH_BYTES);
+            while self
+                .server
+                .transmit_with(self.now, |f| self.server_builder.push(f))
+            {}
+            self.server_builder.finish();
+            while let Some(b) = self.server_builder.pop() {
                 self.s2c.push_back(b);
             }
             while let Some(b) = self.c2s.pop_front() {
@@ -239,9 +240,9 @@ impl Pair {
         self.s2c.clear();
         self.client.disconnected();
         self.server.disconnected();
-        // The connection's writer goes with it, and a frame its batcher held (a replay
-        // writes it again).
-        self.server_batcher = crate::frame::Batcher::default();
+        // The connection's writer goes with it, and what it had built (a replay writes it
+        // again).
+        self.server_builder = crate::frame::MessageBuilder::default();
         self.connected = false;
     }
 

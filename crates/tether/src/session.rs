@@ -921,44 +921,37 @@ async fn write_loop(
     inner: Arc<SessionInner>,
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
 ) -> WriterEnd {
-    // Frames are taken under the session's lock and copied into messages after it is
-    // released: `send` calls queueing the next requests do not wait for the copying.
-    let mut frames: Vec<Bytes> = Vec::with_capacity(64);
-    let mut batcher = tether_protocol::frame::Batcher::default();
+    // Frames are copied into messages under the session's lock, without a reference count
+    // each (see `MessageBuilder`); the messages are written after it is released.
+    let mut builder = tether_protocol::frame::MessageBuilder::default();
     loop {
-        let (deadline, more, limit) = {
+        let (deadline, more) = {
             let mut s = lock(&inner.shared);
             let now = Instant::now();
             if let Err(fault) = s.proto.handle_timeout(now) {
                 return WriterEnd::Fault(fault);
             }
-            while frames.len() < WRITE_ROUND {
-                match s.proto.poll_transmit(now) {
-                    Some(b) => frames.push(b),
-                    None => break,
-                }
+            let limit = s.proto.batch_limit();
+            builder.set_batching(limit.is_some(), limit.unwrap_or(0));
+            let mut taken = 0;
+            while taken < WRITE_ROUND && s.proto.transmit_with(now, |f| builder.push(f)) {
+                taken += 1;
             }
-            (
-                s.proto.poll_timeout(),
-                frames.len() == WRITE_ROUND,
-                s.proto.batch_limit(),
-            )
+            builder.finish();
+            (s.proto.poll_timeout(), taken == WRITE_ROUND)
         };
-        let mut queued = frames.drain(..);
-        while let Some(message) =
-            batcher.next_message(limit.is_some(), limit.unwrap_or(0), || queued.next())
-        {
+        while let Some(message) = builder.pop() {
             if sink.feed(Message::Binary(message)).await.is_err() {
                 return WriterEnd::Io;
             }
         }
-        drop(queued);
         if sink.flush().await.is_err() {
             return WriterEnd::Io;
         }
         if more {
             continue;
         }
+        builder.shrink();
         // After the close frame nothing more is written: the server answers with its final
         // ack and ends the connection, which the reader sees.
         let wake = inner.writer_wake.notified();

@@ -170,13 +170,12 @@ pub(super) async fn write_loop(
     metrics: Arc<Metrics>,
     mut sink: futures_util::stream::SplitSink<WebSocketStream<BoxIo>, Message>,
 ) {
-    // Frames are taken under the session's lock, and copied into messages after it is
-    // released: a publisher queueing the next updates does not wait for the copying. Grows
-    // with a burst and shrinks after it: an idle connection holds almost none of it.
-    let mut frames: Vec<Bytes> = Vec::new();
-    let mut batcher = frame::Batcher::default();
+    // Frames are copied into messages under the session's lock, without a reference count
+    // each (see `MessageBuilder`): the publisher that encoded them is counting on the same
+    // chunk. The messages are written after the lock is released.
+    let mut builder = frame::MessageBuilder::default();
     loop {
-        let (deadline, closing, more, batched) = {
+        let (deadline, closing, more) = {
             let mut inner = lock(&slot.inner);
             if inner.generation != generation {
                 drop(inner);
@@ -189,39 +188,31 @@ pub(super) async fn write_loop(
                 debug!(session = %slot.id, ?fault, "connection dead");
                 return;
             }
-            while frames.len() < WRITE_ROUND {
-                match inner.proto.poll_transmit(now) {
-                    Some(b) => frames.push(b),
-                    None => break,
-                }
+            builder.set_batching(inner.proto.is_batched(), frame::BATCH_BYTES);
+            let mut taken = 0;
+            while taken < WRITE_ROUND && inner.proto.transmit_with(now, |f| builder.push(f)) {
+                taken += 1;
             }
-            let more = frames.len() == WRITE_ROUND;
+            builder.finish();
             (
                 inner.proto.poll_timeout(),
                 inner.closing,
-                more,
-                inner.proto.is_batched(),
+                taken == WRITE_ROUND,
             )
         };
-        let mut queued = frames.drain(..);
-        while let Some(message) =
-            batcher.next_message(batched, frame::BATCH_BYTES, || queued.next())
-        {
+        while let Some(message) = builder.pop() {
             metrics.bytes_out.inc_by(message.len() as u64);
             if sink.feed(Message::Binary(message)).await.is_err() {
                 return;
             }
         }
-        drop(queued);
         if sink.flush().await.is_err() {
             return;
-        }
-        if !more {
-            frames.shrink_to(16);
         }
         if more {
             continue;
         }
+        builder.shrink();
         if closing {
             let _ = sink.close().await;
             return;
