@@ -907,6 +907,9 @@ async fn run_connection(
 
 /// Frames the writer takes from the session per round at most.
 const WRITE_ROUND: usize = 1024;
+/// Frames the writer copies per hold of the session's lock at most: a `send` waiting for the
+/// lock waits for this many copies, not for a whole round.
+const LOCK_ROUND: usize = 64;
 
 /// Frames handled under one lock at most (enough to amortise it, few enough to stay fair to
 /// the writer and the callbacks waiting for that lock).
@@ -925,21 +928,28 @@ async fn write_loop(
     // each (see `MessageBuilder`); the messages are written after it is released.
     let mut builder = tether_protocol::frame::MessageBuilder::default();
     loop {
-        let (deadline, more) = {
+        let mut taken = 0;
+        let deadline = loop {
             let mut s = lock(&inner.shared);
             let now = Instant::now();
-            if let Err(fault) = s.proto.handle_timeout(now) {
-                return WriterEnd::Fault(fault);
+            if taken == 0 {
+                if let Err(fault) = s.proto.handle_timeout(now) {
+                    return WriterEnd::Fault(fault);
+                }
+                let limit = s.proto.batch_limit();
+                builder.set_batching(limit.is_some(), limit.unwrap_or(0));
             }
-            let limit = s.proto.batch_limit();
-            builder.set_batching(limit.is_some(), limit.unwrap_or(0));
-            let mut taken = 0;
-            while taken < WRITE_ROUND && s.proto.transmit_with(now, |f| builder.push(f)) {
-                taken += 1;
+            let mut copied = 0;
+            while copied < LOCK_ROUND && s.proto.transmit_with(now, |f| builder.push(f)) {
+                copied += 1;
             }
-            builder.finish();
-            (s.proto.poll_timeout(), taken == WRITE_ROUND)
+            taken += copied;
+            if copied < LOCK_ROUND || taken >= WRITE_ROUND {
+                break s.proto.poll_timeout();
+            }
         };
+        builder.finish();
+        let more = taken >= WRITE_ROUND;
         while let Some(message) = builder.pop() {
             if sink.feed(Message::Binary(message)).await.is_err() {
                 return WriterEnd::Io;

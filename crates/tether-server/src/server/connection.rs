@@ -163,6 +163,9 @@ pub(super) enum Handled {
 
 /// Frames taken from the session per round of writing at most.
 const WRITE_ROUND: usize = 1024;
+/// Frames copied per hold of the session's lock at most: a publisher waiting for the lock
+/// waits for this many copies, not for a whole round.
+const LOCK_ROUND: usize = 64;
 
 pub(super) async fn write_loop(
     slot: Arc<Slot>,
@@ -175,7 +178,8 @@ pub(super) async fn write_loop(
     // chunk. The messages are written after the lock is released.
     let mut builder = frame::MessageBuilder::default();
     loop {
-        let (deadline, closing, more) = {
+        let mut taken = 0;
+        let (deadline, closing) = loop {
             let mut inner = lock(&slot.inner);
             if inner.generation != generation {
                 drop(inner);
@@ -184,22 +188,24 @@ pub(super) async fn write_loop(
                 return;
             }
             let now = Instant::now();
-            if let Err(fault) = inner.proto.handle_timeout(now) {
-                debug!(session = %slot.id, ?fault, "connection dead");
-                return;
+            if taken == 0 {
+                if let Err(fault) = inner.proto.handle_timeout(now) {
+                    debug!(session = %slot.id, ?fault, "connection dead");
+                    return;
+                }
+                builder.set_batching(inner.proto.is_batched(), frame::BATCH_BYTES);
             }
-            builder.set_batching(inner.proto.is_batched(), frame::BATCH_BYTES);
-            let mut taken = 0;
-            while taken < WRITE_ROUND && inner.proto.transmit_with(now, |f| builder.push(f)) {
-                taken += 1;
+            let mut copied = 0;
+            while copied < LOCK_ROUND && inner.proto.transmit_with(now, |f| builder.push(f)) {
+                copied += 1;
             }
-            builder.finish();
-            (
-                inner.proto.poll_timeout(),
-                inner.closing,
-                taken == WRITE_ROUND,
-            )
+            taken += copied;
+            if copied < LOCK_ROUND || taken >= WRITE_ROUND {
+                break (inner.proto.poll_timeout(), inner.closing);
+            }
         };
+        builder.finish();
+        let more = taken >= WRITE_ROUND;
         while let Some(message) = builder.pop() {
             metrics.bytes_out.inc_by(message.len() as u64);
             if sink.feed(Message::Binary(message)).await.is_err() {
