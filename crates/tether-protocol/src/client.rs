@@ -482,6 +482,8 @@ impl ClientSession {
         } else if conn.liveness.ping_due(now) {
             conn.acks.sent();
             conn.liveness.sent(now);
+            // A quiet session: what the server acknowledged goes now, not at the next send.
+            self.out.release();
             self.control
                 .push_back(Bytes::from(frame::encode_to_vec(&ClientFrame::Ping {
                     received: self.received,

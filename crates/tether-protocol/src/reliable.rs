@@ -24,11 +24,20 @@ impl Default for BufferLimits {
 
 /// Sequenced frames from the first unacknowledged one on, with a cursor for what has been
 /// written to the current connection.
+///
+/// Acknowledged frames are not dropped by [`RecoveryBuffer::ack`] but by the next
+/// [`RecoveryBuffer::push`] (or [`RecoveryBuffer::release`]): a shell acknowledges on its
+/// reader while its publisher pushes, and a frame's reference counts (an encoding shared by
+/// many frames, its topic) then stay with the thread that took them instead of moving between
+/// cores on every acknowledgement.
 #[derive(Debug)]
 pub struct RecoveryBuffer<F> {
-    /// Sequence number of `frames[0]` (or of the next frame pushed, when empty).
+    /// Sequence number of the first frame held (or of the next frame pushed, when none is).
     first: u64,
+    /// The first `acked` are acknowledged, waiting to be dropped; the frames held follow.
     frames: VecDeque<(F, usize)>,
+    acked: usize,
+    /// Bytes of the frames held.
     bytes: usize,
     /// Next sequence number to write on the current connection.
     next_unsent: u64,
@@ -55,6 +64,7 @@ impl<F> RecoveryBuffer<F> {
         RecoveryBuffer {
             first: 1,
             frames: VecDeque::new(),
+            acked: 0,
             bytes: 0,
             next_unsent: 1,
             limits,
@@ -68,7 +78,7 @@ impl<F> RecoveryBuffer<F> {
 
     /// Sequence number the next pushed frame gets.
     pub fn next_seq(&self) -> u64 {
-        self.first + self.frames.len() as u64
+        self.first + self.len() as u64
     }
 
     /// Sequence number of the oldest frame held (equals `next_seq` when empty).
@@ -78,12 +88,12 @@ impl<F> RecoveryBuffer<F> {
 
     /// Frames held.
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.frames.len() - self.acked
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.len() == 0
     }
 
     /// Bytes held.
@@ -94,14 +104,14 @@ impl<F> RecoveryBuffer<F> {
     /// Whether one more frame of `size` bytes fits within the limits. An empty buffer always
     /// takes one frame, so that a frame larger than the byte limit is not stuck forever.
     pub fn has_room_for(&self, size: usize) -> bool {
-        self.frames.is_empty()
-            || (self.frames.len() < self.limits.max_frames
-                && self.bytes + size <= self.limits.max_bytes)
+        self.is_empty()
+            || (self.len() < self.limits.max_frames && self.bytes + size <= self.limits.max_bytes)
     }
 
     /// Appends a frame and returns its sequence number. Limits are the caller's business
     /// (see [`RecoveryBuffer::has_room_for`] and [`RecoveryBuffer::pop_oldest`]).
     pub fn push(&mut self, frame: F, size: usize) -> u64 {
+        self.release();
         let seq = self.next_seq();
         self.frames.push_back((frame, size));
         self.bytes += size;
@@ -111,6 +121,7 @@ impl<F> RecoveryBuffer<F> {
     /// Drops the oldest frame (making room at the cost of a possible gap) and returns it with
     /// its sequence number.
     pub fn pop_oldest(&mut self) -> Option<(u64, F)> {
+        self.release();
         let (frame, size) = self.frames.pop_front()?;
         let seq = self.first;
         self.first += 1;
@@ -121,18 +132,30 @@ impl<F> RecoveryBuffer<F> {
         Some((seq, frame))
     }
 
-    /// The peer has everything up to `received`: forget those frames. Returns `false` if the
-    /// peer acknowledges frames that were never sent (a protocol violation).
+    /// The peer has everything up to `received`: forget those frames (they are dropped by the
+    /// next push or [`RecoveryBuffer::release`]). Returns `false` if the peer acknowledges
+    /// frames that were never sent (a protocol violation).
     pub fn ack(&mut self, received: u64) -> bool {
         if received >= self.next_unsent {
             return false;
         }
-        while self.first <= received {
-            if self.pop_oldest().is_none() {
-                break;
-            }
+        let newly = usize::try_from((received + 1).saturating_sub(self.first))
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        for (_, size) in self.frames.range(self.acked..self.acked + newly) {
+            self.bytes -= size;
         }
+        self.acked += newly;
+        self.first += newly as u64;
         true
+    }
+
+    /// Drops the acknowledged frames still kept (see [`RecoveryBuffer::ack`]).
+    pub fn release(&mut self) {
+        if self.acked > 0 {
+            self.frames.drain(..self.acked);
+            self.acked = 0;
+        }
     }
 
     /// A new connection begins and the peer has everything up to `received`: forget those
@@ -147,6 +170,7 @@ impl<F> RecoveryBuffer<F> {
                 to: self.first - 1,
             });
         }
+        self.release();
         while self.first <= received {
             self.pop_oldest();
         }
@@ -156,6 +180,7 @@ impl<F> RecoveryBuffer<F> {
 
     /// Forgets every frame and starts numbering again at `next` (after a gap was reported).
     pub fn reset_to(&mut self, next: u64) -> Vec<F> {
+        self.release();
         let frames = self.frames.drain(..).map(|(f, _)| f).collect();
         self.bytes = 0;
         self.first = next;
@@ -166,7 +191,7 @@ impl<F> RecoveryBuffer<F> {
     /// The next frame to write on the current connection, advancing the cursor.
     pub fn next_unsent(&mut self) -> Option<(u64, &F)> {
         let index = usize::try_from(self.next_unsent - self.first).ok()?;
-        let (frame, _) = self.frames.get(index)?;
+        let (frame, _) = self.frames.get(self.acked + index)?;
         let seq = self.next_unsent;
         self.next_unsent += 1;
         Some((seq, frame))
@@ -186,6 +211,7 @@ impl<F> RecoveryBuffer<F> {
     pub fn iter(&self) -> impl Iterator<Item = (u64, &F)> {
         self.frames
             .iter()
+            .skip(self.acked)
             .enumerate()
             .map(|(i, (f, _))| (self.first + i as u64, f))
     }
@@ -217,6 +243,45 @@ mod tests {
         assert!(!b.ack(3), "3 not sent");
         assert_eq!(b.next_unsent(), Some((3, &"c")));
         assert_eq!(b.next_unsent(), None);
+    }
+
+    #[test]
+    fn acked_frames_are_dropped_by_the_next_push_or_release() {
+        let frame = std::rc::Rc::new(());
+        let mut b = RecoveryBuffer::new(BufferLimits {
+            max_frames: 3,
+            max_bytes: 1000,
+        });
+        for _ in 0..3 {
+            b.push(frame.clone(), 10);
+        }
+        while b.next_unsent().is_some() {}
+        assert!(b.ack(2));
+        assert_eq!((b.first_seq(), b.len(), b.bytes()), (3, 1, 10));
+        assert!(b.has_room_for(10), "acknowledged frames take no room");
+        assert_eq!(
+            std::rc::Rc::strong_count(&frame),
+            4,
+            "kept until the next push"
+        );
+        assert_eq!(b.push(frame.clone(), 10), 4);
+        assert_eq!(
+            std::rc::Rc::strong_count(&frame),
+            3,
+            "the push dropped them"
+        );
+        let seqs: Vec<u64> = b.iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, vec![3, 4]);
+        assert_eq!(b.next_unsent().map(|(s, _)| s), Some(4));
+        assert!(b.ack(3));
+        b.release();
+        assert_eq!(std::rc::Rc::strong_count(&frame), 2);
+        assert!(b.rewind(3).is_ok(), "the peer has 3");
+        assert_eq!(
+            b.next_unsent().map(|(s, _)| s),
+            Some(4),
+            "4 is written again"
+        );
     }
 
     #[test]

@@ -696,6 +696,8 @@ impl ServerSession {
         } else if conn.liveness.ping_due(now) {
             conn.liveness.sent(now);
             conn.acks.sent();
+            // A quiet connection: what its client acknowledged goes now, not at the next push.
+            self.out.release();
             self.control.push_back(Control {
                 bytes: Bytes::from(frame::encode_to_vec(&ServerFrame::Ping {
                     received: self.applied,
