@@ -90,6 +90,31 @@ pub struct Update {
     pub snapshot: bool,
 }
 
+/// An update's parts, borrowed: what the encoders take, so that a server encodes a stored
+/// value without cloning its topic and value into an [`Update`] first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateRef<'a> {
+    /// The topic path.
+    pub topic: &'a str,
+    /// The value.
+    pub value: &'a [u8],
+    /// The update's position in the topic's log.
+    pub position: Position,
+    /// See [`Update::snapshot`].
+    pub snapshot: bool,
+}
+
+impl<'a> From<&'a Update> for UpdateRef<'a> {
+    fn from(u: &'a Update) -> Self {
+        UpdateRef {
+            topic: &u.topic,
+            value: &u.value,
+            position: u.position,
+            snapshot: u.snapshot,
+        }
+    }
+}
+
 /// Why the server refused one client request; the session stays open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -295,9 +320,10 @@ impl Arena {
     }
 
     /// [`encode_update`] into the arena.
-    pub fn encode_update(&mut self, update: &Update) -> Bytes {
-        self.make_room(update_room(update));
-        write_update(&mut self.chunk, update);
+    pub fn encode_update<'a>(&mut self, update: impl Into<UpdateRef<'a>>) -> Bytes {
+        let update = update.into();
+        self.make_room(update_room(&update));
+        write_update(&mut self.chunk, &update);
         self.chunk.split().freeze()
     }
 
@@ -599,9 +625,10 @@ pub fn decode_server_in(
 /// The encoding of `ServerFrame::Update(update)`, as [`encode_to_vec`] gives it, written
 /// without serde: updates are the frames a server encodes most, and serde's generic path
 /// (a sizing pass, then the encoding) cost several times the copy itself.
-pub fn encode_update(update: &Update) -> Vec<u8> {
-    let mut out = Vec::with_capacity(update_room(update));
-    write_update(&mut out, update);
+pub fn encode_update<'a>(update: impl Into<UpdateRef<'a>>) -> Vec<u8> {
+    let update = update.into();
+    let mut out = Vec::with_capacity(update_room(&update));
+    write_update(&mut out, &update);
     out
 }
 
@@ -616,17 +643,17 @@ fn varint_len(n: u64) -> usize {
 }
 
 /// Room enough for an update's encoding (varints at their longest).
-fn update_room(update: &Update) -> usize {
+fn update_room(update: &UpdateRef<'_>) -> usize {
     1 + 10 + update.topic.len() + 10 + update.value.len() + 5 + 10 + 1
 }
 
-fn write_update(out: &mut impl bytes::BufMut, update: &Update) {
+fn write_update(out: &mut impl bytes::BufMut, update: &UpdateRef<'_>) {
     let topic = update.topic.as_bytes();
     out.put_u8(UPDATE_VARIANT);
     put_varint(out, topic.len() as u64);
     out.put_slice(topic);
     put_varint(out, update.value.len() as u64);
-    out.put_slice(&update.value);
+    out.put_slice(update.value);
     put_varint(out, u64::from(update.position.partition));
     put_varint(out, update.position.offset);
     out.put_u8(u8::from(update.snapshot));

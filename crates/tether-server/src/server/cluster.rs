@@ -288,8 +288,14 @@ impl Shared {
                     epoch: entry.epoch,
                     offset: entry.offset,
                 };
-                let stored = topics.store.put(&entry.topic, entry.value, position);
-                self.deliver(&mut topics, stored, None);
+                let Topics {
+                    store,
+                    index,
+                    arena,
+                    ..
+                } = &mut *topics;
+                let stored = store.put(&entry.topic, entry.value, position);
+                self.deliver(index, arena, stored, None);
             }
         }
     }

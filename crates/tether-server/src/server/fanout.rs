@@ -5,9 +5,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
+use tether_protocol::Position;
 use tether_protocol::frame;
 use tether_protocol::server::ServerFault;
-use tether_protocol::{Position, Update};
 
 use crate::topics::TopicValue;
 
@@ -24,38 +24,42 @@ impl Shared {
         value: Bytes,
         own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) -> Position {
-        let stored = topics.store.set(topic, value);
-        let position = stored.position;
-        self.deliver(topics, stored, own);
-        position
+        let Topics {
+            store,
+            index,
+            arena,
+            ..
+        } = topics;
+        let stored = store.set(topic, value);
+        self.deliver(index, arena, stored, own);
+        stored.position
     }
 
     /// Queues a stored update for every subscriber of its topic.
     pub(super) fn deliver(
         &self,
-        topics: &mut Topics,
-        stored: TopicValue,
+        index: &SubscriptionIndex<SlotRef>,
+        arena: &mut frame::Arena,
+        stored: &TopicValue,
         mut own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) {
         let mut encodings = Encodings {
-            arena: &mut topics.arena,
-            stored: &stored,
+            arena,
+            stored,
             chunked: None,
             detached: None,
         };
-        topics
-            .index
-            .for_each_matching(&stored.topic, |SlotRef(target), last| {
-                if !target.perms.may_read(&stored.topic) {
-                    return;
+        index.for_each_matching(&stored.topic, |SlotRef(target), last| {
+            if !target.perms.may_read(&stored.topic) {
+                return;
+            }
+            match own.as_mut() {
+                Some((slot, inner)) if Arc::ptr_eq(slot, target) => {
+                    self.queue_update(target, inner, &mut encodings, last)
                 }
-                match own.as_mut() {
-                    Some((slot, inner)) if Arc::ptr_eq(slot, target) => {
-                        self.queue_update(target, inner, &mut encodings, last)
-                    }
-                    _ => self.queue_update(target, &mut lock(&target.inner), &mut encodings, last),
-                }
-            });
+                _ => self.queue_update(target, &mut lock(&target.inner), &mut encodings, last),
+            }
+        });
     }
 
     /// Queues an update for one session, waking its writer if it was idle. `last`: no other
@@ -136,16 +140,16 @@ impl Encodings<'_> {
         if let Some(e) = kept.take() {
             return if last { e } else { kept.insert(e).clone() };
         }
-        let update = Update {
-            topic: self.stored.topic.clone(),
-            value: self.stored.value.clone(),
+        let update = frame::UpdateRef {
+            topic: &self.stored.topic,
+            value: &self.stored.value,
             position: self.stored.position,
             snapshot: false,
         };
         let e = if connected {
-            self.arena.encode_update(&update)
+            self.arena.encode_update(update)
         } else {
-            Bytes::from(frame::encode_update(&update))
+            Bytes::from(frame::encode_update(update))
         };
         if last { e } else { kept.insert(e).clone() }
     }
@@ -154,6 +158,7 @@ impl Encodings<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tether_protocol::Update;
 
     #[test]
     fn connected_sessions_share_the_arena_and_the_others_an_encoding_of_its_own() {
