@@ -840,3 +840,42 @@ fn a_request_decoded_but_not_applied_keeps_its_number_when_the_client_sends_it_a
         "the same request, the same number"
     );
 }
+
+#[test]
+fn acknowledged_frames_are_freed_by_the_next_push_or_the_next_ping() {
+    let mut server = ServerSession::new(BufferLimits::default(), PING);
+    let now = Instant::now();
+    server.opened(now);
+    let encoded = crate::frame::encode_update(&Update {
+        topic: "a".into(),
+        value: Bytes::from_static(b"v"),
+        position: Position::default(),
+        snapshot: false,
+    });
+    let (first, second) = (Bytes::from(encoded.clone()), Bytes::from(encoded));
+    let ack = |server: &mut ServerSession, received: u64| {
+        let bytes = crate::frame::encode_to_vec(&crate::frame::ClientFrame::Ack { received });
+        server.handle_frame(now, &bytes).expect("a valid ack")
+    };
+    server
+        .push_encoded_update(Arc::from("a"), first.clone())
+        .expect("room");
+    while server.poll_transmit(now).is_some() {}
+    ack(&mut server, 1);
+    assert_eq!(
+        server.buffered().0,
+        0,
+        "acknowledged: off the buffer at once"
+    );
+    assert!(!first.is_unique(), "but kept until the next push");
+    server
+        .push_encoded_update(Arc::from("a"), second.clone())
+        .expect("room");
+    assert!(first.is_unique(), "the push freed it");
+    while server.poll_transmit(now).is_some() {}
+    ack(&mut server, 2);
+    assert!(!second.is_unique());
+    // No update follows: the quiet connection's ping frees it.
+    server.handle_timeout(now + PING).expect("alive");
+    assert!(second.is_unique(), "freed at the ping");
+}
