@@ -430,8 +430,8 @@ impl<'a> Iterator for BatchFrames<'a> {
 pub struct MessageBuilder {
     batched: bool,
     limit: usize,
-    /// The message being built. Let go of when [`MessageBuilder::finish`] finds the queue
-    /// dry: an idle connection keeps nothing.
+    /// The message being built. Its room is let go of by [`MessageBuilder::shrink`], when a
+    /// writer's queue runs dry: an idle connection keeps nothing.
     current: bytes::BytesMut,
     ready: VecDeque<Bytes>,
 }
@@ -452,7 +452,7 @@ impl MessageBuilder {
             return;
         }
         if !self.current.is_empty() && self.current.len() + frame.len() + 10 > self.limit {
-            self.seal();
+            self.finish();
         }
         if self.current.is_empty() {
             // Room for a small message at first; a burst grows it.
@@ -460,20 +460,15 @@ impl MessageBuilder {
         }
         push_to_batch(&mut self.current, frame);
         if self.current.len() >= self.limit {
-            self.seal();
+            self.finish();
         }
     }
 
-    /// The message being built is complete.
-    fn seal(&mut self) {
+    /// The message being built is complete (no more frames for now, or the next does not fit).
+    pub fn finish(&mut self) {
         if !self.current.is_empty() {
             self.ready.push_back(self.current.split().freeze());
         }
-    }
-
-    /// No more frames for now: the message being built is complete.
-    pub fn finish(&mut self) {
-        self.seal();
     }
 
     /// Lets go of the room kept for the next message: for a connection going idle.

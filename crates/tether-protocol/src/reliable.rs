@@ -170,7 +170,6 @@ impl<F> RecoveryBuffer<F> {
                 to: self.first - 1,
             });
         }
-        self.release();
         while self.first <= received {
             self.pop_oldest();
         }
