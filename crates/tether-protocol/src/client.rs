@@ -227,6 +227,12 @@ impl ClientSession {
         seq <= self.sent_through
     }
 
+    /// The last request written on some connection: requests up to it may have reached the
+    /// server (see [`ClientSession::may_have_reached_server`]).
+    pub fn written_through(&self) -> u64 {
+        self.sent_through
+    }
+
     /// Whether the close frame has been written on the current connection (the server now
     /// answers with its final ack and ends the connection).
     pub fn is_close_sent(&self) -> bool {

@@ -40,6 +40,7 @@
 //! To test your own strategy without a network, see [`testing`].
 #![warn(missing_docs)]
 
+mod completion;
 mod connect;
 mod delivery;
 mod error;
@@ -48,12 +49,12 @@ mod session;
 pub mod strategy;
 pub mod testing;
 
+pub use completion::Completion;
 pub use delivery::Subscription;
 pub use error::Error;
 pub use runtime::shutdown;
 pub use session::{
-    Completion, GapReports, Session, SessionBuilder, SessionListener, StateChange, StateChanges,
-    TopicUpdate,
+    GapReports, Session, SessionBuilder, SessionListener, StateChange, StateChanges, TopicUpdate,
 };
 pub use strategy::{AttemptInfo, ReconnectionAttempt, ReconnectionStrategy};
 pub use tether_protocol::{

@@ -26,6 +26,7 @@ use tether_protocol::{
 };
 
 use crate::Error;
+use crate::completion::{Board, Completion};
 use crate::connect::{self, Connector, Failure, TlsOptions, Ws};
 use crate::delivery::{Backlog, Callbacks, Sink, Subscription};
 use crate::runtime;
@@ -395,6 +396,7 @@ async fn open_on_runtime(
         callbacks,
         writer_wake: Notify::new(),
         space: Notify::new(),
+        completions: Arc::default(),
         state_tx,
         close_tx,
         shared: Mutex::new(Shared {
@@ -423,9 +425,9 @@ async fn open_on_runtime(
     })
 }
 
-/// Requests waiting for their answer, in sequence order: requests are queued in order and
+/// Subscribes and unsubscribes waiting for their answer, in sequence order: requests are
 /// answered in order, so the answer is almost always for the first one (no hashing per
-/// request).
+/// request). Publishes are not here: the session's [`Board`] has their outcomes.
 #[derive(Default)]
 struct PendingRequests(std::collections::VecDeque<(u64, Pending)>);
 
@@ -451,8 +453,8 @@ impl IntoIterator for PendingRequests {
     }
 }
 
+/// A subscribe or unsubscribe waiting for its answer (publishes have the [`Board`]).
 enum Pending {
-    Publish(oneshot::Sender<Result<(), Error>>),
     Subscribe {
         id: u64,
         done: oneshot::Sender<Result<(), Error>>,
@@ -520,9 +522,19 @@ pub(crate) struct SessionInner {
     writer_wake: Notify,
     /// Signalled when acknowledgements free room in the send queue.
     space: Notify,
+    /// The outcomes of publishes.
+    completions: Arc<Board>,
     state_tx: watch::Sender<SessionState>,
     close_tx: watch::Sender<bool>,
     shared: Mutex<Shared>,
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        // Gone without finishing (Tether's runtime shut down with the session open): the
+        // publishes still in flight may or may not have been applied.
+        self.completions.lose();
+    }
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -634,6 +646,8 @@ impl SessionInner {
     /// Routes what the protocol produced; returns whether a request completed (room freed).
     fn drain_events(&self, s: &mut Shared, end: &mut Option<ConnEnd>) -> bool {
         let mut freed = false;
+        // Answers come in order: the last request answered settles every publish before it.
+        let mut settled = None;
         while let Some(event) = s.proto.poll_event() {
             if !matches!(event, ClientEvent::Update(_)) {
                 // What came before this event reaches the application before it.
@@ -645,7 +659,15 @@ impl SessionInner {
                 }
                 ClientEvent::Completed { request, result } => {
                     freed = true;
-                    complete(s, request, result.map_err(Error::Rejected));
+                    if result.is_ok() {
+                        settled = Some(request);
+                    }
+                    complete(
+                        s,
+                        &self.completions,
+                        request,
+                        result.map_err(Error::Rejected),
+                    );
                 }
                 ClientEvent::Gap(report) => {
                     warn!(session = %self.id, lost = report.lost_count(), "messages lost during the outage; snapshots follow");
@@ -670,6 +692,9 @@ impl SessionInner {
             }
         }
         s.flush_staged(&self.backlog);
+        if let Some(seq) = settled {
+            self.completions.settle_through(seq);
+        }
         freed
     }
 
@@ -683,9 +708,9 @@ impl SessionInner {
             let pending = std::mem::take(&mut s.pending);
             for (seq, p) in pending {
                 let tx = match p {
-                    Pending::Publish(tx)
-                    | Pending::Subscribe { done: tx, .. }
-                    | Pending::Unsubscribe { done: tx, .. } => tx,
+                    Pending::Subscribe { done: tx, .. } | Pending::Unsubscribe { done: tx, .. } => {
+                        tx
+                    }
                 };
                 let _ = tx.send(Err(if s.proto.may_have_reached_server(seq) {
                     Error::OutcomeUnknown { reason }
@@ -693,6 +718,7 @@ impl SessionInner {
                     Error::Closed { reason }
                 }));
             }
+            self.completions.close(reason, s.proto.written_through());
             s.subscriptions.clear();
             s.gap_streams.clear();
         }
@@ -746,11 +772,8 @@ fn route_update(s: &mut Shared, update: Update, callbacks: &Callbacks, backlog: 
     }
 }
 
-fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
+fn complete(s: &mut Shared, board: &Board, request: u64, result: Result<(), Error>) {
     match s.pending.remove(request) {
-        Some(Pending::Publish(tx)) => {
-            let _ = tx.send(result);
-        }
         Some(Pending::Subscribe { id, done }) => {
             if result.is_ok() {
                 if let Some(l) = s.subscriptions.iter_mut().find(|l| l.id == id) {
@@ -767,7 +790,12 @@ fn complete(s: &mut Shared, request: u64, result: Result<(), Error>) {
             }
             let _ = done.send(result);
         }
-        None => {}
+        // A publish: settled with the others, unless refused.
+        None => {
+            if let Err(e) = result {
+                board.fail(request, e);
+            }
+        }
     }
 }
 
@@ -1213,14 +1241,12 @@ impl Session {
     }
 
     /// Queues a request, waiting for room while connected; fails with `QueueFull` while
-    /// disconnected.
-    async fn request(
+    /// disconnected. `queue` returns what resolves to the answer (`None`: answered already).
+    async fn request<A: Future<Output = Result<(), Error>>>(
         &self,
-        mut queue: impl FnMut(
-            &mut Shared,
-        ) -> Result<Option<oneshot::Receiver<Result<(), Error>>>, Error>,
+        mut queue: impl FnMut(&mut Shared) -> Result<Option<A>, Error>,
     ) -> Result<(), Error> {
-        let rx = loop {
+        let answer = loop {
             let space = self.inner.space.notified();
             {
                 let mut s = lock(&self.inner.shared);
@@ -1228,7 +1254,7 @@ impl Session {
                     return Err(Self::closed_error(&s));
                 }
                 match queue(&mut s) {
-                    Ok(Some(rx)) => break rx,
+                    Ok(Some(answer)) => break answer,
                     Ok(None) => return Ok(()),
                     Err(Error::QueueFull(full)) => {
                         if !s.proto.is_connected() {
@@ -1241,7 +1267,7 @@ impl Session {
             space.await;
         };
         self.inner.writer_wake.notify_one();
-        rx.await.unwrap_or(Err(ANSWER_LOST))
+        answer.await
     }
 
     /// Publishes `value` on `topic` and waits until the server has applied it (or refused it:
@@ -1251,11 +1277,10 @@ impl Session {
     pub async fn publish(&self, topic: &str, value: impl Into<Bytes>) -> Result<(), Error> {
         validate_topic(topic)?;
         let value = value.into();
+        let board = &self.inner.completions;
         self.request(|s| {
             let seq = s.proto.publish(topic, value.clone())?;
-            let (tx, rx) = oneshot::channel();
-            s.pending.insert(seq, Pending::Publish(tx));
-            Ok(Some(rx))
+            Ok(Some(board.completion(seq)))
         })
         .await
     }
@@ -1265,7 +1290,7 @@ impl Session {
     /// when the send queue is full, connected or not.
     pub fn send(&self, topic: &str, value: impl Into<Bytes>) -> Result<Completion, Error> {
         validate_topic(topic)?;
-        let (rx, writer_idle) = {
+        let (seq, writer_idle) = {
             let mut s = lock(&self.inner.shared);
             if s.state.is_closed() || s.closing {
                 return Err(Self::closed_error(&s));
@@ -1273,15 +1298,12 @@ impl Session {
             // With frames already waiting, the writer has been woken for them and takes this
             // one too: a wake-up per publish was a visible share of its cost.
             let writer_idle = !s.proto.has_pending_transmit();
-            let seq = s.proto.publish(topic, value.into())?;
-            let (tx, rx) = oneshot::channel();
-            s.pending.insert(seq, Pending::Publish(tx));
-            (rx, writer_idle)
+            (s.proto.publish(topic, value.into())?, writer_idle)
         };
         if writer_idle {
             self.inner.writer_wake.notify_one();
         }
-        Ok(Completion { rx })
+        Ok(self.inner.completions.completion(seq))
     }
 
     /// Subscribes to a selector (`a/b`, `a/*`, `a/**`). The current values of matching topics
@@ -1316,7 +1338,7 @@ impl Session {
             });
             let (done, rx) = oneshot::channel();
             s.pending.insert(seq, Pending::Subscribe { id, done });
-            Ok(Some(rx))
+            Ok(Some(answer(rx)))
         })
         .await
     }
@@ -1354,7 +1376,7 @@ impl Session {
                     done,
                 },
             );
-            Ok(Some(rx))
+            Ok(Some(answer(rx)))
         })
         .await
     }
@@ -1382,25 +1404,12 @@ impl Session {
     }
 }
 
-/// A request whose answer was dropped unsent: Tether's runtime was shut down while it was in
-/// flight, so nobody can tell whether the server applied it.
-const ANSWER_LOST: Error = Error::OutcomeUnknown {
-    reason: CloseReason::ClosedByClient,
-};
-
-/// Resolves when a request queued with [`Session::send`] has been applied or refused.
-#[derive(Debug)]
-pub struct Completion {
-    rx: oneshot::Receiver<Result<(), Error>>,
-}
-
-impl std::future::Future for Completion {
-    type Output = Result<(), Error>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ANSWER_LOST)))
-    }
+/// The answer to a subscribe or unsubscribe. Dropped unsent, Tether's runtime was shut down
+/// while the request was in flight: nobody can tell whether the server applied it.
+async fn answer(rx: oneshot::Receiver<Result<(), Error>>) -> Result<(), Error> {
+    rx.await.unwrap_or(Err(Error::OutcomeUnknown {
+        reason: CloseReason::ClosedByClient,
+    }))
 }
 
 /// State changes of a session, as a [`Stream`].
