@@ -665,7 +665,22 @@ fn put_varint(out: &mut impl bytes::BufMut, mut n: u64) {
 
 /// Postcard's varint of an integer of `bits` bits: at most `ceil(bits / 7)` bytes, the last of
 /// which may not carry bits beyond the integer's width. Accepts exactly what postcard accepts.
+#[inline]
 fn take_varint(input: &mut &[u8], bits: u32) -> Result<u64, DecodeError> {
+    // Most varints of a frame (lengths, a partition) are one byte: read inline, the rest in
+    // the loop below. One byte below 0x80 is valid at any width of 7 bits or more.
+    if let Some((&byte, rest)) = input.split_first()
+        && byte < 0x80
+        && bits >= 7
+    {
+        *input = rest;
+        return Ok(u64::from(byte));
+    }
+    take_long_varint(input, bits)
+}
+
+/// [`take_varint`] of a varint longer than a byte (or of a width under 7 bits).
+fn take_long_varint(input: &mut &[u8], bits: u32) -> Result<u64, DecodeError> {
     let max = bits.div_ceil(7) as usize;
     let last_max = (1u8 << (bits % 7)) - 1;
     let mut out = 0u64;

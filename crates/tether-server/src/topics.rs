@@ -30,6 +30,12 @@ pub struct TopicValue {
 pub trait TopicStore: Send {
     /// Records a new value; returns it as stored, with its position.
     fn set(&mut self, topic: &str, value: Bytes) -> &TopicValue;
+    /// Records a copy of `value` (bytes inside a larger buffer, such as a received message,
+    /// which the stored value must not keep alive). A store may reuse the previous value's
+    /// allocation for it.
+    fn set_copy(&mut self, topic: &str, value: &[u8]) -> &TopicValue {
+        self.set(topic, Bytes::copy_from_slice(value))
+    }
     /// Records a value at a position decided elsewhere (a shared log).
     fn put(&mut self, topic: &str, value: Bytes, position: Position) -> &TopicValue;
     /// Forgets the topics of a partition (a shared log lost it); returns them.
@@ -65,13 +71,23 @@ impl TopicStore for MemoryTopicStore {
                 existing
             }
             EntryRef::Vacant(e) => {
-                let partition = self.next_partition;
-                self.next_partition = self.next_partition.wrapping_add(1);
-                let position = Position {
-                    partition,
-                    offset: 1,
-                };
+                let position = first_position(&mut self.next_partition);
                 insert_new(e, topic, value, position)
+            }
+        }
+    }
+
+    fn set_copy(&mut self, topic: &str, value: &[u8]) -> &TopicValue {
+        match self.topics.entry_ref(topic) {
+            EntryRef::Occupied(e) => {
+                let existing = e.into_mut();
+                overwrite(&mut existing.value, value);
+                existing.position.offset += 1;
+                existing
+            }
+            EntryRef::Vacant(e) => {
+                let position = first_position(&mut self.next_partition);
+                insert_new(e, topic, Bytes::copy_from_slice(value), position)
             }
         }
     }
@@ -129,6 +145,30 @@ impl TopicStore for MemoryTopicStore {
     fn len(&self) -> usize {
         self.topics.len()
     }
+}
+
+/// The position of a new topic's first value: a partition of its own.
+fn first_position(next_partition: &mut u32) -> Position {
+    let partition = *next_partition;
+    *next_partition = partition.wrapping_add(1);
+    Position {
+        partition,
+        offset: 1,
+    }
+}
+
+/// Replaces `stored` with a copy of `value`, in `stored`'s own allocation when it has the same
+/// length and nothing else holds it (a topic's values are often the same size): no allocation
+/// and no free per publish then.
+fn overwrite(stored: &mut Bytes, value: &[u8]) {
+    if stored.len() == value.len()
+        && let Ok(mut own) = std::mem::take(stored).try_into_mut()
+    {
+        own.copy_from_slice(value);
+        *stored = own.freeze();
+        return;
+    }
+    *stored = Bytes::copy_from_slice(value);
 }
 
 /// A topic's first value: the map's key and the value's topic share one allocation.
@@ -254,6 +294,34 @@ mod tests {
         assert_eq!(cur.len(), 1);
         assert_eq!(cur[0].value, Bytes::from_static(b"2"));
         assert!(store.current(&sel("c")).is_empty());
+    }
+
+    #[test]
+    fn a_copied_value_reuses_the_allocation_nobody_else_holds() {
+        let mut store = MemoryTopicStore::default();
+        let first = store.set_copy("a", b"one").value.as_ptr();
+        let second = store.set_copy("a", b"two");
+        assert_eq!(second.value, Bytes::from_static(b"two"));
+        assert_eq!(second.position.offset, 2);
+        assert_eq!(
+            second.value.as_ptr(),
+            first,
+            "same length, unshared: reused"
+        );
+        let held = second.value.clone();
+        let third = store.set_copy("a", b"333");
+        assert_eq!(third.value, Bytes::from_static(b"333"));
+        assert_ne!(
+            third.value.as_ptr(),
+            held.as_ptr(),
+            "a held value is left alone"
+        );
+        assert_eq!(held, Bytes::from_static(b"two"));
+        let longer = store.set_copy("a", b"four");
+        assert_eq!(
+            (longer.value.clone(), longer.position.offset),
+            (Bytes::from_static(b"four"), 4)
+        );
     }
 
     #[test]

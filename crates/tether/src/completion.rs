@@ -19,8 +19,11 @@ use tether_protocol::CloseReason;
 
 use crate::Error;
 
-/// The outcomes of one session's publishes.
+/// The outcomes of one session's publishes. Aligned to cache lines of its own: every
+/// [`Completion`] counts a reference to it on the application's thread, while the session's
+/// reader writes `settled`; in one line the two would take it from each other.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct Board {
     /// Every request up to this sequence number is answered.
     settled: AtomicU64,

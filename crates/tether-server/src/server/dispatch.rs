@@ -8,6 +8,7 @@ use tether_protocol::server::{ServerFault, ServerRequest};
 use tether_protocol::topic::validate_topic;
 use tether_protocol::{RequestError, RequestErrorKind, Selector, Update};
 
+use super::fanout::NewValue;
 use super::*;
 
 pub(super) fn request_error(kind: RequestErrorKind, message: impl Into<String>) -> RequestError {
@@ -82,10 +83,7 @@ impl Shared {
                     match refusal {
                         Some(error) => inner.proto.reject(seq, error),
                         None => {
-                            // The value shares the buffer of the message it came in (up to
-                            // a whole batch); as the topic's latest value it may live for
-                            // long, so it gets an allocation of its own.
-                            let value = Bytes::copy_from_slice(&value);
+                            let value = NewValue::Copied(&value);
                             self.fan_out(topics, &topic, value, Some((slot, &mut inner)));
                             Ok(())
                         }

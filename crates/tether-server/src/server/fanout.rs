@@ -21,7 +21,7 @@ impl Shared {
         &self,
         topics: &mut Topics,
         topic: &str,
-        value: Bytes,
+        value: NewValue<'_>,
         own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) -> Position {
         let Topics {
@@ -30,7 +30,10 @@ impl Shared {
             arena,
             ..
         } = topics;
-        let stored = store.set(topic, value);
+        let stored = match value {
+            NewValue::Owned(value) => store.set(topic, value),
+            NewValue::Copied(value) => store.set_copy(topic, value),
+        };
         self.deliver(index, arena, stored, own);
         stored.position
     }
@@ -113,6 +116,15 @@ impl Shared {
         slot.notify.notify_waiters();
         slot.notify.notify_one();
     }
+}
+
+/// A published value, as [`Shared::fan_out`] gets it.
+pub(super) enum NewValue<'a> {
+    /// Given by the application (`Server::publish`): stored as it is.
+    Owned(Bytes),
+    /// Part of a received message: stored as a copy, so that a topic's latest value, which
+    /// may live for long, does not keep the whole message (up to a batch) alive.
+    Copied(&'a [u8]),
 }
 
 /// An update's encodings, each made on first need and shared by every subscriber that gets it.

@@ -359,7 +359,8 @@ impl Server {
                 .await?);
         }
         let mut topics = lock(&self.shared.topics);
-        Ok(self.shared.fan_out(&mut topics, topic, value.into(), None))
+        let value = fanout::NewValue::Owned(value.into());
+        Ok(self.shared.fan_out(&mut topics, topic, value, None))
     }
 
     /// Whether this node shares its sessions and topics through a store.
