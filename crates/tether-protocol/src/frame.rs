@@ -582,6 +582,15 @@ fn parse_update(
     })
 }
 
+/// The topic of an encoded update frame (as [`encode_update`] writes it), without decoding
+/// the rest; `None` for any other frame.
+pub fn update_topic(frame: &[u8]) -> Option<&str> {
+    let Some((&UPDATE_VARIANT, mut rest)) = frame.split_first() else {
+        return None;
+    };
+    std::str::from_utf8(take_prefixed(&mut rest).ok()?).ok()
+}
+
 /// A length-prefixed topic name, shared through `topics`.
 fn take_topic(input: &mut &[u8], topics: &mut TopicCache) -> Result<Arc<str>, DecodeError> {
     topics.intern(take_prefixed(input)?)
@@ -995,6 +1004,28 @@ mod tests {
         longer.push(0);
         assert!(decode_client(&longer).is_err());
         assert!(decode_server(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn an_update_frame_names_its_topic_and_no_other_frame_does() {
+        let update = Update {
+            topic: Arc::from("a/b"),
+            value: Bytes::from_static(b"v"),
+            position: Position {
+                partition: 3,
+                offset: 9,
+            },
+            snapshot: false,
+        };
+        let frame = encode_update(&update);
+        assert_eq!(update_topic(&frame), Some("a/b"));
+        assert_eq!(update_topic(&frame[..2]), None, "truncated");
+        let publish = encode_to_vec(&ClientFrame::Publish {
+            topic: Arc::from("a/b"),
+            value: Bytes::from_static(b"v"),
+        });
+        assert_eq!(update_topic(&publish), None);
+        assert_eq!(update_topic(&[]), None);
     }
 
     #[test]

@@ -117,7 +117,9 @@ pub enum ResumeOutcome {
 
 #[derive(Debug)]
 enum Kind {
-    Update(Arc<str>),
+    /// An update; its topic is read back from the frame when it is needed (an eviction, a
+    /// gap report, a save), so that queueing an update counts no reference to its topic.
+    Update,
     Rejected,
 }
 
@@ -125,6 +127,23 @@ enum Kind {
 struct Buffered {
     bytes: Bytes,
     kind: Kind,
+}
+
+impl Buffered {
+    /// An update's topic, read from its frame (which this session's shell encoded).
+    fn topic(&self) -> &str {
+        frame::update_topic(&self.bytes).unwrap_or_default()
+    }
+}
+
+/// One more update lost on `topic`.
+fn count_topic(counts: &mut BTreeMap<Arc<str>, u64>, topic: &str) {
+    match counts.get_mut(topic) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(Arc::from(topic), 1);
+        }
+    }
 }
 
 struct Connection {
@@ -268,8 +287,8 @@ impl ServerSession {
                 .out
                 .iter()
                 .map(|(_, b)| {
-                    let topic = match &b.kind {
-                        Kind::Update(t) => Some(t.to_string()),
+                    let topic = match b.kind {
+                        Kind::Update => Some(b.topic().to_string()),
                         Kind::Rejected => None,
                     };
                     (b.bytes.clone(), topic)
@@ -303,7 +322,7 @@ impl ServerSession {
         for (bytes, topic) in state.frames {
             let size = bytes.len();
             let kind = match topic {
-                Some(t) => Kind::Update(Arc::from(t.as_str())),
+                Some(_) => Kind::Update,
                 None => Kind::Rejected,
             };
             session.out.push(Buffered { bytes, kind }, size);
@@ -439,7 +458,7 @@ impl ServerSession {
                 let mut rejections = std::mem::take(&mut self.evicted_rejections);
                 for held in self.out.reset_to(next) {
                     match held.kind {
-                        Kind::Update(topic) => *topics.entry(topic).or_default() += 1,
+                        Kind::Update => count_topic(&mut topics, held.topic()),
                         Kind::Rejected => rejections.push(held.bytes),
                     }
                 }
@@ -500,15 +519,14 @@ impl ServerSession {
             match self.out.pop_oldest() {
                 Some((
                     seq,
-                    Buffered {
-                        kind: Kind::Update(topic),
-                        ..
+                    held @ Buffered {
+                        kind: Kind::Update, ..
                     },
                 )) => {
                     if seq < unsent {
-                        self.evicted_sent.push_back((seq, topic));
+                        self.evicted_sent.push_back((seq, Arc::from(held.topic())));
                     } else {
-                        *self.evicted_unsent.entry(topic).or_default() += 1;
+                        count_topic(&mut self.evicted_unsent, held.topic());
                     }
                 }
                 Some((
@@ -529,10 +547,9 @@ impl ServerSession {
 
     /// Queues an update for the client. On a live connection whose client reads too slowly
     /// this fails with [`ServerFault::SlowConsumer`]: end the connection, then push again.
-    pub fn push_update(&mut self, topic: Arc<str>, update: &Update) -> Result<(), ServerFault> {
+    pub fn push_update(&mut self, update: &Update) -> Result<(), ServerFault> {
         let bytes = Bytes::from(frame::encode_update(update));
-        self.push_encoded_update(topic, bytes)
-            .map_err(|(fault, _)| fault)
+        self.push_encoded_update(bytes).map_err(|(fault, _)| fault)
     }
 
     /// As [`ServerSession::push_update`], with the frame already encoded (fan-out encodes once
@@ -540,14 +557,10 @@ impl ServerSession {
     ///
     /// On [`ServerFault::SlowConsumer`] the frame comes back with the fault, so that the
     /// caller can push it again once it has ended the connection.
-    pub fn push_encoded_update(
-        &mut self,
-        topic: Arc<str>,
-        bytes: Bytes,
-    ) -> Result<(), (ServerFault, Bytes)> {
+    pub fn push_encoded_update(&mut self, bytes: Bytes) -> Result<(), (ServerFault, Bytes)> {
         self.push(Buffered {
             bytes,
-            kind: Kind::Update(topic),
+            kind: Kind::Update,
         })
         .map_err(|(fault, refused)| (fault, refused.bytes))
     }

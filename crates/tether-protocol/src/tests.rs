@@ -103,12 +103,12 @@ impl Pair {
             },
             snapshot: false,
         };
-        match self.server.push_update(Arc::from(topic), &update) {
+        match self.server.push_update(&update) {
             Ok(()) => {}
             Err(ServerFault::SlowConsumer) => {
                 self.cut(0);
                 self.server
-                    .push_update(Arc::from(topic), &update)
+                    .push_update(&update)
                     .expect("disconnected push always fits");
             }
             Err(e) => panic!("{e:?}"),
@@ -507,17 +507,15 @@ fn a_slow_consumer_on_a_live_connection_is_reported_not_dropped_silently() {
         snapshot: false,
     };
     for i in 0..3 {
-        server
-            .push_update(Arc::from("a"), &update(i))
-            .expect("room");
+        server.push_update(&update(i)).expect("room");
     }
     assert_eq!(
-        server.push_update(Arc::from("a"), &update(3)),
+        server.push_update(&update(3)),
         Err(ServerFault::SlowConsumer)
     );
     // Once written (though unacked), the oldest may make room: the connection may still deliver it.
     assert!(server.poll_transmit(now).is_some());
-    assert!(server.push_update(Arc::from("a"), &update(3)).is_ok());
+    assert!(server.push_update(&update(3)).is_ok());
 }
 
 #[test]
@@ -759,7 +757,7 @@ fn a_session_continued_elsewhere_numbers_on_from_the_client_and_acks_what_was_ap
         position: Position::default(),
         snapshot: false,
     };
-    server.push_update(Arc::from("a"), &update).expect("room");
+    server.push_update(&update).expect("room");
     server.attach(pair.now);
     pair.server = server;
     let accepted = pair.accepted();
@@ -857,9 +855,7 @@ fn acknowledged_frames_are_freed_by_the_next_push_or_the_next_ping() {
         let bytes = crate::frame::encode_to_vec(&crate::frame::ClientFrame::Ack { received });
         server.handle_frame(now, &bytes).expect("a valid ack")
     };
-    server
-        .push_encoded_update(Arc::from("a"), first.clone())
-        .expect("room");
+    server.push_encoded_update(first.clone()).expect("room");
     while server.poll_transmit(now).is_some() {}
     ack(&mut server, 1);
     assert_eq!(
@@ -868,9 +864,7 @@ fn acknowledged_frames_are_freed_by_the_next_push_or_the_next_ping() {
         "acknowledged: off the buffer at once"
     );
     assert!(!first.is_unique(), "but kept until the next push");
-    server
-        .push_encoded_update(Arc::from("a"), second.clone())
-        .expect("room");
+    server.push_encoded_update(second.clone()).expect("room");
     assert!(first.is_unique(), "the push freed it");
     while server.poll_transmit(now).is_some() {}
     ack(&mut server, 2);

@@ -571,11 +571,7 @@ impl Shared {
                         continue;
                     }
                     let bytes = encoded_update(&value.topic, &value.value, value.position, true);
-                    if inner
-                        .proto
-                        .push_encoded_update(value.topic.clone(), bytes)
-                        .is_err()
-                    {
+                    if inner.proto.push_encoded_update(bytes).is_err() {
                         inner.subscriptions.push(selector.clone());
                         self.drop_connection(slot, &mut inner);
                         return Err(StoreError::Unavailable {
@@ -931,8 +927,8 @@ impl Shared {
                     let _ = proto.reject(*seq, error.clone());
                 }
             }
-            for (topic, bytes) in replay {
-                let _ = proto.push_encoded_update(topic, bytes);
+            for (_, bytes) in replay {
+                let _ = proto.push_encoded_update(bytes);
             }
             let unconfirmed: Vec<&Selector> = subs
                 .iter()
@@ -950,11 +946,11 @@ impl Shared {
                     && !confirmed_subs.iter().any(|s| s.matches(&v.topic));
                 if in_gap || unanswered {
                     let bytes = encoded_update(&v.topic, &v.value, v.position, true);
-                    let _ = proto.push_encoded_update(v.topic.clone(), bytes);
+                    let _ = proto.push_encoded_update(bytes);
                 }
             }
-            for (topic, bytes) in inner.replaying.take().unwrap_or_default() {
-                let _ = proto.push_encoded_update(topic, bytes);
+            for bytes in inner.replaying.take().unwrap_or_default() {
+                let _ = proto.push_encoded_update(bytes);
             }
             proto.attach(now);
             inner.proto = proto;

@@ -159,7 +159,7 @@ impl Shared {
                 position: value.position,
                 snapshot: true,
             };
-            inner.proto.push_update(value.topic, &update)?;
+            inner.proto.push_update(&update)?;
         }
         inner.subscriptions.push(selector);
         Ok(())

@@ -77,26 +77,23 @@ impl Shared {
         if inner.closed {
             return;
         }
-        let topic = &encodings.stored.topic;
         let frame = encodings.frame(inner.proto.is_connected(), last);
         if let Some(aside) = inner.replaying.as_mut() {
             // Being rebuilt from the log: live updates follow the replay.
-            aside.push((topic.clone(), frame));
+            aside.push(frame);
             return;
         }
         // With frames already waiting, the writer has been woken for them and takes this one
         // too: a wake-up per update was a visible share of its cost.
         let writer_idle = !inner.proto.has_pending_transmit();
-        if let Err((ServerFault::SlowConsumer, _)) =
-            inner.proto.push_encoded_update(topic.clone(), frame)
-        {
+        if let Err((ServerFault::SlowConsumer, _)) = inner.proto.push_encoded_update(frame) {
             warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
             self.metrics.slow_consumers.inc();
             self.drop_connection(target, inner);
             // Without a connection a push always fits (it evicts, and the resume reports it);
             // the session may keep it for long: the encoding of its own.
             let frame = encodings.frame(false, false);
-            let _ = inner.proto.push_encoded_update(topic.clone(), frame);
+            let _ = inner.proto.push_encoded_update(frame);
         }
         if writer_idle {
             target.notify.notify_one();

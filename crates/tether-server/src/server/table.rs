@@ -65,7 +65,7 @@ pub(super) struct SlotInner {
     pub(super) store_gen: u64,
     /// While the session is rebuilt from a shared log: live updates, held until the replay
     /// is in.
-    pub(super) replaying: Option<Vec<(Arc<str>, bytes::Bytes)>>,
+    pub(super) replaying: Option<Vec<bytes::Bytes>>,
 }
 
 impl Shared {
@@ -315,7 +315,7 @@ impl Shared {
                         snapshot: true,
                     };
                     // Just resumed: the connection has nothing unsent that could be dropped.
-                    let _ = inner.proto.push_update(value.topic, &update);
+                    let _ = inner.proto.push_update(&update);
                 }
             }
         }
