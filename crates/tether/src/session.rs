@@ -473,6 +473,10 @@ struct LocalSubscription {
     sink: Sink,
 }
 
+/// Aligned to cache lines of its own (two, as adjacent-line prefetching pairs them), so that
+/// its lock's line holds nothing else of [`SessionInner`]: the reader signals `space` on every
+/// acknowledgement, and in the lock's line that made every publish's unlock wait for it.
+#[repr(align(128))]
 struct Shared {
     proto: ClientSession,
     state: SessionState,

@@ -49,6 +49,9 @@ pub(super) struct Slot {
     pub(super) notify: Notify,
 }
 
+/// Aligned to cache lines of its own, as the topics are: the lock's line holds nothing else
+/// of [`Slot`] (its writer's `notify`, the `perms` every publish reads).
+#[repr(align(128))]
 pub(super) struct SlotInner {
     pub(super) proto: ServerSession,
     pub(super) tokens: ResumeTokens,
