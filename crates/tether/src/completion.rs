@@ -178,6 +178,8 @@ impl Board {
 }
 
 /// Resolves when a publish queued with [`crate::Session::send`] has been applied or refused.
+/// Like Tokio's own channels, each poll counts against the task's budget: a loop that awaits
+/// ready completions still yields now and then.
 #[derive(Debug)]
 pub struct Completion {
     seq: u64,
