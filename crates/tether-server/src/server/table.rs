@@ -312,7 +312,7 @@ impl Shared {
                         continue;
                     }
                     let update = Update {
-                        topic: value.topic.clone(),
+                        topic: value.topic,
                         value: value.value,
                         position: value.position,
                         snapshot: true,
