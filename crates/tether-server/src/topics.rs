@@ -29,13 +29,7 @@ pub struct TopicValue {
 /// Where topic values live.
 pub trait TopicStore: Send {
     /// Records a new value; returns it as stored, with its position.
-    fn set(&mut self, topic: &str, value: Bytes) -> &TopicValue;
-    /// Records a copy of `value` (bytes inside a larger buffer, such as a received message,
-    /// which the stored value must not keep alive). A store may reuse the previous value's
-    /// allocation for it.
-    fn set_copy(&mut self, topic: &str, value: &[u8]) -> &TopicValue {
-        self.set(topic, Bytes::copy_from_slice(value))
-    }
+    fn set(&mut self, topic: &str, value: NewValue<'_>) -> &TopicValue;
     /// Records a value at a position decided elsewhere (a shared log).
     fn put(&mut self, topic: &str, value: Bytes, position: Position) -> &TopicValue;
     /// Forgets the topics of a partition (a shared log lost it); returns them.
@@ -62,32 +56,17 @@ pub struct MemoryTopicStore {
 }
 
 impl TopicStore for MemoryTopicStore {
-    fn set(&mut self, topic: &str, value: Bytes) -> &TopicValue {
+    fn set(&mut self, topic: &str, value: NewValue<'_>) -> &TopicValue {
         match self.topics.entry_ref(topic) {
             EntryRef::Occupied(e) => {
                 let existing = e.into_mut();
-                existing.value = value;
+                value.write_into(&mut existing.value);
                 existing.position.offset += 1;
                 existing
             }
             EntryRef::Vacant(e) => {
                 let position = first_position(&mut self.next_partition);
-                insert_new(e, topic, value, position)
-            }
-        }
-    }
-
-    fn set_copy(&mut self, topic: &str, value: &[u8]) -> &TopicValue {
-        match self.topics.entry_ref(topic) {
-            EntryRef::Occupied(e) => {
-                let existing = e.into_mut();
-                overwrite(&mut existing.value, value);
-                existing.position.offset += 1;
-                existing
-            }
-            EntryRef::Vacant(e) => {
-                let position = first_position(&mut self.next_partition);
-                insert_new(e, topic, Bytes::copy_from_slice(value), position)
+                insert_new(e, topic, value.into_bytes(), position)
             }
         }
     }
@@ -157,18 +136,48 @@ fn first_position(next_partition: &mut u32) -> Position {
     }
 }
 
-/// Replaces `stored` with a copy of `value`, in `stored`'s own allocation when it has the same
-/// length and nothing else holds it (a topic's values are often the same size): no allocation
-/// and no free per publish then.
-fn overwrite(stored: &mut Bytes, value: &[u8]) {
-    if stored.len() == value.len()
-        && let Ok(mut own) = std::mem::take(stored).try_into_mut()
-    {
-        own.copy_from_slice(value);
-        *stored = own.freeze();
-        return;
+/// A topic's new value, as a store gets it.
+#[derive(Debug)]
+pub enum NewValue<'a> {
+    /// Owned already (given by the application, `Server::publish`): stored as it is.
+    Owned(Bytes),
+    /// Part of a larger buffer (a received message, up to a batch): stored as a copy, so that a
+    /// topic's latest value, which may live for long, does not keep the whole buffer alive.
+    Copied(&'a [u8]),
+}
+
+impl From<Bytes> for NewValue<'static> {
+    fn from(value: Bytes) -> Self {
+        NewValue::Owned(value)
     }
-    *stored = Bytes::copy_from_slice(value);
+}
+
+impl NewValue<'_> {
+    /// Replaces `stored` with this value. A copy goes into `stored`'s own allocation when it
+    /// has the same length and nothing else holds it (a topic's values are often the same
+    /// size): no allocation and no free per publish then.
+    fn write_into(self, stored: &mut Bytes) {
+        match self {
+            NewValue::Owned(value) => *stored = value,
+            NewValue::Copied(value) => {
+                if stored.len() == value.len()
+                    && let Ok(mut own) = std::mem::take(stored).try_into_mut()
+                {
+                    own.copy_from_slice(value);
+                    *stored = own.freeze();
+                } else {
+                    *stored = Bytes::copy_from_slice(value);
+                }
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            NewValue::Owned(value) => value,
+            NewValue::Copied(value) => Bytes::copy_from_slice(value),
+        }
+    }
 }
 
 /// A topic's first value: the map's key and the value's topic share one allocation.
@@ -284,9 +293,9 @@ mod tests {
     #[test]
     fn store_keeps_latest_and_counts_offsets() {
         let mut store = MemoryTopicStore::default();
-        let a1 = store.set("a/x", Bytes::from_static(b"1")).clone();
-        let a2 = store.set("a/x", Bytes::from_static(b"2")).clone();
-        let b = store.set("b", Bytes::from_static(b"3"));
+        let a1 = store.set("a/x", Bytes::from_static(b"1").into()).clone();
+        let a2 = store.set("a/x", Bytes::from_static(b"2").into()).clone();
+        let b = store.set("b", Bytes::from_static(b"3").into());
         assert_eq!(a1.position.partition, a2.position.partition);
         assert_eq!((a1.position.offset, a2.position.offset), (1, 2));
         assert_ne!(b.position.partition, a1.position.partition);
@@ -299,8 +308,8 @@ mod tests {
     #[test]
     fn a_copied_value_reuses_the_allocation_nobody_else_holds() {
         let mut store = MemoryTopicStore::default();
-        let first = store.set_copy("a", b"one").value.as_ptr();
-        let second = store.set_copy("a", b"two");
+        let first = store.set("a", NewValue::Copied(b"one")).value.as_ptr();
+        let second = store.set("a", NewValue::Copied(b"two"));
         assert_eq!(second.value, Bytes::from_static(b"two"));
         assert_eq!(second.position.offset, 2);
         assert_eq!(
@@ -309,7 +318,7 @@ mod tests {
             "same length, unshared: reused"
         );
         let held = second.value.clone();
-        let third = store.set_copy("a", b"333");
+        let third = store.set("a", NewValue::Copied(b"333"));
         assert_eq!(third.value, Bytes::from_static(b"333"));
         assert_ne!(
             third.value.as_ptr(),
@@ -317,7 +326,7 @@ mod tests {
             "a held value is left alone"
         );
         assert_eq!(held, Bytes::from_static(b"two"));
-        let longer = store.set_copy("a", b"four");
+        let longer = store.set("a", NewValue::Copied(b"four"));
         assert_eq!(
             (longer.value.clone(), longer.position.offset),
             (Bytes::from_static(b"four"), 4)

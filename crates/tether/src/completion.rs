@@ -62,14 +62,28 @@ impl Ended {
             Ended::Closed {
                 reason,
                 written_through,
-            } if seq > written_through => Error::Closed { reason },
-            Ended::Closed { reason, .. } => Error::OutcomeUnknown { reason },
-            Ended::Lost => Error::OutcomeUnknown {
-                reason: CloseReason::ClosedByClient,
-            },
+            } => unanswered(reason, seq <= written_through),
+            Ended::Lost => ANSWER_LOST,
         }
     }
 }
+
+/// What a request still unanswered when its session closed for `reason` gets: written on some
+/// connection, the server may have applied it ([`Error::OutcomeUnknown`]); never written, it
+/// certainly was not ([`Error::Closed`]). Every kind of request, publishes and subscriptions.
+pub(crate) fn unanswered(reason: CloseReason, written: bool) -> Error {
+    if written {
+        Error::OutcomeUnknown { reason }
+    } else {
+        Error::Closed { reason }
+    }
+}
+
+/// What a request gets whose answer was dropped unsent: Tether's runtime shut down while it was
+/// in flight, so nobody can tell whether the server applied it.
+pub(crate) const ANSWER_LOST: Error = Error::OutcomeUnknown {
+    reason: CloseReason::ClosedByClient,
+};
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use tether_protocol::client::{ClientEvent, ClientSession, ClientSessionConfig, ConnectionFault};
+use tether_protocol::frame::{MessageBuilder, WriteRound};
 use tether_protocol::handshake::{SessionAccepted, SessionRequest};
 use tether_protocol::topic::validate_topic;
 use tether_protocol::{
@@ -26,7 +27,7 @@ use tether_protocol::{
 };
 
 use crate::Error;
-use crate::completion::{Board, Completion};
+use crate::completion::{self, Board, Completion};
 use crate::connect::{self, Connector, Failure, TlsOptions, Ws};
 use crate::delivery::{Backlog, Callbacks, Sink, Subscription};
 use crate::runtime;
@@ -716,11 +717,8 @@ impl SessionInner {
                         tx
                     }
                 };
-                let _ = tx.send(Err(if s.proto.may_have_reached_server(seq) {
-                    Error::OutcomeUnknown { reason }
-                } else {
-                    Error::Closed { reason }
-                }));
+                let written = s.proto.may_have_reached_server(seq);
+                let _ = tx.send(Err(completion::unanswered(reason, written)));
             }
             self.completions.close(reason, s.proto.written_through());
             s.subscriptions.clear();
@@ -937,12 +935,6 @@ async fn run_connection(
     }
 }
 
-/// Frames the writer takes from the session per round at most.
-const WRITE_ROUND: usize = 1024;
-/// Frames the writer copies per hold of the session's lock at most: a `send` waiting for the
-/// lock waits for this many copies, not for a whole round.
-const LOCK_ROUND: usize = 64;
-
 /// Frames handled under one lock at most (enough to amortise it, few enough to stay fair to
 /// the writer and the callbacks waiting for that lock).
 const READ_BATCH: usize = 64;
@@ -958,30 +950,25 @@ async fn write_loop(
 ) -> WriterEnd {
     // Frames are copied into messages under the session's lock, without a reference count
     // each (see `MessageBuilder`); the messages are written after it is released.
-    let mut builder = tether_protocol::frame::MessageBuilder::default();
+    let mut builder = MessageBuilder::default();
     loop {
-        let mut taken = 0;
+        let mut round = WriteRound::default();
         let deadline = loop {
             let mut s = lock(&inner.shared);
             let now = Instant::now();
-            if taken == 0 {
+            if round.is_start() {
                 if let Err(fault) = s.proto.handle_timeout(now) {
                     return WriterEnd::Fault(fault);
                 }
                 let limit = s.proto.batch_limit();
                 builder.set_batching(limit.is_some(), limit.unwrap_or(0));
             }
-            let mut copied = 0;
-            while copied < LOCK_ROUND && s.proto.transmit_with(now, |f| builder.push(f)) {
-                copied += 1;
-            }
-            taken += copied;
-            if copied < LOCK_ROUND || taken >= WRITE_ROUND {
+            if round.take_under_lock(|| s.proto.transmit_with(now, |f| builder.push(f))) {
                 break s.proto.poll_timeout();
             }
         };
         builder.finish();
-        let more = taken >= WRITE_ROUND;
+        let more = round.is_full();
         while let Some(message) = builder.pop() {
             if sink.feed(Message::Binary(message)).await.is_err() {
                 return WriterEnd::Io;
@@ -1408,12 +1395,9 @@ impl Session {
     }
 }
 
-/// The answer to a subscribe or unsubscribe. Dropped unsent, Tether's runtime was shut down
-/// while the request was in flight: nobody can tell whether the server applied it.
+/// The answer to a subscribe or unsubscribe ([`completion::ANSWER_LOST`] if dropped unsent).
 async fn answer(rx: oneshot::Receiver<Result<(), Error>>) -> Result<(), Error> {
-    rx.await.unwrap_or(Err(Error::OutcomeUnknown {
-        reason: CloseReason::ClosedByClient,
-    }))
+    rx.await.unwrap_or(Err(completion::ANSWER_LOST))
 }
 
 /// State changes of a session, as a [`Stream`].

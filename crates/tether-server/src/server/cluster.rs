@@ -288,12 +288,7 @@ impl Shared {
                     epoch: entry.epoch,
                     offset: entry.offset,
                 };
-                let Topics {
-                    store,
-                    index,
-                    arena,
-                    ..
-                } = &mut *topics;
+                let (store, index, arena) = topics.parts();
                 let stored = store.put(&entry.topic, entry.value, position);
                 self.deliver(index, arena, stored, None);
             }

@@ -161,12 +161,6 @@ pub(super) enum Handled {
     Closed,
 }
 
-/// Frames taken from the session per round of writing at most.
-const WRITE_ROUND: usize = 1024;
-/// Frames copied per hold of the session's lock at most: a publisher waiting for the lock
-/// waits for this many copies, not for a whole round.
-const LOCK_ROUND: usize = 64;
-
 pub(super) async fn write_loop(
     slot: Arc<Slot>,
     generation: u64,
@@ -178,7 +172,7 @@ pub(super) async fn write_loop(
     // chunk. The messages are written after the lock is released.
     let mut builder = frame::MessageBuilder::default();
     loop {
-        let mut taken = 0;
+        let mut round = frame::WriteRound::default();
         let (deadline, closing) = loop {
             let mut inner = lock(&slot.inner);
             if inner.generation != generation {
@@ -188,24 +182,19 @@ pub(super) async fn write_loop(
                 return;
             }
             let now = Instant::now();
-            if taken == 0 {
+            if round.is_start() {
                 if let Err(fault) = inner.proto.handle_timeout(now) {
                     debug!(session = %slot.id, ?fault, "connection dead");
                     return;
                 }
                 builder.set_batching(inner.proto.is_batched(), frame::BATCH_BYTES);
             }
-            let mut copied = 0;
-            while copied < LOCK_ROUND && inner.proto.transmit_with(now, |f| builder.push(f)) {
-                copied += 1;
-            }
-            taken += copied;
-            if copied < LOCK_ROUND || taken >= WRITE_ROUND {
+            if round.take_under_lock(|| inner.proto.transmit_with(now, |f| builder.push(f))) {
                 break (inner.proto.poll_timeout(), inner.closing);
             }
         };
         builder.finish();
-        let more = taken >= WRITE_ROUND;
+        let more = round.is_full();
         while let Some(message) = builder.pop() {
             metrics.bytes_out.inc_by(message.len() as u64);
             if sink.feed(Message::Binary(message)).await.is_err() {

@@ -8,8 +8,8 @@ use tether_protocol::server::{ServerFault, ServerRequest};
 use tether_protocol::topic::validate_topic;
 use tether_protocol::{RequestError, RequestErrorKind, Selector, Update};
 
-use super::fanout::NewValue;
 use super::*;
+use crate::topics::NewValue;
 
 pub(super) fn request_error(kind: RequestErrorKind, message: impl Into<String>) -> RequestError {
     RequestError {

@@ -9,7 +9,7 @@ use tether_protocol::Position;
 use tether_protocol::frame;
 use tether_protocol::server::ServerFault;
 
-use crate::topics::TopicValue;
+use crate::topics::{NewValue, TopicValue};
 
 use super::*;
 
@@ -24,16 +24,8 @@ impl Shared {
         value: NewValue<'_>,
         own: Option<(&Arc<Slot>, &mut SlotInner)>,
     ) -> Position {
-        let Topics {
-            store,
-            index,
-            arena,
-            ..
-        } = topics;
-        let stored = match value {
-            NewValue::Owned(value) => store.set(topic, value),
-            NewValue::Copied(value) => store.set_copy(topic, value),
-        };
+        let (store, index, arena) = topics.parts();
+        let stored = store.set(topic, value);
         self.deliver(index, arena, stored, own);
         stored.position
     }
@@ -113,15 +105,6 @@ impl Shared {
         slot.notify.notify_waiters();
         slot.notify.notify_one();
     }
-}
-
-/// A published value, as [`Shared::fan_out`] gets it.
-pub(super) enum NewValue<'a> {
-    /// Given by the application (`Server::publish`): stored as it is.
-    Owned(Bytes),
-    /// Part of a received message: stored as a copy, so that a topic's latest value, which
-    /// may live for long, does not keep the whole message (up to a batch) alive.
-    Copied(&'a [u8]),
 }
 
 /// An update's encodings, each made on first need and shared by every subscriber that gets it.

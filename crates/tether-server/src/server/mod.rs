@@ -27,6 +27,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::topics::{MemoryTopicStore, SubscriptionIndex, TopicStore};
+use tether_protocol::frame::Arena;
 
 mod accept;
 mod bulk_read;
@@ -117,7 +118,15 @@ struct Topics {
     log: LogState,
     /// Where updates for connected sessions are encoded: chunks shared by many updates instead
     /// of an allocation each (see `fanout::Encodings`).
-    arena: tether_protocol::frame::Arena,
+    arena: Arena,
+}
+
+impl Topics {
+    /// The store, the index and the arena, borrowed apart: the store lends the value it keeps
+    /// to the fan-out, which reads the index and encodes into the arena.
+    fn parts(&mut self) -> (&mut dyn TopicStore, &SubscriptionIndex<SlotRef>, &mut Arena) {
+        (self.store.as_mut(), &self.index, &mut self.arena)
+    }
 }
 
 pub(crate) struct Shared {
@@ -359,7 +368,7 @@ impl Server {
                 .await?);
         }
         let mut topics = lock(&self.shared.topics);
-        let value = fanout::NewValue::Owned(value.into());
+        let value = crate::topics::NewValue::Owned(value.into());
         Ok(self.shared.fan_out(&mut topics, topic, value, None))
     }
 
