@@ -37,6 +37,7 @@ mod state;
 pub mod time;
 mod timing;
 pub mod topic;
+pub mod write;
 
 pub use frame::{GapReport, Position, RequestError, RequestErrorKind, Update};
 pub use handshake::{ResumeToken, ResumeTokens, SessionId};

@@ -12,13 +12,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use tether_protocol::client::{ClientEvent, ClientSession, ClientSessionConfig, ConnectionFault};
-use tether_protocol::frame::{MessageBuilder, WriteRound};
 use tether_protocol::handshake::{SessionAccepted, SessionRequest};
 use tether_protocol::topic::validate_topic;
 use tether_protocol::{
@@ -34,6 +33,9 @@ use crate::runtime;
 use crate::strategy::{
     AttemptInfo, Decision, ReconnectionAttempt, ReconnectionStrategy, Timer, default_strategy,
 };
+
+mod writer;
+use writer::{WriterEnd, write_loop};
 
 /// One state transition, reported to listeners and streams exactly once, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -615,6 +617,7 @@ impl SessionInner {
         }
         let mut s = lock(&self.shared);
         let deadline_before = s.proto.poll_timeout();
+        let pending_before = s.proto.has_pending_transmit();
         let now = Instant::now();
         let mut end = None;
         let mut freed = false;
@@ -631,9 +634,10 @@ impl SessionInner {
                 break;
             }
         }
-        // Wake the writer only when it has something to do: most frames just count towards
-        // the next ack, whose timer the writer already waits for.
-        let wake = s.proto.has_pending_transmit()
+        // Wake the writer only when it has something new to do: most frames just count
+        // towards the next ack, whose timer the writer already waits for, and frames already
+        // waiting mean it was woken for them.
+        let wake = (!pending_before && s.proto.has_pending_transmit())
             || tether_protocol::deadline_moved_earlier(deadline_before, s.proto.poll_timeout());
         drop(s);
         if freed {
@@ -938,60 +942,6 @@ async fn run_connection(
 /// Frames handled under one lock at most (enough to amortise it, few enough to stay fair to
 /// the writer and the callbacks waiting for that lock).
 const READ_BATCH: usize = 64;
-
-enum WriterEnd {
-    Fault(ConnectionFault),
-    Io,
-}
-
-async fn write_loop(
-    inner: Arc<SessionInner>,
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
-) -> WriterEnd {
-    // Frames are copied into messages under the session's lock, without a reference count
-    // each (see `MessageBuilder`); the messages are written after it is released.
-    let mut builder = MessageBuilder::default();
-    loop {
-        let mut round = WriteRound::default();
-        let deadline = loop {
-            let mut s = lock(&inner.shared);
-            let now = Instant::now();
-            if round.is_start() {
-                if let Err(fault) = s.proto.handle_timeout(now) {
-                    return WriterEnd::Fault(fault);
-                }
-                let limit = s.proto.batch_limit();
-                builder.set_batching(limit.is_some(), limit.unwrap_or(0));
-            }
-            if round.take_under_lock(|| s.proto.transmit_with(now, |f| builder.push(f))) {
-                break s.proto.poll_timeout();
-            }
-        };
-        builder.finish();
-        let more = round.is_full();
-        while let Some(message) = builder.pop() {
-            if sink.feed(Message::Binary(message)).await.is_err() {
-                return WriterEnd::Io;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return WriterEnd::Io;
-        }
-        if more {
-            continue;
-        }
-        builder.shrink();
-        // After the close frame nothing more is written: the server answers with its final
-        // ack and ends the connection, which the reader sees.
-        let wake = inner.writer_wake.notified();
-        match deadline {
-            Some(d) => {
-                let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(d), wake).await;
-            }
-            None => wake.await,
-        }
-    }
-}
 
 /// Whether a failed reconnection attempt ends the recovery.
 fn attempt_failure_is_final(reason: CloseReason) -> bool {
