@@ -26,14 +26,11 @@ use tokio::sync::mpsc;
 use super::raw::{self, PAYLOAD};
 use super::report::{Sample, Target, Unit};
 use super::server_config;
-use super::throughput::with_cpu;
+use super::throughput::{DOWN_WINDOW, with_cpu};
 
 const NODE_SCRIPT: &str = include_str!("h_bench.js");
 const PYTHON_SCRIPT: &str = include_str!("h_bench.py");
 
-/// Server → client: how far the publisher may run ahead of the subscriber (below the core's
-/// default delivery limit, 10,000).
-const DOWN_WINDOW: u64 = 8192;
 /// No output from a child for this long is a failure.
 const STALL: Duration = Duration::from_secs(60);
 
