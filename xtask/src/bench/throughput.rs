@@ -25,8 +25,10 @@ use super::{on_tether, server_config};
 /// is TCP's buffers, larger still. Well within the bench server's recovery buffer
 /// ([`super::SERVER_TOML`]), which is what a publisher running ahead fills.
 pub(crate) const DOWN_WINDOW: u64 = 65_536;
-/// Client → server: publishes awaiting their completion.
-const UP_WINDOW: usize = 4096;
+/// Client → server: publishes awaiting their completion. Like [`DOWN_WINDOW`], large enough not
+/// to be what limits the rate (4,096 until the seventh round), and below the client's default
+/// send queue (10,000 requests), which is what a sender running ahead fills.
+const UP_WINDOW: usize = 8192;
 /// No progress for this long is a failure.
 const STALL: Duration = Duration::from_secs(30);
 /// A whole phase taking longer than this is a failure. One deadline per phase rather than a
