@@ -230,13 +230,6 @@ pub struct ServerConfig {
     pub min_ping_period_ms: u64,
     /// The longest ping period a client may ask for, in ms (default 60,000).
     pub max_ping_period_ms: u64,
-    /// How long a connection's writer waits, in ms, before writing again when a sustained
-    /// stream keeps it writing a few frames at a time (default 1; 0 writes every frame at
-    /// once). The frames queued meanwhile go out in one write: far less CPU per message at
-    /// hundreds of thousands of messages per second, for up to this much added latency while
-    /// such a stream lasts. A connection that is idle or moderately busy is written to at
-    /// once, and acknowledgements that complete requests are never held back.
-    pub write_linger_ms: u64,
     /// Recovery buffer bounds.
     pub recovery: RecoveryConfig,
     /// Limits.
@@ -269,7 +262,6 @@ impl Default for ServerConfig {
             ping_period_ms: 10_000,
             min_ping_period_ms: 1_000,
             max_ping_period_ms: 60_000,
-            write_linger_ms: 1,
             recovery: RecoveryConfig::default(),
             limits: LimitsConfig::default(),
             anonymous: AnonymousConfig::default(),
@@ -283,9 +275,6 @@ impl Default for ServerConfig {
         }
     }
 }
-
-/// The longest `write_linger_ms` accepted: past this it is a latency, not a batching delay.
-const MAX_WRITE_LINGER_MS: u64 = 100;
 
 fn check_selectors(field: &str, list: &[String]) -> Result<(), ConfigError> {
     for (i, s) in list.iter().enumerate() {
@@ -335,12 +324,6 @@ impl ServerConfig {
             return Err(invalid(
                 "min_ping_period_ms",
                 "must be greater than 0 and at most max_ping_period_ms",
-            ));
-        }
-        if self.write_linger_ms > MAX_WRITE_LINGER_MS {
-            return Err(invalid(
-                "write_linger_ms",
-                format!("must be at most {MAX_WRITE_LINGER_MS}"),
             ));
         }
         if self.recovery.max_frames == 0 {
@@ -481,20 +464,12 @@ mod tests {
         assert_eq!(c.recovery.max_frames, 10);
         assert_eq!(c.recovery.max_bytes, 8 << 20);
         assert_eq!(c.max_reconnect_timeout_ms, 300_000);
-        assert_eq!(c.write_linger_ms, 1);
         assert_eq!(c.principals[0].subscribe, vec!["a/**"]);
-        let off = ServerConfig::from_toml("write_linger_ms = 0").expect("0 turns it off");
-        assert_eq!(off.write_linger_ms, 0);
     }
 
     #[test]
     fn errors_name_the_field() {
         assert!(err("ping_period_ms = 0").contains("ping_period_ms"));
-        let e = err("write_linger_ms = 101");
-        assert!(
-            e.contains("write_linger_ms") && e.contains("at most 100"),
-            "{e}"
-        );
         assert!(err("pingperiod = 3").contains("pingperiod"));
         assert!(err("listen = \"nope\"").contains("listen"));
         assert!(err("[limits]\nmax_frame_bytes = \"big\"").contains("max_frame_bytes"));

@@ -617,7 +617,6 @@ impl SessionInner {
         }
         let mut s = lock(&self.shared);
         let deadline_before = s.proto.poll_timeout();
-        let pending_before = s.proto.has_pending_transmit();
         let now = Instant::now();
         let mut end = None;
         let mut freed = false;
@@ -634,10 +633,9 @@ impl SessionInner {
                 break;
             }
         }
-        // Wake the writer only when it has something new to do: most frames just count
-        // towards the next ack, whose timer the writer already waits for, and frames already
-        // waiting mean it was woken for them.
-        let wake = (!pending_before && s.proto.has_pending_transmit())
+        // Wake the writer only when it has something to do: most frames just count towards
+        // the next ack, whose timer the writer already waits for.
+        let wake = s.proto.has_pending_transmit()
             || tether_protocol::deadline_moved_earlier(deadline_before, s.proto.poll_timeout());
         drop(s);
         if freed {

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use tether_protocol::CloseReason;
 use tether_protocol::frame::{self, ClientFrame};
-use tether_protocol::write::{WritePacer, WriteRound};
+use tether_protocol::write::WriteRound;
 
 use crate::metrics::Metrics;
 
@@ -38,7 +38,6 @@ pub(super) async fn run_connection(
         slot.clone(),
         generation,
         shared.metrics.clone(),
-        WritePacer::new(Duration::from_millis(shared.config.write_linger_ms)),
         sink,
     ));
     // Boxed: pinned in place (`tokio::pin!`) it was stored twice in this future's state, and
@@ -167,7 +166,6 @@ pub(super) async fn write_loop(
     slot: Arc<Slot>,
     generation: u64,
     metrics: Arc<Metrics>,
-    mut pacer: WritePacer,
     mut sink: futures_util::stream::SplitSink<WebSocketStream<BoxIo>, Message>,
 ) {
     // Frames are copied into messages under the session's lock, without a reference count
@@ -214,18 +212,6 @@ pub(super) async fn write_loop(
         if closing {
             let _ = sink.close().await;
             return;
-        }
-        // A wake-up already waiting means frames came while this round was written: go on at
-        // once, or linger first if the pacer sees a sustained stream of small rounds. While
-        // frames wait, queued updates do not wake the writer; replies, owed acks and closes
-        // do, and end the linger.
-        let more_waiting = slot.notify.notified().now_or_never().is_some();
-        if let Some(linger) = pacer.after_round(round.taken(), more_waiting) {
-            let _ = tokio::time::timeout(linger, slot.notify.notified()).await;
-            continue;
-        }
-        if more_waiting {
-            continue;
         }
         let notified = slot.notify.notified();
         match deadline {

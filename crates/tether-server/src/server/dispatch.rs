@@ -37,7 +37,6 @@ impl Shared {
             return Handled::Superseded;
         }
         let deadline_before = inner.proto.poll_timeout();
-        let pending_before = inner.proto.has_pending_transmit();
         let mut closed = false;
         for frame in frames {
             if frame.is_sequenced() && inner.closing {
@@ -110,10 +109,8 @@ impl Shared {
             return Handled::Closed;
         }
         // Fan-out already woke every subscriber's writer; this one needs waking only for a
-        // rejection to write when it had nothing to write, or an ack timer that moved
-        // earlier. Frames already waiting mean it was woken for them, or lingers on purpose
-        // (`WritePacer`): a lazy ack from the client must not cut that short.
-        if (!pending_before && inner.proto.has_pending_transmit())
+        // rejection to write or an ack timer that moved earlier.
+        if inner.proto.has_pending_transmit()
             || tether_protocol::deadline_moved_earlier(deadline_before, inner.proto.poll_timeout())
         {
             slot.notify.notify_one();
