@@ -561,3 +561,45 @@ async fn dropping_the_last_handle_closes_the_session() {
     assert_eq!(last.map(|c| c.new), Some(ClosedByClient));
     within("server frees it", env.server.session_freed(&id)).await;
 }
+
+/// Publishes queued together go out in one message and are checked one by one: refused ones
+/// between allowed ones (twice in a row, too) are refused, and refusing them does not refuse
+/// the allowed ones after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_queued_together_are_each_checked_against_the_permissions() {
+    let env = Env::start().await;
+    let session = tether::Session::builder(&env.url())
+        .principal("reader")
+        .password("secret")
+        .open()
+        .await
+        .expect("open");
+    let topics = [
+        "public/chat",
+        "public/chat",
+        "public/other",
+        "public/chat",
+        "secret/x",
+        "secret/x",
+        "public/other",
+        "public/chat",
+    ];
+    let completions: Vec<_> = topics
+        .iter()
+        .map(|t| session.send(t, "v").expect("queued"))
+        .collect();
+    for (topic, completion) in topics.iter().zip(completions) {
+        let outcome = within("a completion", completion).await;
+        if *topic == "public/chat" {
+            assert!(outcome.is_ok(), "{topic}: {outcome:?}");
+        } else {
+            let err = outcome.expect_err("refused");
+            assert_eq!(
+                err.request_error_kind(),
+                Some(tether::RequestErrorKind::AccessDenied),
+                "{topic}: {err}"
+            );
+        }
+    }
+    session.close().await;
+}

@@ -24,7 +24,6 @@ use tracing::{debug, info, warn};
 use tether_protocol::frame::{self, ClientFrame};
 use tether_protocol::handshake::SessionAccepted;
 use tether_protocol::server::{ServerRequest, ServerSession};
-use tether_protocol::topic::validate_topic;
 use tether_protocol::{
     CloseReason, Position, RequestError, RequestErrorKind, ResumeToken, ResumeTokens, Selector,
     SessionId, Update,
@@ -37,7 +36,7 @@ use crate::store::{
 };
 use crate::topics::TopicValue;
 
-use super::dispatch::request_error;
+use super::dispatch::{publish_refusal, request_error};
 use super::*;
 
 /// How long one blocking read of the log waits for news.
@@ -475,19 +474,6 @@ impl Shared {
         }
     }
 
-    fn refusal(&self, slot: &Slot, topic: &str) -> Option<RequestError> {
-        if let Err(e) = validate_topic(topic) {
-            Some(request_error(RequestErrorKind::InvalidTopic, e.to_string()))
-        } else if !slot.perms.may_publish(topic) {
-            Some(request_error(
-                RequestErrorKind::AccessDenied,
-                format!("may not publish on {topic}"),
-            ))
-        } else {
-            None
-        }
-    }
-
     /// Commits a refusal (so that a resume elsewhere can answer it again).
     async fn reject_clustered(
         &self,
@@ -512,7 +498,7 @@ impl Shared {
         topic: &str,
         value: Bytes,
     ) -> Result<Option<RequestError>, StoreError> {
-        if let Some(error) = self.refusal(slot, topic) {
+        if let Some(error) = publish_refusal(slot, topic) {
             return self.reject_clustered(cluster, fence, seq, error).await;
         }
         crate::failpoint::hit("before_append");

@@ -18,6 +18,20 @@ pub(super) fn request_error(kind: RequestErrorKind, message: impl Into<String>) 
     }
 }
 
+/// Why a publish on `topic` by a session with `slot`'s permissions is refused, if it is.
+pub(super) fn publish_refusal(slot: &Slot, topic: &str) -> Option<RequestError> {
+    if let Err(e) = validate_topic(topic) {
+        Some(request_error(RequestErrorKind::InvalidTopic, e.to_string()))
+    } else if !slot.perms.may_publish(topic) {
+        Some(request_error(
+            RequestErrorKind::AccessDenied,
+            format!("may not publish on {topic}"),
+        ))
+    } else {
+        None
+    }
+}
+
 impl Shared {
     /// Carries out the frames of one message (one frame, or a batch) in order, under one
     /// lock of the topics (if any frame needs them) and of the session.
@@ -70,17 +84,7 @@ impl Shared {
                     self.unsubscribe(topics, slot, &mut inner, seq, &selector)
                 }
                 ServerRequest::Publish { seq, topic, value } => {
-                    let refusal = if let Err(e) = validate_topic(&topic) {
-                        Some(request_error(RequestErrorKind::InvalidTopic, e.to_string()))
-                    } else if !slot.perms.may_publish(&topic) {
-                        Some(request_error(
-                            RequestErrorKind::AccessDenied,
-                            format!("may not publish on {topic}"),
-                        ))
-                    } else {
-                        None
-                    };
-                    match refusal {
+                    match publish_refusal(slot, &topic) {
                         Some(error) => inner.proto.reject(seq, error),
                         None => {
                             let value = NewValue::Copied(&value);
