@@ -712,17 +712,18 @@ impl SessionInner {
         {
             let mut s = lock(&self.shared);
             s.proto.disconnected();
-            let pending = std::mem::take(&mut s.pending);
-            for (seq, p) in pending {
+            // Requests up to this one were written on some connection: the server may have
+            // applied them. The same fact for subscriptions here and publishes on the board.
+            let written_through = s.proto.written_through();
+            for (seq, p) in std::mem::take(&mut s.pending) {
                 let tx = match p {
                     Pending::Subscribe { done: tx, .. } | Pending::Unsubscribe { done: tx, .. } => {
                         tx
                     }
                 };
-                let written = s.proto.may_have_reached_server(seq);
-                let _ = tx.send(Err(completion::unanswered(reason, written)));
+                let _ = tx.send(Err(completion::unanswered(reason, seq <= written_through)));
             }
-            self.completions.close(reason, s.proto.written_through());
+            self.completions.close(reason, written_through);
             s.subscriptions.clear();
             s.gap_streams.clear();
         }

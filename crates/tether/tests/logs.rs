@@ -66,9 +66,8 @@ async fn logs_name_sessions_but_never_tokens_or_passwords() {
         })
         .await;
     }
-    let _ = tether::Session::builder(&env.url())
-        .principal("alice")
-        .password("wrong-password-also-secret")
+    let _ = env
+        .builder_as("alice", "wrong-password-also-secret")
         .open()
         .await
         .expect_err("refused");

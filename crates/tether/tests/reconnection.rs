@@ -431,9 +431,8 @@ async fn invalid_urls_selectors_topics_and_arguments_are_typed_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_is_typed_leaves_the_session_usable_and_leaks_nothing() {
     let env = Env::start().await;
-    let session = Session::builder(&env.url())
-        .principal("reader")
-        .password("secret")
+    let session = env
+        .builder_as("reader", "secret")
         .open()
         .await
         .expect("open");
@@ -568,9 +567,8 @@ async fn dropping_the_last_handle_closes_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_queued_together_are_each_checked_against_the_permissions() {
     let env = Env::start().await;
-    let session = tether::Session::builder(&env.url())
-        .principal("reader")
-        .password("secret")
+    let session = env
+        .builder_as("reader", "secret")
         .open()
         .await
         .expect("open");
@@ -594,11 +592,7 @@ async fn publishes_queued_together_are_each_checked_against_the_permissions() {
             assert!(outcome.is_ok(), "{topic}: {outcome:?}");
         } else {
             let err = outcome.expect_err("refused");
-            assert_eq!(
-                err.request_error_kind(),
-                Some(tether::RequestErrorKind::AccessDenied),
-                "{topic}: {err}"
-            );
+            assert!(err.is_access_denied(), "{topic}: {err}");
         }
     }
     session.close().await;

@@ -79,10 +79,16 @@ impl Env {
         format!("ws://{}", self.proxy.local_addr())
     }
 
+    /// A builder for `control`, the principal with every permission.
     pub fn builder(&self) -> tether::SessionBuilder {
+        self.builder_as("control", "password")
+    }
+
+    /// A builder for another principal (`reader` / `secret`, or a wrong password).
+    pub fn builder_as(&self, principal: &str, password: &str) -> tether::SessionBuilder {
         tether::Session::builder(&self.url())
-            .principal("control")
-            .password("password")
+            .principal(principal)
+            .password(password)
     }
 }
 
