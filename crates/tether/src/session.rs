@@ -232,6 +232,12 @@ impl SessionBuilder {
     /// Bounds the requests kept until the server acknowledges them, including those made while
     /// disconnected (default 10,000 or 8 MiB). Past the bound, `publish` fails with
     /// [`Error::QueueFull`] while disconnected, and waits while connected.
+    ///
+    /// It also bounds how many publishes are in flight, and so one session's upload rate: a
+    /// publish leaves the queue when its ack comes back, a round trip through both directions'
+    /// TCP buffers. For bulk uploads of small messages, a larger queue (and as many
+    /// [`Session::send`]s awaiting their [`Completion`]) keeps the connection busy; see
+    /// BENCHMARKS.md, measure (b).
     pub fn send_queue(mut self, max_requests: usize, max_bytes: usize) -> Self {
         self.buffer = BufferLimits {
             max_frames: max_requests.max(1),

@@ -91,7 +91,12 @@ async fn measure(
             .open()
             .await
             .map_err(|e| format!("open: {e}"))?;
-        let rate = super::throughput::up_tether(session.clone(), scale.messages).await;
+        let rate = super::throughput::up_tether(
+            session.clone(),
+            scale.messages,
+            super::throughput::DEFAULT_QUEUE_WINDOW,
+        )
+        .await;
         session.close().await;
         rate
     };

@@ -16,6 +16,7 @@ pub(crate) const EXPECTED_KEYS: &[&str] = &[
     "b.down",
     "b.down.handed",
     "b.up",
+    "b.up.default_queue",
     "c.server",
     "c.raw_small",
     "d.rate",

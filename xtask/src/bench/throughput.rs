@@ -25,10 +25,19 @@ use super::{on_tether, server_config};
 /// is TCP's buffers, larger still. Well within the bench server's recovery buffer
 /// ([`super::SERVER_TOML`]), which is what a publisher running ahead fills.
 pub(crate) const DOWN_WINDOW: u64 = 65_536;
-/// Client → server: publishes awaiting their completion. Like [`DOWN_WINDOW`], large enough not
-/// to be what limits the rate (4,096 until the seventh round), and below the client's default
-/// send queue (10,000 requests), which is what a sender running ahead fills.
-const UP_WINDOW: usize = 8192;
+/// Client → server: publishes awaiting their completion. A completion comes back only after
+/// its publish went through TCP's buffers both ways (up to 4 MiB sent and 32 MiB received
+/// here, as the raw stream has them) and the server's ack came back: a window smaller than what
+/// those buffers hold in flight makes the sender wait on them, and the rate grows with the
+/// window up to about this size (8,192 in the seventh round, 4,096 before: see BENCHMARKS.md).
+/// 262,144 publishes of 100 B are 28 MiB of frames.
+const UP_WINDOW: usize = 262_144;
+/// The session's send queue for [`UP_WINDOW`]: as many requests as the bench server's recovery
+/// buffer keeps frames ([`super::SERVER_TOML`]), the same room at both ends.
+const UP_QUEUE: (usize, usize) = (1_000_000, 1 << 30);
+/// The window that fits in the client's default send queue (10,000 requests): what one
+/// session sends with the defaults, measured beside [`UP_WINDOW`] (an info row).
+pub(crate) const DEFAULT_QUEUE_WINDOW: usize = 8192;
 /// No progress for this long is a failure.
 const STALL: Duration = Duration::from_secs(30);
 /// A whole phase taking longer than this is a failure. One deadline per phase rather than a
@@ -46,6 +55,7 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
     let url = server.url();
     let session = on_tether(async move {
         Session::builder(&url)
+            .send_queue(UP_QUEUE.0, UP_QUEUE.1)
             .open()
             .await
             .map_err(|e| format!("open: {e}"))
@@ -56,9 +66,18 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
         let tether_down = with_cpu(n, down_tether(&server, session.clone(), n)).await?;
         let raw_down = with_cpu(n, on_tether(down_raw(raw_addr, n))).await?;
         let raw_down_handed = on_tether(down_raw_handed_on(raw_addr, n)).await?;
-        let tether_up = with_cpu(n, on_tether(up_tether(session.clone(), n))).await?;
+        let tether_up = with_cpu(n, on_tether(up_tether(session.clone(), n, UP_WINDOW))).await?;
         let raw_up = with_cpu(n, on_tether(up_raw(raw_addr, n))).await?;
-        Ok::<_, String>((tether_down, raw_down, raw_down_handed, tether_up, raw_up))
+        let tether_up_default =
+            on_tether(up_tether(session.clone(), n, DEFAULT_QUEUE_WINDOW)).await?;
+        Ok::<_, String>((
+            tether_down,
+            raw_down,
+            raw_down_handed,
+            tether_up,
+            raw_up,
+            tether_up_default,
+        ))
     }
     .await;
 
@@ -70,7 +89,7 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
     .await;
     raw_server.abort();
     server.shutdown(Duration::from_secs(1)).await;
-    let (tether_down, raw_down, raw_down_handed, tether_up, raw_up) = result?;
+    let (tether_down, raw_down, raw_down_handed, tether_up, raw_up, tether_up_default) = result?;
     let note = format!("{n} messages of {PAYLOAD} B each way");
     let cpu_note = "CPU time of every thread of the bench process (the in-process server, the \
                     client, the publisher or sender) over the phase, divided by the messages: \
@@ -113,7 +132,23 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
         )
         .baseline(raw_up.0)
         .target(Target::RatioAtLeast(0.7))
-        .note(note),
+        .note(format!(
+            "{note}; a window of {UP_WINDOW} completions, the session's send queue raised to \
+             {} requests",
+            UP_QUEUE.0
+        )),
+        Sample::new(
+            "b.up.default_queue",
+            "client → server within the default send queue (info)",
+            Unit::PerSec,
+            tether_up_default,
+        )
+        .baseline(raw_up.0)
+        .note(format!(
+            "a window of {DEFAULT_QUEUE_WINDOW} completions, which the client's default send \
+             queue (10,000 requests) allows: the sender waits on round trips through TCP's \
+             buffers"
+        )),
         Sample::new(
             "b.up.cpu",
             "client → server: CPU per message, client and server together (info)",
@@ -215,18 +250,19 @@ async fn down_tether(server: &Server, session: Session, n: u64) -> Result<f64, S
     Ok(n as f64 / end.duration_since(t0).as_secs_f64())
 }
 
-pub(crate) async fn up_tether(session: Session, n: u64) -> Result<f64, String> {
-    tokio::time::timeout(PHASE, up_tether_unbounded(session, n))
+/// `n` publishes through `session`, at most `window` awaiting their completion.
+pub(crate) async fn up_tether(session: Session, n: u64, window: usize) -> Result<f64, String> {
+    tokio::time::timeout(PHASE, up_tether_unbounded(session, n, window))
         .await
         .map_err(|_| "client → server took too long".to_string())?
 }
 
-async fn up_tether_unbounded(session: Session, n: u64) -> Result<f64, String> {
+async fn up_tether_unbounded(session: Session, n: u64, size: usize) -> Result<f64, String> {
     let payload = Bytes::from(vec![0x5a; PAYLOAD]);
-    let mut window: VecDeque<tether::Completion> = VecDeque::with_capacity(UP_WINDOW);
+    let mut window: VecDeque<tether::Completion> = VecDeque::with_capacity(size);
     let t0 = Instant::now();
     for _ in 0..n {
-        if window.len() >= UP_WINDOW
+        if window.len() >= size
             && let Some(c) = window.pop_front()
         {
             c.await.map_err(|e| format!("publish: {e}"))?;
