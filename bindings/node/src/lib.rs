@@ -357,12 +357,13 @@ pub fn connect<'env>(
     if let Some(strict) = options.strict {
         builder = builder.strict(strict);
     }
-    if options.max_queued_requests.is_some() || options.max_queued_bytes.is_some() {
-        builder = builder.send_queue(
-            options.max_queued_requests.map_or(10_000, |n| n as usize),
-            // Checked as a positive integer by the JavaScript side.
-            options.max_queued_bytes.map_or(8 << 20, |n| n as usize),
-        );
+    // Each checked as a positive integer by the JavaScript side; one given alone leaves the
+    // core's default for the other.
+    if let Some(n) = options.max_queued_requests {
+        builder = builder.max_queued_requests(n as usize);
+    }
+    if let Some(n) = options.max_queued_bytes {
+        builder = builder.max_queued_bytes(n as usize);
     }
     if let Some(ms) = options.ping_period_ms {
         builder = builder.ping_period(millis(ms));

@@ -588,11 +588,12 @@ impl Options {
         if let Some(limit) = self.delivery_limit {
             b = b.delivery_limit(limit);
         }
-        if self.max_queued_requests.is_some() || self.max_queued_bytes.is_some() {
-            b = b.send_queue(
-                self.max_queued_requests.unwrap_or(10_000),
-                self.max_queued_bytes.unwrap_or(8 << 20),
-            );
+        // One given alone leaves the core's default for the other.
+        if let Some(n) = self.max_queued_requests {
+            b = b.max_queued_requests(n);
+        }
+        if let Some(n) = self.max_queued_bytes {
+            b = b.max_queued_bytes(n);
         }
         if let Some(timeout) = self.close_timeout {
             b = b.close_timeout(convert::seconds(py, "close_timeout", timeout)?);

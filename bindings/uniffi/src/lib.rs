@@ -844,18 +844,17 @@ pub struct SessionConfiguration {
     pub delivery_limit: Option<i64>,
 }
 
-fn positive(name: &str, value: Option<i64>, default: usize) -> Result<usize, TetherError> {
-    match value {
-        None => Ok(default),
-        Some(n) => {
+fn positive(name: &str, value: Option<i64>) -> Result<Option<usize>, TetherError> {
+    value
+        .map(|n| {
             usize::try_from(n)
                 .ok()
                 .filter(|n| *n > 0)
                 .ok_or_else(|| TetherError::InvalidArgument {
                     detail: format!("{name} must be greater than zero, not {n}"),
                 })
-        }
-    }
+        })
+        .transpose()
 }
 
 impl SessionConfiguration {
@@ -888,10 +887,12 @@ impl SessionConfiguration {
         if let Some(t) = self.close_timeout {
             b = b.close_timeout(t);
         }
-        if self.max_queued_requests.is_some() || self.max_queued_bytes.is_some() {
-            let requests = positive("maxQueuedRequests", self.max_queued_requests, 10_000)?;
-            let bytes = positive("maxQueuedBytes", self.max_queued_bytes, 8 << 20)?;
-            b = b.send_queue(requests, bytes);
+        // One given alone leaves the core's default for the other.
+        if let Some(n) = positive("maxQueuedRequests", self.max_queued_requests)? {
+            b = b.max_queued_requests(n);
+        }
+        if let Some(n) = positive("maxQueuedBytes", self.max_queued_bytes)? {
+            b = b.max_queued_bytes(n);
         }
         for pem in &self.tls_root_certificates {
             b = b.tls_root_certificate_pem(pem.as_bytes());
@@ -899,8 +900,8 @@ impl SessionConfiguration {
         if let Some(period) = self.ping_period {
             b = b.ping_period(period);
         }
-        if self.delivery_limit.is_some() {
-            b = b.delivery_limit(positive("deliveryLimit", self.delivery_limit, 10_000)?);
+        if let Some(n) = positive("deliveryLimit", self.delivery_limit)? {
+            b = b.delivery_limit(n);
         }
         Ok(b.strict(self.strict))
     }

@@ -111,16 +111,12 @@ impl SessionOptionsC {
         if self.delivery_limit > 0 {
             b = b.delivery_limit(self.delivery_limit as usize);
         }
-        if self.max_queued_requests > 0 || self.max_queued_bytes > 0 {
-            let requests = match self.max_queued_requests {
-                0 => 10_000,
-                n => n as usize,
-            };
-            let bytes = match self.max_queued_bytes {
-                0 => 8 << 20,
-                n => usize::try_from(n).unwrap_or(usize::MAX),
-            };
-            b = b.send_queue(requests, bytes);
+        // 0 leaves the core's default, for each bound on its own.
+        if self.max_queued_requests > 0 {
+            b = b.max_queued_requests(self.max_queued_requests as usize);
+        }
+        if self.max_queued_bytes > 0 {
+            b = b.max_queued_bytes(usize::try_from(self.max_queued_bytes).unwrap_or(usize::MAX));
         }
         if self.close_timeout_ms > 0 {
             b = b.close_timeout(ms(self.close_timeout_ms));

@@ -20,25 +20,14 @@ use crate::timing::{AckSchedule, Liveness, earliest};
 use crate::{CloseReason, Position};
 
 /// Client-side session settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientSessionConfig {
     /// Bounds of the client's recovery buffer: unacknowledged requests, including those made
-    /// while disconnected. A request past the limit fails with [`QueueFull`].
+    /// while disconnected (by default [`BufferLimits::default`]: 10,000 or 8 MiB). A request
+    /// past the limit fails with [`QueueFull`].
     pub buffer: BufferLimits,
     /// Close the session (reason lost messages) instead of accepting a gap report.
     pub strict: bool,
-}
-
-impl Default for ClientSessionConfig {
-    fn default() -> Self {
-        ClientSessionConfig {
-            buffer: BufferLimits {
-                max_frames: 10_000,
-                max_bytes: 8 << 20,
-            },
-            strict: false,
-        }
-    }
 }
 
 /// A request could not be queued: the recovery buffer is full.

@@ -238,11 +238,22 @@ impl SessionBuilder {
     /// TCP buffers. For bulk uploads of small messages, a larger queue (and as many
     /// [`Session::send`]s awaiting their [`Completion`]) keeps the connection busy; see
     /// BENCHMARKS.md, measure (b).
-    pub fn send_queue(mut self, max_requests: usize, max_bytes: usize) -> Self {
-        self.buffer = BufferLimits {
-            max_frames: max_requests.max(1),
-            max_bytes: max_bytes.max(1),
-        };
+    pub fn send_queue(self, max_requests: usize, max_bytes: usize) -> Self {
+        self.max_queued_requests(max_requests)
+            .max_queued_bytes(max_bytes)
+    }
+
+    /// [`SessionBuilder::send_queue`]'s bound on requests alone (at least 1), the bound on
+    /// bytes left as it is.
+    pub fn max_queued_requests(mut self, max_requests: usize) -> Self {
+        self.buffer.max_frames = max_requests.max(1);
+        self
+    }
+
+    /// [`SessionBuilder::send_queue`]'s bound on bytes alone (at least 1), the bound on
+    /// requests left as it is.
+    pub fn max_queued_bytes(mut self, max_bytes: usize) -> Self {
+        self.buffer.max_bytes = max_bytes.max(1);
         self
     }
 
@@ -1402,5 +1413,39 @@ impl Stream for GapReports {
     type Item = GapReport;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bound_of_the_send_queue_is_set_alone() {
+        let defaults = ClientSessionConfig::default().buffer;
+        let b = Session::builder("ws://127.0.0.1:1").max_queued_bytes(1024);
+        assert_eq!(
+            b.buffer,
+            BufferLimits {
+                max_frames: defaults.max_frames,
+                max_bytes: 1024
+            }
+        );
+        let b = Session::builder("ws://127.0.0.1:1").max_queued_requests(0);
+        assert_eq!(
+            b.buffer,
+            BufferLimits {
+                max_frames: 1,
+                max_bytes: defaults.max_bytes
+            }
+        );
+        let b = Session::builder("ws://127.0.0.1:1").send_queue(3, 0);
+        assert_eq!(
+            b.buffer,
+            BufferLimits {
+                max_frames: 3,
+                max_bytes: 1
+            }
+        );
     }
 }

@@ -35,9 +35,16 @@ const UP_WINDOW: usize = 262_144;
 /// The session's send queue for [`UP_WINDOW`]: as many requests as the bench server's recovery
 /// buffer keeps frames ([`super::SERVER_TOML`]), the same room at both ends.
 const UP_QUEUE: (usize, usize) = (1_000_000, 1 << 30);
-/// The window that fits in the client's default send queue (10,000 requests): what one
+/// A window that fits in the client's default send queue ([`default_send_queue`]): what one
 /// session sends with the defaults, measured beside [`UP_WINDOW`] (an info row).
 pub(crate) const DEFAULT_QUEUE_WINDOW: usize = 8192;
+
+/// The client's default send queue, in requests (the core's default, 10,000).
+fn default_send_queue() -> usize {
+    tether_protocol::client::ClientSessionConfig::default()
+        .buffer
+        .max_frames
+}
 /// No progress for this long is a failure.
 const STALL: Duration = Duration::from_secs(30);
 /// A whole phase taking longer than this is a failure. One deadline per phase rather than a
@@ -146,8 +153,8 @@ pub(crate) async fn run(n: u64) -> Result<Vec<Sample>, String> {
         .baseline(raw_up.0)
         .note(format!(
             "a window of {DEFAULT_QUEUE_WINDOW} completions, which the client's default send \
-             queue (10,000 requests) allows: the sender waits on round trips through TCP's \
-             buffers"
+             queue ({} requests) allows: the sender waits on round trips through TCP's buffers",
+            default_send_queue()
         )),
         Sample::new(
             "b.up.cpu",
@@ -363,4 +370,19 @@ async fn up_raw(addr: std::net::SocketAddr, n: u64) -> Result<f64, String> {
     let rate = n as f64 / t0.elapsed().as_secs_f64();
     let _ = ws.close(None).await;
     Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_up_window_fits_in_the_send_queue_it_is_measured_with() {
+        assert!(DEFAULT_QUEUE_WINDOW <= default_send_queue());
+        assert!(UP_WINDOW <= UP_QUEUE.0);
+        assert!(
+            UP_WINDOW > default_send_queue(),
+            "otherwise no second row is needed"
+        );
+    }
 }
