@@ -205,18 +205,14 @@ impl Schedule {
         quick_first_attempt_ms: Option<f64>,
     ) -> Result<Schedule, JsError> {
         let mut b = Backoff::new(
-            duration(initial_ms.unwrap_or(250.0)),
-            multiplier.unwrap_or(2.0),
-            duration(max_delay_ms.unwrap_or(10_000.0)),
+            initial_ms.map_or(Backoff::DEFAULT_INITIAL, duration),
+            multiplier.unwrap_or(Backoff::DEFAULT_MULTIPLIER),
+            max_delay_ms.map_or(Backoff::DEFAULT_MAX_DELAY, duration),
         );
         if let Some(j) = jitter {
-            b = b.jitter(match j.as_str() {
-                "none" => Jitter::None,
-                "full" => Jitter::Full,
-                "equal" => Jitter::Equal,
-                "decorrelated" => Jitter::Decorrelated,
-                other => return Err(JsError::new(&format!("unknown jitter {other:?}"))),
-            });
+            b = b.jitter(Jitter::from_name(&j).ok_or_else(|| {
+                JsError::new(&format!("unknown jitter {j:?} ({})", Jitter::names()))
+            })?);
         }
         if let Some(n) = max_attempts {
             b = b.max_attempts(n);

@@ -140,16 +140,15 @@ fn millis(ms: f64) -> Duration {
 }
 
 fn jitter(name: Option<&str>) -> Result<Jitter, ErrorInfo> {
-    match name.unwrap_or("full") {
-        "none" => Ok(Jitter::None),
-        "full" => Ok(Jitter::Full),
-        "equal" => Ok(Jitter::Equal),
-        "decorrelated" => Ok(Jitter::Decorrelated),
-        other => Err(binding_error(
+    let Some(name) = name else {
+        return Ok(Jitter::default());
+    };
+    Jitter::from_name(name).ok_or_else(|| {
+        binding_error(
             "invalid_argument",
-            format!("unknown jitter {other:?}"),
-        )),
-    }
+            format!("unknown jitter {name:?} ({})", Jitter::names()),
+        )
+    })
 }
 
 /// The core strategy a built-in describes.
@@ -166,9 +165,12 @@ fn builtin(spec: &StrategySpec) -> Result<Arc<dyn ReconnectionStrategy>, ErrorIn
         }
         "exponentialBackoff" => {
             let mut s = ExponentialBackoff::new(
-                millis(spec.initial_ms.unwrap_or(250.0)),
-                spec.multiplier.unwrap_or(2.0),
-                millis(spec.max_delay_ms.unwrap_or(10_000.0)),
+                spec.initial_ms
+                    .map_or(ExponentialBackoff::DEFAULT_INITIAL, millis),
+                spec.multiplier
+                    .unwrap_or(ExponentialBackoff::DEFAULT_MULTIPLIER),
+                spec.max_delay_ms
+                    .map_or(ExponentialBackoff::DEFAULT_MAX_DELAY, millis),
             )
             .jitter(jitter(spec.jitter.as_deref())?);
             if let Some(n) = spec.max_attempts {

@@ -274,25 +274,9 @@ fn parse_jitter(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Jitter> {
     let name: String = value.extract().map_err(|_| {
         convert::invalid_argument(py, "jitter must be a tether.Jitter or its name".to_owned())
     })?;
-    match name.as_str() {
-        "none" => Ok(Jitter::None),
-        "full" => Ok(Jitter::Full),
-        "equal" => Ok(Jitter::Equal),
-        "decorrelated" => Ok(Jitter::Decorrelated),
-        other => Err(convert::invalid_argument(
-            py,
-            format!("unknown jitter {other:?} (none, full, equal or decorrelated)"),
-        )),
-    }
-}
-
-fn jitter_name(jitter: Jitter) -> &'static str {
-    match jitter {
-        Jitter::None => "none",
-        Jitter::Full => "full",
-        Jitter::Equal => "equal",
-        Jitter::Decorrelated => "decorrelated",
-    }
+    Jitter::from_name(&name).ok_or_else(|| {
+        convert::invalid_argument(py, format!("unknown jitter {name:?} ({})", Jitter::names()))
+    })
 }
 
 /// Exponential backoff: `initial`, `initial × multiplier`, ... capped at `max_delay` (seconds),
@@ -346,7 +330,7 @@ impl ExponentialBackoff {
             max_delay,
             jitter: match jitter {
                 Some(j) => parse_jitter(py, j)?,
-                None => Jitter::Full,
+                None => Jitter::default(),
             },
             max_attempts,
             first_attempt: first_attempt
@@ -383,7 +367,7 @@ impl ExponentialBackoff {
     /// The jitter mode's name.
     #[getter]
     fn jitter(&self) -> &'static str {
-        jitter_name(self.jitter)
+        self.jitter.name()
     }
 
     /// The attempt limit, if any.
@@ -404,7 +388,7 @@ impl ExponentialBackoff {
             self.initial.as_secs_f64(),
             self.multiplier,
             self.max_delay.as_secs_f64(),
-            jitter_name(self.jitter),
+            self.jitter.name(),
             self.max_attempts
                 .map_or_else(|| "None".to_owned(), |n| n.to_string()),
             self.first_attempt

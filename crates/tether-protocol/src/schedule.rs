@@ -88,6 +88,48 @@ pub enum Jitter {
     Decorrelated,
 }
 
+impl Jitter {
+    /// Every mode.
+    pub const ALL: [Jitter; 4] = [
+        Jitter::None,
+        Jitter::Full,
+        Jitter::Equal,
+        Jitter::Decorrelated,
+    ];
+
+    /// Its stable name (`none`, `full`, `equal`, `decorrelated`): what every binding accepts
+    /// and shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Jitter::None => "none",
+            Jitter::Full => "full",
+            Jitter::Equal => "equal",
+            Jitter::Decorrelated => "decorrelated",
+        }
+    }
+
+    /// The mode named `name` ([`Jitter::name`]).
+    pub fn from_name(name: &str) -> Option<Jitter> {
+        Jitter::ALL.into_iter().find(|j| j.name() == name)
+    }
+
+    /// Every mode's name, for an error message: `none, full, equal or decorrelated`.
+    pub fn names() -> String {
+        let names: Vec<&str> = Jitter::ALL.iter().map(|j| j.name()).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
+    }
+}
+
+impl Default for Jitter {
+    /// [`Jitter::Full`].
+    fn default() -> Self {
+        Jitter::Full
+    }
+}
+
 /// Exponential backoff with jitter, an optional attempt limit and an optional quick first
 /// attempt. Keeps the previous delay (for [`Jitter::Decorrelated`]) until [`Backoff::reset`].
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +143,26 @@ pub struct Backoff {
     previous: Duration,
 }
 
+impl Default for Backoff {
+    /// [`Backoff::DEFAULT_INITIAL`], [`Backoff::DEFAULT_MULTIPLIER`],
+    /// [`Backoff::DEFAULT_MAX_DELAY`], full jitter, no attempt limit.
+    fn default() -> Self {
+        Backoff::new(
+            Backoff::DEFAULT_INITIAL,
+            Backoff::DEFAULT_MULTIPLIER,
+            Backoff::DEFAULT_MAX_DELAY,
+        )
+    }
+}
+
 impl Backoff {
+    /// The first delay when none is given: 250 ms.
+    pub const DEFAULT_INITIAL: Duration = Duration::from_millis(250);
+    /// The factor between delays when none is given: 2.
+    pub const DEFAULT_MULTIPLIER: f64 = 2.0;
+    /// The largest delay when none is given: 10 s.
+    pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10);
+
     /// Delays `initial`, `initial × multiplier`, ... capped at `max_delay`; full jitter. A
     /// multiplier below 1 (or not finite) is taken as 1; a cap below `initial` as `initial`.
     pub fn new(initial: Duration, multiplier: f64, max_delay: Duration) -> Self {
@@ -125,7 +186,7 @@ impl Backoff {
     /// the network blips), then full jitter from 250 ms, doubling, capped at 10 s (gentle on a
     /// restarting server).
     pub fn recommended() -> Self {
-        Backoff::new(Duration::from_millis(250), 2.0, Duration::from_secs(10))
+        Backoff::default()
             .jitter(Jitter::Full)
             .quick_first_attempt(Duration::from_millis(100))
     }
@@ -197,6 +258,17 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_jitter_is_found_by_its_name_and_no_other_name_is() {
+        for j in Jitter::ALL {
+            assert_eq!(Jitter::from_name(j.name()), Some(j));
+        }
+        assert_eq!(Jitter::from_name("Full"), None);
+        assert_eq!(Jitter::from_name(""), None);
+        assert_eq!(Jitter::names(), "none, full, equal or decorrelated");
+        assert_eq!(Jitter::default(), Jitter::Full);
+    }
+
     use super::*;
 
     /// Always the middle of the range.

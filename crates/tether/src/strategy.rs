@@ -289,12 +289,20 @@ struct BackoffState {
 }
 
 impl Default for ExponentialBackoff {
+    /// 250 ms, × 2, up to 10 s, full jitter ([`Backoff::default`]).
     fn default() -> Self {
-        ExponentialBackoff::new(Duration::from_millis(250), 2.0, Duration::from_secs(10))
+        ExponentialBackoff::from_schedule(Backoff::default())
     }
 }
 
 impl ExponentialBackoff {
+    /// The first delay when none is given (250 ms): what the bindings fill in.
+    pub const DEFAULT_INITIAL: Duration = Backoff::DEFAULT_INITIAL;
+    /// The factor between delays when none is given (2).
+    pub const DEFAULT_MULTIPLIER: f64 = Backoff::DEFAULT_MULTIPLIER;
+    /// The largest delay when none is given (10 s).
+    pub const DEFAULT_MAX_DELAY: Duration = Backoff::DEFAULT_MAX_DELAY;
+
     /// Delays `initial`, `initial × multiplier`, ... capped at `max_delay`; full jitter.
     pub fn new(initial: Duration, multiplier: f64, max_delay: Duration) -> Self {
         ExponentialBackoff::from_schedule(Backoff::new(initial, multiplier, max_delay))
