@@ -186,9 +186,7 @@ impl Backoff {
     /// the network blips), then full jitter from 250 ms, doubling, capped at 10 s (gentle on a
     /// restarting server).
     pub fn recommended() -> Self {
-        Backoff::default()
-            .jitter(Jitter::Full)
-            .quick_first_attempt(Duration::from_millis(100))
+        Backoff::default().quick_first_attempt(Duration::from_millis(100))
     }
 
     /// The jitter mode.
@@ -258,17 +256,6 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn every_jitter_is_found_by_its_name_and_no_other_name_is() {
-        for j in Jitter::ALL {
-            assert_eq!(Jitter::from_name(j.name()), Some(j));
-        }
-        assert_eq!(Jitter::from_name("Full"), None);
-        assert_eq!(Jitter::from_name(""), None);
-        assert_eq!(Jitter::names(), "none, full, equal or decorrelated");
-        assert_eq!(Jitter::default(), Jitter::Full);
-    }
-
     use super::*;
 
     /// Always the middle of the range.
@@ -320,5 +307,16 @@ mod tests {
         assert_eq!(d, Duration::from_secs(2));
         let d = honour_retry_after(Duration::from_millis(10), None, || unreachable!());
         assert_eq!(d, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn every_jitter_is_found_by_its_name_and_no_other_name_is() {
+        for j in Jitter::ALL {
+            assert_eq!(Jitter::from_name(j.name()), Some(j));
+        }
+        assert_eq!(Jitter::from_name("Full"), None);
+        assert_eq!(Jitter::from_name(""), None);
+        assert_eq!(Jitter::names(), "none, full, equal or decorrelated");
+        assert_eq!(Jitter::default(), Jitter::Full);
     }
 }

@@ -431,11 +431,7 @@ async fn invalid_urls_selectors_topics_and_arguments_are_typed_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_is_typed_leaves_the_session_usable_and_leaks_nothing() {
     let env = Env::start().await;
-    let session = env
-        .builder_as("reader", "secret")
-        .open()
-        .await
-        .expect("open");
+    let session = env.open_as("reader", "secret").await;
     for selector in ["secret/**", "**", "secret/x"] {
         let err = session.subscribe(selector).await.expect_err("denied");
         assert!(err.is_access_denied(), "{selector}: {err}");
@@ -567,11 +563,7 @@ async fn dropping_the_last_handle_closes_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_queued_together_are_each_checked_against_the_permissions() {
     let env = Env::start().await;
-    let session = env
-        .builder_as("reader", "secret")
-        .open()
-        .await
-        .expect("open");
+    let session = env.open_as("reader", "secret").await;
     let topics = [
         "public/chat",
         "public/chat",

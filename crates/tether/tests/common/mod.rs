@@ -90,6 +90,14 @@ impl Env {
             .principal(principal)
             .password(password)
     }
+
+    /// A session opened as another principal with the defaults (the open must succeed).
+    #[allow(dead_code)] // not every test binary opens one
+    pub async fn open_as(&self, principal: &str, password: &str) -> tether::Session {
+        within("open", self.builder_as(principal, password).open())
+            .await
+            .expect("open")
+    }
 }
 
 /// A server URL, for tests that took the server out of its [`Env`].
