@@ -247,18 +247,55 @@ impl Subscription {
 
     /// Every update waiting now, at least one (it waits for the first), at most `max`; `None`
     /// when the subscription ended. For consumers that hand updates on in batches (the
-    /// bindings): one call per batch instead of one per update.
+    /// bindings): one call per batch instead of one per update. The session's own batches are
+    /// handed over whole where they fit, not moved update by update.
     pub async fn next_batch(&mut self, max: usize) -> Option<Vec<TopicUpdate>> {
-        let first = self.next().await?;
-        let mut batch = Vec::with_capacity(max.clamp(1, 1024));
-        batch.push(first);
+        let max = max.max(1);
+        let mut batch = if self.current.len() > 0 {
+            self.take_up_to(max)
+        } else {
+            loop {
+                let first = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await?;
+                if !first.is_empty() {
+                    break self.take_whole_or_part(first, max);
+                }
+            }
+        };
         while batch.len() < max {
-            match self.try_next() {
-                Some(u) => batch.push(u),
-                None => break,
+            let Ok(next) = self.rx.try_recv() else {
+                break;
+            };
+            if batch.len() + next.len() <= max {
+                self.backlog.taken(next.len());
+                batch.extend(next);
+            } else {
+                self.start(next);
+                let room = max - batch.len();
+                batch.extend(self.take_up_to(room));
+                break;
             }
         }
         Some(batch)
+    }
+
+    /// `batch` as it is if it fits in `max` (counted as taken), else its first `max` updates
+    /// (the rest is read next).
+    fn take_whole_or_part(&mut self, batch: Vec<TopicUpdate>, max: usize) -> Vec<TopicUpdate> {
+        if batch.len() <= max {
+            self.backlog.taken(batch.len());
+            return batch;
+        }
+        self.start(batch);
+        self.take_up_to(max)
+    }
+
+    /// Up to `max` updates of the current batch.
+    fn take_up_to(&mut self, max: usize) -> Vec<TopicUpdate> {
+        let taken: Vec<TopicUpdate> = self.current.by_ref().take(max).collect();
+        if self.current.len() == 0 {
+            self.backlog.taken(std::mem::take(&mut self.current_len));
+        }
+        taken
     }
 
     fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Option<TopicUpdate>> {
@@ -308,5 +345,79 @@ impl Drop for Subscription {
         if left > 0 {
             self.backlog.taken(left);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tether_protocol::Position;
+
+    use super::*;
+
+    fn updates(range: std::ops::Range<u64>) -> Vec<TopicUpdate> {
+        let topic: Arc<str> = Arc::from("a/b");
+        range
+            .map(|offset| TopicUpdate {
+                topic: topic.clone(),
+                value: Bytes::from(offset.to_be_bytes().to_vec()),
+                position: Position {
+                    partition: 1,
+                    offset,
+                },
+                snapshot: false,
+            })
+            .collect()
+    }
+
+    fn offsets(batch: &[TopicUpdate]) -> Vec<u64> {
+        batch.iter().map(|u| u.position.offset).collect()
+    }
+
+    #[tokio::test]
+    async fn batches_go_whole_where_they_fit_split_where_not_and_in_order() {
+        let backlog = Arc::new(Backlog::new(1_000));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut sub = Subscription::new("a/b".into(), rx, backlog.clone());
+        let send = |batch: Vec<TopicUpdate>| {
+            backlog.added(batch.len());
+            tx.send(batch).expect("send");
+        };
+
+        // One batch that fits: handed over as it is, its allocation included.
+        let first = updates(0..5);
+        let allocation = first.as_ptr();
+        send(first);
+        let got = sub.next_batch(8).await.expect("open");
+        assert_eq!(offsets(&got), [0, 1, 2, 3, 4]);
+        assert_eq!(got.as_ptr(), allocation, "the session's batch, not a copy");
+        assert_eq!(backlog.waiting.load(Ordering::SeqCst), 0);
+
+        // Waiting batches join while they fit; the one that does not is split, its rest next.
+        send(updates(5..8));
+        send(updates(8..10));
+        send(updates(10..16));
+        send(Vec::new());
+        send(updates(16..17));
+        let got = sub.next_batch(8).await.expect("open");
+        assert_eq!(offsets(&got), [5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(
+            backlog.waiting.load(Ordering::SeqCst),
+            6 + 1,
+            "the split batch counts whole until its last update is taken, the next one too"
+        );
+        let got = sub.next_batch(2).await.expect("open");
+        assert_eq!(offsets(&got), [13, 14]);
+        let got = sub.next_batch(8).await.expect("open");
+        assert_eq!(offsets(&got), [15, 16], "an empty batch is skipped");
+        assert_eq!(backlog.waiting.load(Ordering::SeqCst), 0);
+
+        // A batch larger than the limit, then the subscription's end.
+        send(updates(17..20));
+        drop(tx);
+        assert_eq!(offsets(&sub.next_batch(0).await.expect("open")), [17]);
+        assert_eq!(offsets(&sub.next_batch(5).await.expect("open")), [18, 19]);
+        assert!(sub.next_batch(5).await.is_none(), "ended");
+        assert_eq!(backlog.waiting.load(Ordering::SeqCst), 0);
     }
 }
