@@ -296,11 +296,14 @@ pub(crate) fn event_function(
 
 /// Most updates of one subscription passed to JavaScript and not yet taken by the application:
 /// several batches, so that the next one is on its way while JavaScript handles one (with one
-/// batch in flight, each side waited for the other).
-pub(crate) const WINDOW: usize = 2048;
+/// batch in flight, each side waited for the other). Milliseconds of a fast stream: on a busy
+/// machine JavaScript's thread can wait that long for a core, and a smaller window (2,048)
+/// left the session's threads waiting for it in turn.
+pub(crate) const WINDOW: usize = 16 * 1024;
 
-/// Most updates in one batch (one call into JavaScript).
-const BATCH: usize = 512;
+/// Most updates in one batch (one call into JavaScript): about what one WebSocket message of a
+/// stream carries (64 KiB of 100-byte updates is about 500), so that a batch is seldom split.
+const BATCH: usize = 2048;
 
 /// A subscription's credit: updates in JavaScript not yet consumed, and a wake-up for its
 /// forwarder.

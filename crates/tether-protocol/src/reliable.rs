@@ -101,6 +101,11 @@ impl<F> RecoveryBuffer<F> {
         self.bytes
     }
 
+    /// Whether half the room is taken, in frames or in bytes.
+    pub fn is_half_full(&self) -> bool {
+        self.len() * 2 >= self.limits.max_frames || self.bytes * 2 >= self.limits.max_bytes
+    }
+
     /// Whether one more frame of `size` bytes fits within the limits. An empty buffer always
     /// takes one frame, so that a frame larger than the byte limit is not stuck forever.
     pub fn has_room_for(&self, size: usize) -> bool {
@@ -199,6 +204,11 @@ impl<F> RecoveryBuffer<F> {
     /// Whether frames wait to be written.
     pub fn has_unsent(&self) -> bool {
         self.next_unsent < self.next_seq()
+    }
+
+    /// Frames not written yet.
+    pub fn unsent_len(&self) -> u64 {
+        self.next_seq().saturating_sub(self.next_unsent)
     }
 
     /// Sequence number of the next frame to be written.

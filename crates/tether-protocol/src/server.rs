@@ -16,6 +16,7 @@ use crate::frame::{self, ClientFrame, GapReport, RequestError, ServerFrame, Upda
 use crate::reliable::{BufferLimits, RecoveryBuffer, RewindError};
 use crate::time::Instant;
 use crate::timing::{AckSchedule, Liveness, earliest};
+use crate::write::{AfterRound, Gathering};
 
 /// A sequenced request from the client, to be carried out by the server shell in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +150,7 @@ fn count_topic(counts: &mut BTreeMap<Arc<str>, u64>, topic: &str) {
 struct Connection {
     liveness: Liveness,
     acks: AckSchedule,
+    writer: Gathering,
 }
 
 /// A control frame that may only go out once every sequenced frame before `after` was written
@@ -410,6 +412,7 @@ impl ServerSession {
         self.conn = Some(Connection {
             liveness: Liveness::new(self.ping_period, now),
             acks: AckSchedule::default(),
+            writer: Gathering::default(),
         });
     }
 
@@ -725,6 +728,25 @@ impl ServerSession {
     /// Whether [`ServerSession::poll_transmit`] has something to write now.
     pub fn has_pending_transmit(&self) -> bool {
         self.conn.is_some() && (!self.control.is_empty() || self.out.has_unsent())
+    }
+
+    /// What the writer does once a round is written (see [`Gathering`]).
+    pub fn after_round(&mut self) -> AfterRound {
+        let Some(conn) = self.conn.as_mut() else {
+            return AfterRound::Wait;
+        };
+        let hurry = conn.acks.deadline().is_some() || self.out.is_half_full();
+        conn.writer
+            .after_round(self.out.unsent_len(), !self.control.is_empty(), hurry)
+    }
+
+    /// Whether the update just queued must wake the writer (see [`Gathering::wakes`]).
+    pub fn wakes_writer(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        conn.writer
+            .wakes(self.out.unsent_len(), self.out.is_half_full())
     }
 
     /// When [`ServerSession::handle_timeout`] wants to be called next.

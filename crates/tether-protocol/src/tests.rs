@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::client::{ClientEvent, ClientSession, ClientSessionConfig, ConnectionFault};
 use crate::handshake::{ResumeToken, SessionAccepted, SessionId};
 use crate::server::{ResumeOutcome, ServerFault, ServerRequest, ServerSession};
+use crate::write::AfterRound;
 use crate::{BufferLimits, Position, RequestError, RequestErrorKind, Update};
 
 /// Long against the lazy ack delay: `drive` lets idle time pass up to that delay, and pings a
@@ -872,4 +873,76 @@ fn acknowledged_frames_are_freed_by_the_next_push_or_the_next_ping() {
     // No update follows: the quiet connection's ping frees it.
     server.handle_timeout(now + PING).expect("alive");
     assert!(second.is_unique(), "freed at the ping");
+}
+
+#[test]
+fn the_writer_gathers_a_stream_of_updates_but_never_holds_an_ack_back() {
+    let mut server = ServerSession::new(BufferLimits::default(), PING);
+    let now = Instant::now();
+    server.opened(now);
+    let update = Bytes::from(crate::frame::encode_update(&Update {
+        topic: "a".into(),
+        value: Bytes::from_static(b"v"),
+        position: Position::default(),
+        snapshot: false,
+    }));
+    // A round, then `came_in` updates queued while it was written; what the writer does next.
+    let round = |server: &mut ServerSession, came_in: usize| {
+        while server.poll_transmit(now).is_some() {}
+        for _ in 0..came_in {
+            server.push_encoded_update(update.clone()).expect("room");
+        }
+        server.after_round()
+    };
+    assert_eq!(round(&mut server, 0), AfterRound::Wait, "nothing came in");
+    server.push_encoded_update(update.clone()).expect("room");
+    assert!(server.wakes_writer(), "waiting: woken by the first update");
+    assert_eq!(
+        round(&mut server, 3),
+        AfterRound::WriteNow,
+        "not a stream yet"
+    );
+    assert_eq!(round(&mut server, 3), AfterRound::Gather, "a stream");
+    server.push_encoded_update(update.clone()).expect("room");
+    assert!(!server.wakes_writer(), "gathering");
+
+    // A request applied: the client waits on its ack, so nothing is held back.
+    let publish = crate::frame::encode_to_vec(&crate::frame::ClientFrame::Publish {
+        topic: "a".into(),
+        value: Bytes::from_static(b"v"),
+    });
+    server.handle_frame(now, &publish).expect("valid");
+    server.request_applied(now, 1);
+    assert_eq!(
+        round(&mut server, 3),
+        AfterRound::WriteNow,
+        "an ack is owed"
+    );
+    server.handle_input_drained(now);
+    server.handle_timeout(now).expect("alive");
+    assert_eq!(
+        server.after_round(),
+        AfterRound::WriteNow,
+        "the ack is queued"
+    );
+    assert_eq!(round(&mut server, 0), AfterRound::Wait, "the ack went");
+
+    // A small recovery buffer: half full, the writer does not gather, and is woken.
+    let mut server = ServerSession::new(
+        BufferLimits {
+            max_frames: 10,
+            max_bytes: 1 << 20,
+        },
+        PING,
+    );
+    server.opened(now);
+    assert_eq!(round(&mut server, 2), AfterRound::WriteNow);
+    assert_eq!(round(&mut server, 2), AfterRound::Gather, "4 of 10 held");
+    server.push_encoded_update(update.clone()).expect("room");
+    assert!(server.wakes_writer(), "5 of 10: half full");
+    assert_eq!(
+        server.after_round(),
+        AfterRound::WriteNow,
+        "half full: no gathering"
+    );
 }

@@ -1,5 +1,8 @@
 //! How a connection's writer takes its frames: a bounded [`WriteRound`] of copying per hold of
-//! the session's lock, for both writers (the server's and the client's).
+//! the session's lock, for both writers (the server's and the client's), and when the server's
+//! gathers a stream's frames before writing them.
+
+use std::time::Duration;
 
 /// A writer's round of copying frames into messages: at most [`WriteRound::PER_LOCK`] frames
 /// per hold of its session's lock (a publisher or `send()` waiting for the lock waits for that
@@ -39,6 +42,124 @@ impl WriteRound {
     }
 }
 
+/// What a writer does once a round is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRound {
+    /// Write the next round at once: a full round waits, or a frame the peer waits on (an ack,
+    /// a pong), or frames that do not look like a stream yet.
+    WriteNow,
+    /// Gather a stream's frames: wait up to [`Gathering::FOR`], or until
+    /// [`Gathering::ENOUGH`] frames wait, or until anything else wakes the writer (an ack due,
+    /// a close).
+    Gather,
+    /// Nothing waits: sleep until woken (by the next frame) or until the session's next
+    /// deadline.
+    Wait,
+}
+
+/// A connection's writer as the code that queues frames sees it: whether a new frame must
+/// wake it, and when it gathers a stream's frames before writing them instead of writing
+/// whatever waits at once.
+///
+/// Frames that keep coming in while each round is written come faster than the writer writes
+/// them a round at a time, and a system call (and a wake-up of the reader at the other end)
+/// per few frames costs more than the frames themselves: a fast stream's rounds were a few
+/// dozen frames each. After [`Gathering::STREAK`] rounds in a row that found frames waiting,
+/// the writer gathers: it waits up to [`Gathering::FOR`] for [`Gathering::ENOUGH`] frames,
+/// and new frames do not wake it before that. When the stream runs dry it gathers once more
+/// (a stream's next frames come right after the writer caught up), then waits as usual.
+///
+/// A session that receives now and then, or a burst of a few frames, finds nothing waiting
+/// after a round or two and is written to at once. A peer waiting on an ack or another
+/// control frame is never kept waiting for it, and a writer whose session's recovery buffer
+/// is half full writes what waits at once (gathering must not fill it).
+#[derive(Debug, Default)]
+pub struct Gathering {
+    streak: u32,
+    /// The stream ran dry and the writer gathered once more; the next dry round ends it.
+    lingered: bool,
+    state: WriterState,
+}
+
+/// What a writer is doing, as far as waking it goes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum WriterState {
+    /// Writing, or woken and about to: queued frames are seen after its round.
+    #[default]
+    Writing,
+    /// Gathering: woken only once enough frames wait.
+    Gathering,
+    /// Waiting with nothing to write: the next frame wakes it.
+    Waiting,
+}
+
+impl Gathering {
+    /// Rounds in a row that found frames waiting before the writer gathers.
+    pub const STREAK: u32 = 2;
+
+    /// The longest a writer gathers.
+    pub const FOR: Duration = Duration::from_millis(1);
+
+    /// Frames waiting that end a gathering: a few full rounds, written back to back.
+    pub const ENOUGH: u64 = 4 * WriteRound::PER_ROUND as u64;
+
+    /// Decides, after a round, from what waits now: `waiting` sequenced frames (updates),
+    /// `control` frames queued (acks, pongs: the peer waits on them), and whether to `hurry`
+    /// (an ack is owed, so the peer waits on its requests' completion; or the session's
+    /// recovery buffer is half full).
+    pub fn after_round(&mut self, waiting: u64, control: bool, hurry: bool) -> AfterRound {
+        let next = self.decide(waiting, control, hurry);
+        self.state = match next {
+            AfterRound::WriteNow => WriterState::Writing,
+            AfterRound::Gather => WriterState::Gathering,
+            AfterRound::Wait => WriterState::Waiting,
+        };
+        next
+    }
+
+    fn decide(&mut self, waiting: u64, control: bool, hurry: bool) -> AfterRound {
+        if control || waiting >= WriteRound::PER_ROUND as u64 {
+            return AfterRound::WriteNow;
+        }
+        if waiting == 0 {
+            if self.streak >= Self::STREAK && !self.lingered && !hurry {
+                self.lingered = true;
+                return AfterRound::Gather;
+            }
+            self.streak = 0;
+            self.lingered = false;
+            return AfterRound::Wait;
+        }
+        self.lingered = false;
+        if hurry {
+            self.streak = 0;
+            return AfterRound::WriteNow;
+        }
+        self.streak += 1;
+        if self.streak >= Self::STREAK {
+            AfterRound::Gather
+        } else {
+            AfterRound::WriteNow
+        }
+    }
+
+    /// A frame was queued, and `waiting` frames wait now (`full`: the session's recovery
+    /// buffer is half full): whether to wake the writer for it. A writer woken is counted as
+    /// writing until its next round ends, so that the frames queued meanwhile do not wake it
+    /// again.
+    pub fn wakes(&mut self, waiting: u64, full: bool) -> bool {
+        let wake = match self.state {
+            WriterState::Waiting => true,
+            WriterState::Gathering => waiting >= Self::ENOUGH || full,
+            WriterState::Writing => false,
+        };
+        if wake {
+            self.state = WriterState::Writing;
+        }
+        wake
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +188,64 @@ mod tests {
         }
         assert!(full.is_full());
         assert_eq!(holds, WriteRound::PER_ROUND / WriteRound::PER_LOCK);
+    }
+
+    #[test]
+    fn a_writer_gathers_a_stream_but_not_a_burst_nor_what_the_peer_waits_on() {
+        let full = WriteRound::PER_ROUND as u64;
+        let mut g = Gathering::default();
+        // A burst: frames waited after the first round, none after the second.
+        assert_eq!(g.after_round(4, false, false), AfterRound::WriteNow);
+        assert_eq!(g.after_round(0, false, false), AfterRound::Wait);
+        // A stream: frames wait after every round; from the second one on, gather.
+        assert_eq!(g.after_round(30, false, false), AfterRound::WriteNow);
+        assert_eq!(g.after_round(25, false, false), AfterRound::Gather);
+        assert_eq!(g.after_round(40, false, false), AfterRound::Gather);
+        // A full round waits: write it at once, and gather again after it.
+        assert_eq!(g.after_round(full, false, false), AfterRound::WriteNow);
+        assert_eq!(g.after_round(3, false, false), AfterRound::Gather);
+        // Dry: gather once more, then wait.
+        assert_eq!(g.after_round(0, false, false), AfterRound::Gather);
+        assert_eq!(g.after_round(0, false, false), AfterRound::Wait);
+        assert_eq!(
+            g.after_round(5, false, false),
+            AfterRound::WriteNow,
+            "a new streak"
+        );
+        assert_eq!(g.after_round(5, false, false), AfterRound::Gather);
+        // The peer waits on a control frame or an ack, or the buffer is half full: never held.
+        assert_eq!(g.after_round(3, true, false), AfterRound::WriteNow);
+        assert_eq!(g.after_round(3, false, true), AfterRound::WriteNow);
+        assert_eq!(
+            g.after_round(3, false, false),
+            AfterRound::WriteNow,
+            "a hurry ended the streak"
+        );
+        assert_eq!(
+            g.after_round(0, false, true),
+            AfterRound::Wait,
+            "nothing to write"
+        );
+    }
+
+    #[test]
+    fn a_new_frame_wakes_a_waiting_writer_once_and_a_gathering_one_when_it_has_enough() {
+        let mut g = Gathering::default();
+        assert!(
+            !g.wakes(1, false),
+            "a new writer writes its first round anyway"
+        );
+        assert_eq!(g.after_round(0, false, false), AfterRound::Wait);
+        assert!(g.wakes(1, false), "waiting: the first frame wakes it");
+        assert!(!g.wakes(2, false), "woken already");
+        // Gathering: only enough frames, or a half-full buffer, wake it.
+        g.after_round(10, false, false);
+        assert_eq!(g.after_round(10, false, false), AfterRound::Gather);
+        assert!(!g.wakes(11, false));
+        assert!(!g.wakes(Gathering::ENOUGH - 1, false));
+        assert!(g.wakes(Gathering::ENOUGH, false));
+        assert!(!g.wakes(Gathering::ENOUGH + 1, false), "woken already");
+        assert_eq!(g.after_round(10, false, false), AfterRound::Gather);
+        assert!(g.wakes(12, true), "half full");
     }
 }

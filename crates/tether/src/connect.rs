@@ -214,6 +214,9 @@ impl Target {
             .max_message_size(Some(MAX_INCOMING))
             .max_frame_size(Some(MAX_INCOMING));
         let part = tether_protocol::handshake::read_buffer_after_upgrade(&rest, READ_BUFFER);
+        // A server that streams is read 64 KiB at a time all the same, by a buffer held only
+        // while it streams (see `tether_io::BulkReader`).
+        let stream: Box<dyn Io> = Box::new(tether_io::BulkReader::new(stream));
         let ws =
             WebSocketStream::from_partially_read(stream, part, Role::Client, Some(config)).await;
         Ok((ws, accepted))

@@ -20,8 +20,8 @@ use tether_protocol::handshake::{self, SessionRequest};
 
 use crate::handshake::{RequestError as UpgradeError, read_request, write_accept, write_refusal};
 
-use super::bulk_read::BulkReader;
 use super::*;
+use tether_io::BulkReader;
 
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notify>) {
     loop {
@@ -66,7 +66,7 @@ pub(super) async fn handle_connection(shared: &Arc<Shared>, tcp: TcpStream, peer
     let max = shared.config.limits.max_frame_bytes;
     // tungstenite zero-fills its read buffer on a connection's first read, so its size is
     // paid by every idle session: its default 128 KiB would dominate. 1 KiB it is; a client
-    // that streams is read 64 KiB at a time all the same (see `bulk_read`).
+    // that streams is read 64 KiB at a time all the same (see `tether_io::BulkReader`).
     const READ_BUFFER: usize = 1024;
     // Room for a batch's length prefixes: each frame is checked against the limit itself.
     let ws_config = WebSocketConfig::default()

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use tether_protocol::CloseReason;
 use tether_protocol::frame::{self, ClientFrame};
-use tether_protocol::write::WriteRound;
+use tether_protocol::write::{AfterRound, Gathering, WriteRound};
 
 use crate::metrics::Metrics;
 
@@ -170,11 +170,12 @@ pub(super) async fn write_loop(
 ) {
     // Frames are copied into messages under the session's lock, without a reference count
     // each (see `MessageBuilder`): the publisher that encoded them is counting on the same
-    // chunk. The messages are written after the lock is released.
+    // chunk. The messages are written after the lock is released. A fast stream's frames are
+    // gathered into full rounds (see `Gathering`).
     let mut builder = frame::MessageBuilder::default();
     loop {
         let mut round = WriteRound::default();
-        let (deadline, closing) = loop {
+        let closing = loop {
             let mut inner = lock(&slot.inner);
             if inner.generation != generation {
                 drop(inner);
@@ -191,11 +192,10 @@ pub(super) async fn write_loop(
                 builder.set_batching(inner.proto.is_batched(), frame::BATCH_BYTES);
             }
             if round.take_under_lock(|| inner.proto.transmit_with(now, |f| builder.push(f))) {
-                break (inner.proto.poll_timeout(), inner.closing);
+                break inner.closing;
             }
         };
         builder.finish();
-        let more = round.is_full();
         while let Some(message) = builder.pop() {
             metrics.bytes_out.inc_by(message.len() as u64);
             if sink.feed(Message::Binary(message)).await.is_err() {
@@ -205,14 +205,35 @@ pub(super) async fn write_loop(
         if sink.flush().await.is_err() {
             return;
         }
-        if more {
-            continue;
-        }
-        builder.shrink();
         if closing {
+            if round.is_full() {
+                continue;
+            }
             let _ = sink.close().await;
             return;
         }
+        // The wake-ups left while this round was written are spent: what they were for (new
+        // frames, an ack due, a close, a successor) is seen under the lock below.
+        let _ = slot.notify.notified().now_or_never();
+        let (next, deadline) = {
+            let mut inner = lock(&slot.inner);
+            if inner.generation != generation || inner.closing {
+                // The next round passes the wake-up on, or writes what is left and closes.
+                continue;
+            }
+            (inner.proto.after_round(), inner.proto.poll_timeout())
+        };
+        let deadline = match next {
+            AfterRound::WriteNow => continue,
+            AfterRound::Gather => {
+                let gathered = Instant::now() + Gathering::FOR;
+                Some(deadline.map_or(gathered, |d| d.min(gathered)))
+            }
+            AfterRound::Wait => {
+                builder.shrink();
+                deadline
+            }
+        };
         let notified = slot.notify.notified();
         match deadline {
             Some(d) => {

@@ -75,9 +75,6 @@ impl Shared {
             aside.push(frame);
             return;
         }
-        // With frames already waiting, the writer has been woken for them and takes this one
-        // too: a wake-up per update was a visible share of its cost.
-        let writer_idle = !inner.proto.has_pending_transmit();
         if let Err((ServerFault::SlowConsumer, _)) = inner.proto.push_encoded_update(frame) {
             warn!(session = %target.id, "slow consumer: dropping its connection; a resume reports the gap");
             self.metrics.slow_consumers.inc();
@@ -87,7 +84,10 @@ impl Shared {
             let frame = encodings.frame(false, false);
             let _ = inner.proto.push_encoded_update(frame);
         }
-        if writer_idle {
+        // A writer that is writing sees this update after its round, and one that gathers a
+        // stream's updates is woken once it has enough (see `Gathering`): a wake-up per update
+        // was a visible share of the cost.
+        if inner.proto.wakes_writer() {
             target.notify.notify_one();
         }
     }

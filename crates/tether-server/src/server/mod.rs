@@ -30,7 +30,6 @@ use crate::topics::{MemoryTopicStore, SubscriptionIndex, TopicStore};
 use tether_protocol::frame::Arena;
 
 mod accept;
-mod bulk_read;
 mod cluster;
 mod connection;
 mod dispatch;

@@ -1,12 +1,15 @@
-//! Large reads for busy connections, without a large buffer for idle ones.
+//! Byte-stream adapters that Tether's client and server both put under their WebSocket.
 //!
-//! tungstenite reads at most its read buffer's size per system call, and it zero-fills that
-//! buffer for every connection, so the server keeps it small (1 KiB): a session that only
-//! holds a subscription costs little. A client that streams publishes, though, sends batches
-//! of up to 64 KiB, which took 64 system calls each. [`BulkReader`] sits between tungstenite
-//! and the socket: while the socket keeps filling every read, it reads 64 KiB at a time and
-//! hands tungstenite the bytes from memory; as soon as a read would wait (the peer paused), it
-//! gives the buffer back. Idle connections never hold it.
+//! [`BulkReader`]: large reads for busy connections, without a large buffer for idle ones.
+//! tungstenite reads at most its read buffer's size per system call, and zero-fills that
+//! buffer, so both ends keep it small: the server's (1 KiB) because every idle session pays
+//! for it, the client's (16 KiB) because a process may hold many sessions. A peer that streams,
+//! though, sends WebSocket messages of up to 64 KiB (a batch of frames), which took 64 reads
+//! each on the server and four on the client, each a system call and, over loopback, a TCP
+//! acknowledgement processed on the spot. [`BulkReader`] sits between tungstenite and the
+//! socket: while the socket keeps filling every read, it reads 64 KiB at a time and hands
+//! tungstenite the bytes from memory; as soon as a read would wait (the peer paused), it gives
+//! the buffer back. Idle connections never hold it.
 //!
 //! tokio's `BufReader` would keep its buffer for the connection's life; nothing in the
 //! ecosystem releases it on idle, hence this small adapter.
@@ -18,12 +21,12 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The size of one bulk read.
-const BULK: usize = 64 * 1024;
+pub const BULK: usize = 64 * 1024;
 
 /// A stream whose reads grow to [`BULK`] bytes while data keeps coming; writes go straight
 /// through.
 #[derive(Debug)]
-pub(super) struct BulkReader<S> {
+pub struct BulkReader<S> {
     inner: S,
     /// Empty while idle; [`BULK`] bytes long while busy, `start..end` not handed out yet.
     buf: Vec<u8>,
@@ -32,7 +35,8 @@ pub(super) struct BulkReader<S> {
 }
 
 impl<S> BulkReader<S> {
-    pub(super) fn new(inner: S) -> Self {
+    /// Wraps `inner`; reads go straight through until one fills the caller's buffer.
+    pub fn new(inner: S) -> Self {
         BulkReader {
             inner,
             buf: Vec::new(),
