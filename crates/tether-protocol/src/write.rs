@@ -46,11 +46,11 @@ impl WriteRound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterRound {
     /// Write the next round at once: a full round waits, or a frame the peer waits on (an ack,
-    /// a pong), or frames that do not look like a stream yet.
+    /// a pong), or the writer must hurry (see [`Gathering::after_round`]).
     WriteNow,
-    /// Gather a stream's frames: wait up to [`Gathering::FOR`], or until
-    /// [`Gathering::ENOUGH`] frames wait, or until anything else wakes the writer (an ack due,
-    /// a close).
+    /// Gather a stream's frames: wait, [`Gathering::AT_MOST`] at most, until
+    /// [`Gathering::ENOUGH`] frames wait or anything else wakes the writer (an ack due, a
+    /// close).
     Gather,
     /// Nothing waits: sleep until woken (by the next frame) or until the session's next
     /// deadline.
@@ -61,21 +61,24 @@ pub enum AfterRound {
 /// wake it, and when it gathers a stream's frames before writing them instead of writing
 /// whatever waits at once.
 ///
-/// Frames that keep coming in while each round is written come faster than the writer writes
+/// Frames that came in while a round was being written come faster than the writer writes
 /// them a round at a time, and a system call (and a wake-up of the reader at the other end)
 /// per few frames costs more than the frames themselves: a fast stream's rounds were a few
-/// dozen frames each. After [`Gathering::STREAK`] rounds in a row that found frames waiting,
-/// the writer gathers: it waits up to [`Gathering::FOR`] for [`Gathering::ENOUGH`] frames,
-/// and new frames do not wake it before that. When the stream runs dry it gathers once more
-/// (a stream's next frames come right after the writer caught up), then waits as usual.
+/// dozen frames each. So after such a round the writer gathers: it waits, at most
+/// [`Gathering::AT_MOST`], for [`Gathering::ENOUGH`] frames, and new frames do not wake it
+/// before that. When the stream runs dry it gathers once more (a stream's next frames come
+/// right after the writer caught up), then waits as usual.
 ///
-/// A session that receives now and then, or a burst of a few frames, finds nothing waiting
-/// after a round or two and is written to at once. A peer waiting on an ack or another
-/// control frame is never kept waiting for it, and a writer whose session's recovery buffer
-/// is half full writes what waits at once (gathering must not fill it).
+/// A session that receives now and then finds nothing waiting after a round, and so does a
+/// burst that the round it woke the writer for takes whole (the writer usually runs after a
+/// short burst was queued): both are written at once. A burst still being queued while its
+/// first frames are written has its tail gathered. A peer waiting on an ack or another
+/// control frame is never kept waiting for it, and a writer whose session's recovery buffer is
+/// half full writes what waits at once (gathering must not fill it).
 #[derive(Debug, Default)]
 pub struct Gathering {
-    streak: u32,
+    /// The last round found frames waiting.
+    streaming: bool,
     /// The stream ran dry and the writer gathered once more; the next dry round ends it.
     lingered: bool,
     state: WriterState,
@@ -94,11 +97,9 @@ enum WriterState {
 }
 
 impl Gathering {
-    /// Rounds in a row that found frames waiting before the writer gathers.
-    pub const STREAK: u32 = 2;
-
-    /// The longest a writer gathers.
-    pub const FOR: Duration = Duration::from_millis(1);
+    /// The longest a writer gathers. The server's writer waits until its runtime's next timer
+    /// tick, which comes within a millisecond (half of one on average).
+    pub const AT_MOST: Duration = Duration::from_millis(1);
 
     /// Frames waiting that end a gathering: a few full rounds, written back to back.
     pub const ENOUGH: u64 = 4 * WriteRound::PER_ROUND as u64;
@@ -122,24 +123,20 @@ impl Gathering {
             return AfterRound::WriteNow;
         }
         if waiting == 0 {
-            if self.streak >= Self::STREAK && !self.lingered && !hurry {
+            if self.streaming && !self.lingered && !hurry {
                 self.lingered = true;
                 return AfterRound::Gather;
             }
-            self.streak = 0;
+            self.streaming = false;
             self.lingered = false;
             return AfterRound::Wait;
         }
         self.lingered = false;
+        self.streaming = !hurry;
         if hurry {
-            self.streak = 0;
-            return AfterRound::WriteNow;
-        }
-        self.streak += 1;
-        if self.streak >= Self::STREAK {
-            AfterRound::Gather
-        } else {
             AfterRound::WriteNow
+        } else {
+            AfterRound::Gather
         }
     }
 
@@ -194,32 +191,24 @@ mod tests {
     fn a_writer_gathers_a_stream_but_not_a_burst_nor_what_the_peer_waits_on() {
         let full = WriteRound::PER_ROUND as u64;
         let mut g = Gathering::default();
-        // A burst: frames waited after the first round, none after the second.
-        assert_eq!(g.after_round(4, false, false), AfterRound::WriteNow);
+        // A burst that its round took whole.
         assert_eq!(g.after_round(0, false, false), AfterRound::Wait);
-        // A stream: frames wait after every round; from the second one on, gather.
-        assert_eq!(g.after_round(30, false, false), AfterRound::WriteNow);
+        // A stream: frames came in while each round was written.
+        assert_eq!(g.after_round(30, false, false), AfterRound::Gather);
         assert_eq!(g.after_round(25, false, false), AfterRound::Gather);
-        assert_eq!(g.after_round(40, false, false), AfterRound::Gather);
         // A full round waits: write it at once, and gather again after it.
         assert_eq!(g.after_round(full, false, false), AfterRound::WriteNow);
         assert_eq!(g.after_round(3, false, false), AfterRound::Gather);
         // Dry: gather once more, then wait.
         assert_eq!(g.after_round(0, false, false), AfterRound::Gather);
         assert_eq!(g.after_round(0, false, false), AfterRound::Wait);
-        assert_eq!(
-            g.after_round(5, false, false),
-            AfterRound::WriteNow,
-            "a new streak"
-        );
-        assert_eq!(g.after_round(5, false, false), AfterRound::Gather);
         // The peer waits on a control frame or an ack, or the buffer is half full: never held.
         assert_eq!(g.after_round(3, true, false), AfterRound::WriteNow);
         assert_eq!(g.after_round(3, false, true), AfterRound::WriteNow);
         assert_eq!(
-            g.after_round(3, false, false),
-            AfterRound::WriteNow,
-            "a hurry ended the streak"
+            g.after_round(0, false, false),
+            AfterRound::Wait,
+            "no lingering after a hurry"
         );
         assert_eq!(
             g.after_round(0, false, true),
@@ -239,7 +228,6 @@ mod tests {
         assert!(g.wakes(1, false), "waiting: the first frame wakes it");
         assert!(!g.wakes(2, false), "woken already");
         // Gathering: only enough frames, or a half-full buffer, wake it.
-        g.after_round(10, false, false);
         assert_eq!(g.after_round(10, false, false), AfterRound::Gather);
         assert!(!g.wakes(11, false));
         assert!(!g.wakes(Gathering::ENOUGH - 1, false));

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use tether_protocol::CloseReason;
 use tether_protocol::frame::{self, ClientFrame};
-use tether_protocol::write::{AfterRound, Gathering, WriteRound};
+use tether_protocol::write::{AfterRound, WriteRound};
 
 use crate::metrics::Metrics;
 
@@ -226,7 +226,9 @@ pub(super) async fn write_loop(
         let deadline = match next {
             AfterRound::WriteNow => continue,
             AfterRound::Gather => {
-                let gathered = Instant::now() + Gathering::FOR;
+                // Until the timer's next tick: tokio's timer ticks every millisecond and rounds
+                // a deadline up to its next tick, so this ends within `Gathering::AT_MOST`.
+                let gathered = Instant::now() + Duration::from_micros(1);
                 Some(deadline.map_or(gathered, |d| d.min(gathered)))
             }
             AfterRound::Wait => {
