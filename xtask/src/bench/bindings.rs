@@ -5,7 +5,9 @@
 //! raw clients talk to the raw tokio-tungstenite server of [`super::raw`] (`/down/N`,
 //! `/up/N`). Each phase is a child process running `h_bench.js` or `h_bench.py`, which
 //! prints its own rate (server → client: first update to last; client → server: first publish
-//! to last completion, at most 4096 awaiting).
+//! to last completion, at most 4096 awaiting). Node.js's server → client is measured once more
+//! with ten times the updates, as an info row: the phases above last under a tenth of a
+//! second, so they measure V8's warm-up as much as the stream.
 //!
 //! `cargo xtask bench` installs what this needs before it measures ([`install`]): the release
 //! addon (`cargo build --release -p tether-node`), `ws` (`npm install` into
@@ -35,6 +37,9 @@ const PYTHON_SCRIPT: &str = include_str!("h_bench.py");
 const STALL: Duration = Duration::from_secs(60);
 
 const TOPIC_DOWN: &str = "bench/down";
+
+/// The steady-state row of server → client measures this many times the updates.
+const STEADY: u64 = 10;
 
 /// The `ws` version installed for the baseline.
 const WS_PACKAGE: &str = "ws@8";
@@ -301,17 +306,27 @@ impl Script {
     }
 
     /// Reads up to the `rate` line: the phase's rate and the CPU per message of the script's
-    /// process (its `cpu` line, which comes first).
+    /// process (its `cpu` line, which comes first). Then waits for the script to end (its
+    /// output ends): it closes its session first. Killed before that, its session would stay
+    /// on the server, kept for a resume and still subscribed, and every later phase's updates
+    /// would go to it too.
     async fn rate(mut self) -> Result<Phase, String> {
         let mut cpu = None;
-        loop {
+        let phase = loop {
             let line = self.line().await?;
             if let Some(ns) = line.strip_prefix("cpu ") {
                 cpu = Some(self.number("cpu", ns)?);
             } else if let Some(rate) = line.strip_prefix("rate ") {
                 let rate = self.number("rate", rate)?;
                 let cpu = cpu.ok_or_else(|| format!("{}: no cpu line", self.what))?;
-                return Ok(Phase { rate, cpu });
+                break Phase { rate, cpu };
+            }
+        };
+        loop {
+            match tokio::time::timeout(STALL, self.lines.recv()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(phase),
+                Err(_) => return Err(format!("{} did not end after its rate", self.what)),
             }
         }
     }
@@ -382,6 +397,19 @@ async fn measure(
         Script::start(b, lang, "raw-down", &format!("{raw}/down/{n}"), n)?.rate(),
     )
     .await?;
+    // The same at STEADY times the updates (Node.js only): a phase of the row above lasts
+    // under a tenth of a second, less than V8 takes to optimise the code it runs.
+    let steady = match lang {
+        Lang::Node => {
+            let long = n * STEADY;
+            let tether = down_tether(b, lang, server, long).await?;
+            let raw = Script::start(b, lang, "raw-down", &format!("{raw}/down/{long}"), long)?
+                .rate()
+                .await?;
+            Some((tether, raw))
+        }
+        Lang::Python => None,
+    };
     let tether_up = Script::start(b, lang, "tether-up", &url, n)?.rate().await?;
     let raw_up = Script::start(b, lang, "raw-up", &format!("{raw}/up/{n}"), n)?
         .rate()
@@ -396,7 +424,7 @@ async fn measure(
          runtime's) over the phase, divided by the messages; the server's is not counted"
     );
     let key = lang.name();
-    Ok(vec![
+    let mut samples = vec![
         Sample::new(
             &format!("h.{key}.down"),
             &format!("{package} package: topic updates server → client"),
@@ -442,12 +470,34 @@ async fn measure(
         )
         .baseline(raw_up.cpu)
         .note(cpu_note),
-    ])
+    ];
+    if let Some((tether, raw)) = steady {
+        samples.push(
+            Sample::new(
+                &format!("h.{key}.down.steady"),
+                &format!(
+                    "{package} package: server → client, {STEADY}× the updates (info: past \
+                     the warm-up)"
+                ),
+                Unit::PerSec,
+                tether.rate,
+            )
+            .baseline(raw.rate)
+            .note(format!(
+                "{} messages of {PAYLOAD} B; raw = the {baseline} package",
+                n * STEADY
+            )),
+        );
+    }
+    Ok(samples)
 }
 
 /// The server publishes `n` updates (within [`DOWN_WINDOW`] of what the script reported
 /// received) to the script's subscription.
 async fn down_tether(b: &Bindings, lang: Lang, server: &Server, n: u64) -> Result<Phase, String> {
+    if server.session_count() != 0 {
+        return Err("a session of an earlier phase is still on the server".into());
+    }
     let mut script = Script::start(b, lang, "tether-down", &server.url(), n)?;
     while script.line().await? != "ready" {}
     let payload = Bytes::from(vec![0x5a; PAYLOAD]);

@@ -56,6 +56,7 @@ pub(crate) const EXPECTED_KEYS: &[&str] = &[
     "h.node.down",
     "h.node.down.cpu",
     "h.node.down.server",
+    "h.node.down.steady",
     "h.node.up",
     "h.node.up.cpu",
     "h.python.down",
