@@ -189,6 +189,8 @@ pub struct ServerSession {
     conn: Option<Connection>,
     /// Several frames per WebSocket message on the current connection.
     batched: bool,
+    /// Whether each connection's writer gathers fast streams (see [`Gathering`]).
+    gathers: bool,
 }
 
 impl ServerSession {
@@ -207,7 +209,18 @@ impl ServerSession {
             control: VecDeque::new(),
             conn: None,
             batched: false,
+            gathers: true,
         }
+    }
+
+    /// Whether the writers of this session's connections gather fast streams (see
+    /// [`Gathering`]; on unless turned off here).
+    pub fn with_gathering(mut self, gathers: bool) -> Self {
+        self.gathers = gathers;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.writer = Gathering::new(gathers);
+        }
+        self
     }
 
     /// Whether the current connection batches frames (negotiated in its upgrade); set it
@@ -412,7 +425,7 @@ impl ServerSession {
         self.conn = Some(Connection {
             liveness: Liveness::new(self.ping_period, now),
             acks: AckSchedule::default(),
-            writer: Gathering::default(),
+            writer: Gathering::new(self.gathers),
         });
     }
 

@@ -944,3 +944,32 @@ fn the_writer_gathers_a_stream_of_updates_but_never_holds_an_ack_back() {
         "half full: no gathering"
     );
 }
+
+#[test]
+fn a_session_whose_gathering_is_off_writes_a_stream_at_once() {
+    let now = Instant::now();
+    let update = Bytes::from(crate::frame::encode_update(&Update {
+        topic: "a".into(),
+        value: Bytes::from_static(b"v"),
+        position: Position::default(),
+        snapshot: false,
+    }));
+    // Turned off before the connection and after it: both take.
+    let mut before = ServerSession::new(BufferLimits::default(), PING).with_gathering(false);
+    before.opened(now);
+    let mut after = ServerSession::new(BufferLimits::default(), PING);
+    after.opened(now);
+    let mut after = after.with_gathering(false);
+    for server in [&mut before, &mut after] {
+        for _ in 0..3 {
+            server.push_encoded_update(update.clone()).expect("room");
+            assert_eq!(
+                server.after_round(),
+                AfterRound::WriteNow,
+                "updates wait: write"
+            );
+            while server.poll_transmit(now).is_some() {}
+        }
+        assert_eq!(server.after_round(), AfterRound::Wait);
+    }
+}

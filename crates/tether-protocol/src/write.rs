@@ -75,8 +75,10 @@ pub enum AfterRound {
 /// first frames are written has its tail gathered. A peer waiting on an ack or another
 /// control frame is never kept waiting for it, and a writer whose session's recovery buffer is
 /// half full writes what waits at once (gathering must not fill it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gathering {
+    /// Off: the writer writes whatever waits at once, as it did before gathering.
+    enabled: bool,
     /// The last round found frames waiting.
     streaming: bool,
     /// The stream ran dry and the writer gathered once more; the next dry round ends it.
@@ -96,7 +98,24 @@ enum WriterState {
     Waiting,
 }
 
+impl Default for Gathering {
+    /// Gathering on.
+    fn default() -> Self {
+        Gathering::new(true)
+    }
+}
+
 impl Gathering {
+    /// A writer that gathers fast streams, or (`enabled` false) writes whatever waits at once.
+    pub fn new(enabled: bool) -> Self {
+        Gathering {
+            enabled,
+            streaming: false,
+            lingered: false,
+            state: WriterState::default(),
+        }
+    }
+
     /// The longest a writer gathers. The server's writer waits until its runtime's next timer
     /// tick, which comes within a millisecond (half of one on average).
     pub const AT_MOST: Duration = Duration::from_millis(1);
@@ -121,6 +140,13 @@ impl Gathering {
     fn decide(&mut self, waiting: u64, control: bool, hurry: bool) -> AfterRound {
         if control || waiting >= WriteRound::PER_ROUND as u64 {
             return AfterRound::WriteNow;
+        }
+        if !self.enabled {
+            return if waiting == 0 {
+                AfterRound::Wait
+            } else {
+                AfterRound::WriteNow
+            };
         }
         if waiting == 0 {
             if self.streaming && !self.lingered && !hurry {
@@ -215,6 +241,20 @@ mod tests {
             AfterRound::Wait,
             "nothing to write"
         );
+    }
+
+    #[test]
+    fn a_writer_with_gathering_off_writes_whatever_waits_at_once() {
+        let mut g = Gathering::new(false);
+        for waiting in [30, 25, 3, 1] {
+            assert_eq!(g.after_round(waiting, false, false), AfterRound::WriteNow);
+            assert!(
+                !g.wakes(waiting + 1, false),
+                "writing: seen after its round"
+            );
+        }
+        assert_eq!(g.after_round(0, false, false), AfterRound::Wait);
+        assert!(g.wakes(1, false), "waiting: the first frame wakes it");
     }
 
     #[test]

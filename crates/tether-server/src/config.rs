@@ -230,6 +230,11 @@ pub struct ServerConfig {
     pub min_ping_period_ms: u64,
     /// The longest ping period a client may ask for, in ms (default 60,000).
     pub max_ping_period_ms: u64,
+    /// Whether a session's writer gathers a fast stream of updates (default true): when
+    /// updates came in while it wrote, it waits for more, 1 ms at most, instead of writing a
+    /// few dozen at a time (never while the client waits on an ack). Off, every update is
+    /// written as soon as the writer gets to it, at the cost of more system calls per update.
+    pub gather_streams: bool,
     /// Recovery buffer bounds.
     pub recovery: RecoveryConfig,
     /// Limits.
@@ -262,6 +267,7 @@ impl Default for ServerConfig {
             ping_period_ms: 10_000,
             min_ping_period_ms: 1_000,
             max_ping_period_ms: 60_000,
+            gather_streams: true,
             recovery: RecoveryConfig::default(),
             limits: LimitsConfig::default(),
             anonymous: AnonymousConfig::default(),
@@ -465,6 +471,9 @@ mod tests {
         assert_eq!(c.recovery.max_bytes, 8 << 20);
         assert_eq!(c.max_reconnect_timeout_ms, 300_000);
         assert_eq!(c.principals[0].subscribe, vec!["a/**"]);
+        assert!(c.gather_streams, "on by default");
+        let off = ServerConfig::from_toml("gather_streams = false").expect("valid");
+        assert!(!off.gather_streams);
     }
 
     #[test]

@@ -844,7 +844,8 @@ impl Shared {
             principal: record.principal.clone(),
             perms,
             inner: Mutex::new(SlotInner {
-                proto: ServerSession::new(self.config.buffer_limits(), self.config.ping_period()),
+                proto: ServerSession::new(self.config.buffer_limits(), self.config.ping_period())
+                    .with_gathering(self.config.gather_streams),
                 tokens: tokens.clone(),
                 subscriptions: subs.iter().map(|(s, _)| s.clone()).collect(),
                 generation: 1,

@@ -202,7 +202,8 @@ impl Shared {
                         s.proto,
                         self.config.buffer_limits(),
                         self.config.ping_period(),
-                    ),
+                    )
+                    .with_gathering(self.config.gather_streams),
                     tokens: ResumeTokens::from_parts(
                         ResumeToken::from_bytes(s.token),
                         s.previous_token.map(ResumeToken::from_bytes),

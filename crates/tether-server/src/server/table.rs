@@ -136,7 +136,8 @@ impl Shared {
             *count += 1;
         }
         let reconnect_timeout = requested_timeout.min(self.config.max_reconnect_timeout());
-        let mut proto = ServerSession::new(self.config.buffer_limits(), self.config.ping_period());
+        let mut proto = ServerSession::new(self.config.buffer_limits(), self.config.ping_period())
+            .with_gathering(self.config.gather_streams);
         proto.opened(Instant::now());
         let id = SessionId::from_bytes(random_bytes());
         let token = ResumeToken::from_bytes(random_bytes());
