@@ -762,6 +762,17 @@ impl ServerSession {
             .wakes(self.out.unsent_len(), self.out.is_half_full())
     }
 
+    /// Whether the writer must be woken once the shell has handled the client's requests
+    /// (`deadline_before`: [`ServerSession::poll_timeout`] before it did): a control frame to
+    /// write (a rejection), updates queued that wake it ([`ServerSession::wakes_writer`]: a
+    /// subscription's current values), or an ack timer that moved earlier. A client's lazy
+    /// ack alone does not end a writer's gathering.
+    pub fn wakes_writer_after_requests(&mut self, deadline_before: Option<Instant>) -> bool {
+        !self.control.is_empty()
+            || self.wakes_writer()
+            || crate::deadline_moved_earlier(deadline_before, self.poll_timeout())
+    }
+
     /// When [`ServerSession::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conn = self.conn.as_ref()?;

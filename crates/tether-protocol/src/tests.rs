@@ -904,14 +904,24 @@ fn the_writer_gathers_a_stream_of_updates_but_never_holds_an_ack_back() {
     );
     server.push_encoded_update(update.clone()).expect("room");
     assert!(!server.wakes_writer(), "gathering");
+    // The client's lazy ack of what it got does not end the gathering.
+    let before = server.poll_timeout();
+    let ack = crate::frame::encode_to_vec(&crate::frame::ClientFrame::Ack { received: 1 });
+    server.handle_frame(now, &ack).expect("valid");
+    assert!(!server.wakes_writer_after_requests(before), "a lazy ack");
 
     // A request applied: the client waits on its ack, so nothing is held back.
     let publish = crate::frame::encode_to_vec(&crate::frame::ClientFrame::Publish {
         topic: "a".into(),
         value: Bytes::from_static(b"v"),
     });
+    let before = server.poll_timeout();
     server.handle_frame(now, &publish).expect("valid");
     server.request_applied(now, 1);
+    assert!(
+        server.wakes_writer_after_requests(before),
+        "an ack is owed: its timer wakes the writer"
+    );
     assert_eq!(
         round(&mut server, 3),
         AfterRound::WriteNow,

@@ -261,19 +261,13 @@ impl Subscription {
                 }
             }
         };
+        // Batches waiting join while they fit; the first that does not is split.
         while batch.len() < max {
             let Ok(next) = self.rx.try_recv() else {
                 break;
             };
-            if batch.len() + next.len() <= max {
-                self.backlog.taken(next.len());
-                batch.extend(next);
-            } else {
-                self.start(next);
-                let room = max - batch.len();
-                batch.extend(self.take_up_to(room));
-                break;
-            }
+            let part = self.take_whole_or_part(next, max - batch.len());
+            batch.extend(part);
         }
         Some(batch)
     }
@@ -291,10 +285,8 @@ impl Subscription {
 
     /// Up to `max` updates of the current batch.
     fn take_up_to(&mut self, max: usize) -> Vec<TopicUpdate> {
-        let taken: Vec<TopicUpdate> = self.current.by_ref().take(max).collect();
-        if self.current.len() == 0 {
-            self.backlog.taken(std::mem::take(&mut self.current_len));
-        }
+        let mut taken = Vec::with_capacity(max.min(self.current.len()));
+        taken.extend(std::iter::from_fn(|| self.take_current()).take(max));
         taken
     }
 

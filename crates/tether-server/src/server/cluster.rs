@@ -440,9 +440,7 @@ impl Shared {
                     return Handled::Superseded;
                 }
                 inner.proto.request_applied(now, seq);
-                if inner.proto.has_pending_transmit()
-                    || tether_protocol::deadline_moved_earlier(before, inner.proto.poll_timeout())
-                {
+                if inner.proto.wakes_writer_after_requests(before) {
                     slot.notify.notify_one();
                 }
                 Handled::Continue

@@ -112,11 +112,9 @@ impl Shared {
             self.free(slot, "closed by client", Release::Delete);
             return Handled::Closed;
         }
-        // Fan-out already woke every subscriber's writer; this one needs waking only for a
-        // rejection to write or an ack timer that moved earlier.
-        if inner.proto.has_pending_transmit()
-            || tether_protocol::deadline_moved_earlier(deadline_before, inner.proto.poll_timeout())
-        {
+        // Fan-out already woke every subscriber's writer that needed it; this one needs waking
+        // only for a rejection, a subscription's current values or an ack timer.
+        if inner.proto.wakes_writer_after_requests(deadline_before) {
             slot.notify.notify_one();
         }
         Handled::Continue
