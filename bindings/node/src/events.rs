@@ -22,8 +22,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use napi::Env;
 use napi::Status;
-use napi::bindgen_prelude::{Buffer, Float64Array, Uint32Array};
+use napi::bindgen_prelude::{
+    Buffer, BufferSlice, Float64Array, Float64ArraySlice, Uint32Array, Uint32ArraySlice,
+};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tether::strategy::{AttemptInfo, ReconnectionStrategy};
@@ -57,6 +60,13 @@ pub(crate) enum Event {
 
 /// A batch of topic updates, in columns (`index.js` unpacks them into update objects): a
 /// few allocations per batch instead of an object and a buffer per update.
+///
+/// The columns are copies in memory that V8 allocates, which a garbage collection frees as
+/// soon as it finds them unused; the vectors they are built in go back to the allocator at
+/// once, for the next batch. Handed over instead (external memory, freed by a finaliser that
+/// Node.js runs later), a fast stream's batches kept taking fresh memory, a page fault every
+/// 4 KiB: a third more page faults, and 36–45 ns more CPU per update, over a stream's first
+/// 200,000 updates (BENCHMARKS.md, tenth round).
 #[napi(object, object_from_js = false)]
 pub struct JsUpdates {
     /// The distinct topic paths of the batch.
@@ -72,7 +82,7 @@ pub struct JsUpdates {
 pub(crate) const META: usize = 5;
 
 impl JsUpdates {
-    fn of(updates: Vec<TopicUpdate>) -> JsUpdates {
+    fn of(env: &Env, updates: Vec<TopicUpdate>) -> napi::Result<JsUpdates> {
         let mut topics: Vec<String> = Vec::new();
         let mut values = Vec::with_capacity(updates.iter().map(|u| u.value.len()).sum());
         let mut meta = Vec::with_capacity(updates.len() * META);
@@ -93,11 +103,11 @@ impl JsUpdates {
                 if update.snapshot { 1.0 } else { 0.0 },
             ]);
         }
-        JsUpdates {
+        Ok(JsUpdates {
             topics,
-            values: Buffer::from(values),
-            meta: Float64Array::new(meta),
-        }
+            values: BufferSlice::copy_from(env, values)?.into_buffer(env)?,
+            meta: Float64ArraySlice::copy_from(env, meta)?.into_typed_array(env)?,
+        })
     }
 }
 
@@ -120,7 +130,7 @@ pub struct JsSettled {
 }
 
 impl JsSettled {
-    fn of(settled: Vec<(u32, Result<(), tether::Error>)>) -> JsSettled {
+    fn of(env: &Env, settled: Vec<(u32, Result<(), tether::Error>)>) -> napi::Result<JsSettled> {
         let mut ok = Vec::with_capacity(settled.len());
         let mut failed = Vec::new();
         for (id, result) in settled {
@@ -132,10 +142,11 @@ impl JsSettled {
                 }),
             }
         }
-        JsSettled {
-            ok: Uint32Array::new(ok),
+        Ok(JsSettled {
+            // A copy in V8's memory, as `JsUpdates` has it.
+            ok: Uint32ArraySlice::copy_from(env, ok)?.into_typed_array(env)?,
             failed,
-        }
+        })
     }
 }
 
@@ -208,11 +219,10 @@ impl JsEvent {
             info: None,
         }
     }
-}
 
-impl From<Event> for JsEvent {
-    fn from(event: Event) -> JsEvent {
-        match event {
+    /// The event as JavaScript gets it; runs on the JavaScript thread (`env`'s).
+    fn new(env: &Env, event: Event) -> napi::Result<JsEvent> {
+        Ok(match event {
             Event::State(change) => JsEvent {
                 old: Some(change.old.as_str().to_owned()),
                 new: Some(change.new.as_str().to_owned()),
@@ -250,18 +260,18 @@ impl From<Event> for JsEvent {
             },
             Event::Updates { sub, updates } => JsEvent {
                 sub: Some(sub),
-                updates: Some(JsUpdates::of(updates)),
+                updates: Some(JsUpdates::of(env, updates)?),
                 ..JsEvent::empty("updates")
             },
             Event::Settled(settled) => JsEvent {
-                settled: Some(JsSettled::of(settled)),
+                settled: Some(JsSettled::of(env, settled)?),
                 ..JsEvent::empty("settled")
             },
             Event::SubscriptionEnd { sub } => JsEvent {
                 sub: Some(sub),
                 ..JsEvent::empty("end")
             },
-        }
+        })
     }
 }
 
@@ -289,7 +299,7 @@ pub(crate) fn event_function(
         .callee_handled::<false>()
         .build_callback(
             |ctx: napi::threadsafe_function::ThreadsafeCallContext<Event>| {
-                Ok(JsEvent::from(ctx.value))
+                JsEvent::new(&ctx.env, ctx.value)
             },
         )
 }
