@@ -65,7 +65,7 @@ pub(crate) enum Event {
 /// soon as it finds them unused; the vectors they are built in go back to the allocator at
 /// once, for the next batch. Handed over instead (external memory, freed by a finaliser that
 /// Node.js runs later), a fast stream's batches kept taking fresh memory, a page fault every
-/// 4 KiB: a third more page faults, and 36–45 ns more CPU per update, over a stream's first
+/// 4 KiB: 40 % more page faults, and 36–45 ns more CPU per update, over a stream's first
 /// 200,000 updates (BENCHMARKS.md, tenth round).
 #[napi(object, object_from_js = false)]
 pub struct JsUpdates {
